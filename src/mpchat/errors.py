@@ -1,0 +1,113 @@
+"""The error tree: every failure a client can see, with its stable code (API.md).
+
+Errors are values raised in the domain; the HTTP status is attached here as data and
+the mapping to a response happens once, at the edge (``mpchat.api.errors``)::
+
+    MpchatError
+    ├── InvalidRequest            400 invalid_request
+    ├── ContentRejected           400 content_rejected
+    ├── Unauthorized              401 unauthorized
+    │   └── InvalidCode           401 invalid_code
+    ├── QuotaExceeded             402 quota_exceeded
+    ├── NotFound                  404 not_found
+    ├── PayloadTooLarge           413 payload_too_large
+    ├── RateLimited               429 rate_limited      (retry_after)
+    ├── UpstreamError             502 upstream_error
+    ├── ServiceUnavailable        503 service_unavailable (a dependency such as WeChat is down)
+    ├── Busy                      503 busy              (retry_after)
+    └── UpstreamTimeout           504 upstream_timeout
+
+``message`` is the text a user may see (zh-CN). It never carries an upstream body,
+a stack trace or a secret: put those in logs (redacted), not here.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Busy",
+    "ContentRejected",
+    "InvalidCode",
+    "InvalidRequest",
+    "MpchatError",
+    "NotFound",
+    "PayloadTooLarge",
+    "QuotaExceeded",
+    "RateLimited",
+    "ServiceUnavailable",
+    "Unauthorized",
+    "UpstreamError",
+    "UpstreamTimeout",
+]
+
+
+class MpchatError(Exception):
+    """Base of every error with a stable code."""
+
+    status: int = 500
+    code: str = "internal_error"
+    default_message: str = "服务内部错误，请稍后再试"
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+        self.message = message or self.default_message
+        self.retry_after = retry_after
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, object]:
+        body: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.retry_after is not None:
+            body["retry_after"] = _whole_seconds(self.retry_after)
+        return body
+
+
+def _whole_seconds(seconds: float) -> int:
+    """Round up so a client that waits exactly this long is never early."""
+    whole = int(seconds)
+    return whole + 1 if seconds > whole else max(whole, 1)
+
+
+class InvalidRequest(MpchatError):
+    status, code, default_message = 400, "invalid_request", "请求格式不正确"
+
+
+class ContentRejected(MpchatError):
+    status, code, default_message = 400, "content_rejected", "内容未通过安全检查，请修改后再试"
+
+
+class Unauthorized(MpchatError):
+    status, code, default_message = 401, "unauthorized", "登录已失效，请重新登录"
+
+
+class InvalidCode(Unauthorized):
+    code, default_message = "invalid_code", "登录凭证无效，请重新登录"
+
+
+class QuotaExceeded(MpchatError):
+    status, code, default_message = 402, "quota_exceeded", "额度已用完"
+
+
+class NotFound(MpchatError):
+    status, code, default_message = 404, "not_found", "内容不存在"
+
+
+class PayloadTooLarge(MpchatError):
+    status, code, default_message = 413, "payload_too_large", "请求内容过大"
+
+
+class RateLimited(MpchatError):
+    status, code, default_message = 429, "rate_limited", "请求过于频繁，请稍后再试"
+
+
+class UpstreamError(MpchatError):
+    status, code, default_message = 502, "upstream_error", "模型服务暂时不可用，请稍后再试"
+
+
+class ServiceUnavailable(MpchatError):
+    status, code, default_message = 503, "service_unavailable", "服务暂时不可用，请稍后再试"
+
+
+class Busy(MpchatError):
+    status, code, default_message = 503, "busy", "当前排队人数过多，请稍后再试"
+
+
+class UpstreamTimeout(MpchatError):
+    status, code, default_message = 504, "upstream_timeout", "模型服务响应超时，请稍后再试"

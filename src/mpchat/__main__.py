@@ -1,0 +1,5 @@
+import sys
+
+from mpchat.cli import main
+
+sys.exit(main())

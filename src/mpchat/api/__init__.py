@@ -1,0 +1,1 @@
+"""Transport: routes, request/response models, dependencies, errors to HTTP."""

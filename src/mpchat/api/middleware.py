@@ -1,0 +1,79 @@
+"""Pure ASGI middleware: request ids and the body size limit (before any parsing)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mpchat.errors import PayloadTooLarge
+
+__all__ = ["BodyLimitMiddleware", "RequestIdMiddleware"]
+
+_SANE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Echo a sane ``X-Request-Id`` or make one; it is in ``scope["state"]["request_id"]``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = b""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                rid = value if _SANE_ID.match(value) else b""
+                break
+        if not rid:
+            rid = uuid.uuid4().hex.encode()
+        scope.setdefault("state", {})["request_id"] = rid.decode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over ``max_bytes``: by Content-Length at once, else while reading.
+
+    ``on_too_large`` builds the response (the error shape lives in `mpchat.api.errors`).
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, on_too_large: Callable[[Scope], ASGIApp]
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.on_too_large = on_too_large
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.max_bytes:
+                    await self.on_too_large(scope)(scope, receive, send)
+                    return
+                break
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise PayloadTooLarge()
+            return message
+
+        await self.app(scope, limited_receive, send)

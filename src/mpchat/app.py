@@ -1,0 +1,64 @@
+"""create_app(settings) -> the ASGI app. Nothing happens at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import FileResponse
+from starlette.staticfiles import StaticFiles
+
+from mpchat import __version__
+from mpchat.api.errors import install_error_handlers, too_large_app
+from mpchat.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from mpchat.api.routes import chat, conversations, health, login
+from mpchat.services import open_services
+from mpchat.settings import Settings
+
+__all__ = ["create_app"]
+
+_STATIC = Path(__file__).parent / "web" / "static"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with open_services(settings) as services:
+            app.state.services = services  # for operators' tooling and tests
+            yield {"services": services}
+
+    app = FastAPI(
+        title="mpchat",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs" if settings.env == "development" else None,
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    for module in (login, chat, conversations, health):
+        app.include_router(module.router)
+    if settings.web_demo_enabled and (_STATIC / "index.html").exists():
+        app.mount("/static", StaticFiles(directory=_STATIC), name="static")
+
+        @app.get("/", include_in_schema=False)
+        async def demo_page() -> FileResponse:
+            return FileResponse(_STATIC / "index.html")
+
+    # Outermost last: the request id wraps everything, then the size limit.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       on_too_large=too_large_app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+        )
+    app.add_middleware(RequestIdMiddleware)
+    return app

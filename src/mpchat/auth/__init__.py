@@ -1,0 +1,1 @@
+"""Identity: session tokens and the login modes (dev, wechat, cloudrun)."""

@@ -1,0 +1,87 @@
+"""Login: turn a `wx.login` code (or the Cloud Run header) into a user and a token."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mpchat.auth.tokens import Claims, TokenSigner
+from mpchat.errors import InvalidRequest, Unauthorized
+from mpchat.storage import users
+
+__all__ = ["Authenticator", "LoginResult", "dev_openid"]
+
+# code -> openid; raises InvalidCode / RateLimited / ServiceUnavailable (wechat mode).
+CodeExchange = Callable[[str], Awaitable[str]]
+
+
+def dev_openid(code: str) -> str:
+    """A stable test identity per code, never mistakable for a real openid."""
+    return "dev_" + hashlib.sha256(code.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True, slots=True)
+class LoginResult:
+    token: str
+    expires_in: int
+
+
+class Authenticator:
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        signer: TokenSigner,
+        mode: str,
+        exchange: CodeExchange | None = None,
+    ) -> None:
+        if mode == "wechat" and exchange is None:
+            raise ValueError("wechat login needs a code exchange")
+        self._engine = engine
+        self._signer = signer
+        self.mode = mode
+        self._exchange = exchange
+
+    async def login(self, *, code: str | None, cloud_openid: str | None = None) -> LoginResult:
+        if self.mode == "cloudrun":
+            if not cloud_openid:
+                raise Unauthorized()
+            openid = cloud_openid
+        else:
+            if not code or not code.strip():
+                raise InvalidRequest("缺少 code")
+            if self.mode == "dev":
+                openid = dev_openid(code)
+            else:
+                assert self._exchange is not None  # checked in __init__
+                openid = await self._exchange(code)
+        user_id = await users.get_or_create_user(self._engine, openid=openid)
+        session_id, _ = await users.create_session(
+            self._engine, user_id=user_id, ttl=self._signer.ttl
+        )
+        token = self._signer.issue(user_id=user_id, session_id=session_id)
+        return LoginResult(token, self._signer.ttl)
+
+    async def authenticate(self, token: str | None) -> Claims:
+        """The caller's claims from a bearer token; `Unauthorized` otherwise."""
+        if not token:
+            raise Unauthorized()
+        claims = self._signer.verify(token)
+        if not await users.session_is_live(
+            self._engine, session_id=claims.session_id, user_id=claims.user_id
+        ):
+            raise Unauthorized()
+        return claims
+
+    async def authenticate_cloudrun(self, openid: str | None) -> Claims:
+        """Cloud Run injects ``X-WX-OPENID``: safe only when the platform is the sole way in."""
+        if not openid or len(openid) > 128:
+            raise Unauthorized()
+        user_id = await users.get_or_create_user(self._engine, openid=openid)
+        return Claims(user_id, session_id="")
+
+    async def logout(self, claims: Claims) -> None:
+        await users.delete_session(self._engine, session_id=claims.session_id)

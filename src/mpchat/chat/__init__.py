@@ -1,0 +1,1 @@
+"""The chat pipeline: context building, the answer stream, what is stored when."""

@@ -1,0 +1,108 @@
+"""The `mpchat` command: serve, migrate, fake-upstream, fake-wechat."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from mpchat.settings import Settings, UnsafeSettings
+
+__all__ = ["main"]
+
+log = logging.getLogger("mpchat")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mpchat", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP service (uvicorn, uvloop, httptools)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, default=1)
+    sub.add_parser("migrate", help="apply database migrations (Alembic) and exit")
+    fake = sub.add_parser("fake-upstream", help="run the fake OpenAI-compatible provider")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=9100)
+    fake.add_argument("--ttft-ms", type=float, default=0.0, help="time to first token")
+    fake.add_argument("--chunks", type=int, default=20, help="deltas per answer")
+    fake.add_argument("--gap-ms", type=float, default=0.0, help="time between deltas")
+    wx = sub.add_parser("fake-wechat", help="run the fake WeChat API")
+    wx.add_argument("--host", default="127.0.0.1")
+    wx.add_argument("--port", type=int, default=9200)
+    args = parser.parse_args(argv)
+
+    if args.command == "fake-upstream":
+        from mpchat.fakes.upstream import FakeUpstreamConfig, serve_forever
+
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+        config = FakeUpstreamConfig(ttft=args.ttft_ms / 1000, chunks=args.chunks,
+                                    gap=args.gap_ms / 1000)
+        serve_forever(args.host, args.port, config)
+        return 0
+    if args.command == "fake-wechat":
+        from mpchat.fakes import wechat
+
+        return int(wechat.main(["--host", args.host, "--port", str(args.port)]) or 0)
+
+    try:
+        settings = Settings()
+        settings.refuse_unsafe()
+    except UnsafeSettings as exc:
+        print(f"mpchat: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # pydantic's ValidationError, with the bad variable named
+        print(f"mpchat: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    from mpchat.logs import configure_logging
+
+    configure_logging(settings.log_level, _secret_values(settings))
+    if args.command == "migrate":
+        return asyncio.run(_migrate(settings))
+    return _serve(settings, args.host, args.port, args.workers)
+
+
+def _secret_values(settings: Settings) -> list[str]:
+    values = [settings.upstream_api_key, settings.wechat_secret, settings.secret_key,
+              settings.encryption_keys, settings.admin_token]
+    return [v.get_secret_value() for v in values if v is not None]
+
+
+async def _migrate(settings: Settings) -> int:
+    from mpchat.storage.engine import create_engine
+    from mpchat.storage.migrations import upgrade
+
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+    log.info("database is at the latest migration")
+    return 0
+
+
+def _serve(settings: Settings, host: str | None, port: int | None, workers: int) -> int:
+    import uvicorn
+
+    from mpchat.app import create_app
+
+    uvicorn.run(
+        create_app(settings) if workers == 1 else "mpchat.app:create_app",
+        factory=workers != 1,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""One settings class, read from the environment (``MPCHAT_*``) or a ``.env`` file.
+
+Validated once at start and passed in; nothing reads the environment later. In
+production (``MPCHAT_ENV=production``) unsafe defaults refuse to start.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "UnsafeSettings"]
+
+_RATE = re.compile(r"^\s*(\d+)\s*(?:/|per)\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
+
+
+class UnsafeSettings(ValueError):
+    """A configuration that must not run (production refusals)."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MPCHAT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Literal["development", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("data")
+    log_level: str = "INFO"
+    config: Path | None = None
+
+    database_url: str | None = None
+    redis_url: str | None = None
+
+    upstream_base_url: str | None = None
+    upstream_api_key: SecretStr | None = None
+    upstream_model: str = "gpt-4o-mini"
+    upstream_connect_timeout: float = 5.0
+    upstream_first_token_timeout: float = 30.0
+    upstream_chunk_timeout: float = 30.0
+    upstream_total_timeout: float = 180.0
+    upstream_retry_attempts: int = Field(default=3, ge=1, le=10)
+    upstream_retry_initial: float = 0.5
+    upstream_retry_max_wait: float = 8.0
+    upstream_pool_size: int = 256
+
+    wechat_appid: str | None = None
+    wechat_secret: SecretStr | None = None
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    auth_mode: Literal["wechat", "cloudrun", "dev"] | None = None
+
+    secret_key: SecretStr | None = None
+    encryption_keys: SecretStr | None = None
+    token_ttl: int = Field(default=604800, gt=0)
+
+    rate_limit: str = "5/minute"
+    upstream_max_concurrency: int = Field(default=32, ge=1)
+    queue_size: int = Field(default=256, ge=0)
+    queue_timeout: float = Field(default=30.0, gt=0)
+
+    max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    max_content_chars: int = Field(default=2000, gt=0)
+    context_token_budget: int = Field(default=3000, gt=0)
+    max_answer_tokens: int | None = None
+    system_prompt: str = "你是一个乐于助人的中文助手，回答简洁准确。"
+
+    wordlist: str | None = None
+    ai_label: str = "本回答由 AI 生成"
+    model_display_name: str | None = None
+    filing_number: str | None = None
+
+    admin_token: SecretStr | None = None
+    web_demo: bool | None = None
+    cors_origins: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if not _RATE.match(self.rate_limit):
+            raise ValueError(f"MPCHAT_RATE_LIMIT {self.rate_limit!r}: use N/second|minute|hour|day")
+        return self
+
+    # Derived values: properties, so there is one source of truth.
+    @property
+    def resolved_auth_mode(self) -> str:
+        if self.auth_mode:
+            return self.auth_mode
+        return "wechat" if self.wechat_appid else "dev"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'mpchat.db'}"
+
+    @property
+    def web_demo_enabled(self) -> bool:
+        return self.web_demo if self.web_demo is not None else self.env == "development"
+
+    @property
+    def rate_limit_parts(self) -> tuple[int, int]:
+        """(requests, window seconds) of ``rate_limit``."""
+        m = _RATE.match(self.rate_limit)
+        assert m is not None  # checked by the validator
+        seconds = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}[m.group(2).lower()]
+        return int(m.group(1)), seconds
+
+    def refuse_unsafe(self) -> None:
+        """Raise `UnsafeSettings` listing every unsafe choice when running in production."""
+        if self.env != "production":
+            return
+        problems = []
+        if self.resolved_auth_mode == "dev":
+            problems.append("MPCHAT_AUTH_MODE is dev (set MPCHAT_WECHAT_APPID or cloudrun)")
+        if self.secret_key is None or len(self.secret_key.get_secret_value()) < 32:
+            problems.append("MPCHAT_SECRET_KEY is missing or shorter than 32 characters")
+        if self.encryption_keys is None:
+            problems.append("MPCHAT_ENCRYPTION_KEYS is missing")
+        if self.resolved_auth_mode == "wechat" and not self.wechat_secret:
+            problems.append("MPCHAT_WECHAT_SECRET is missing for wechat login")
+        if problems:
+            raise UnsafeSettings("refusing to start in production: " + "; ".join(problems))

@@ -1,0 +1,1 @@
+"""Storage: the engine, the schema and repository functions (keyword-only, async)."""

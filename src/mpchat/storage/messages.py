@@ -1,0 +1,292 @@
+"""Messages: a chat turn's writes, the context it reads, and the history pages.
+
+A turn is written in two steps: `begin_turn` stores the user's message (and creates the
+conversation) before the provider is called, `finish_turn` stores the answer with its
+status when it ends. Both keep the conversation's ``last_seq`` and count current.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from mpchat.errors import NotFound
+from mpchat.storage.conversations import owned_conversation
+from mpchat.storage.crypto import Ciphertext, DecryptError, Keyring, message_aad, title_aad
+from mpchat.storage.tables import conversations, messages
+
+__all__ = [
+    "CONTEXT_STATUSES",
+    "HistoryTurn",
+    "MessageItem",
+    "Turn",
+    "begin_turn",
+    "finish_turn",
+    "list_messages",
+    "new_id",
+    "set_message_status",
+]
+
+# Only these answers and questions are sent back to the model as context.
+CONTEXT_STATUSES = ("complete", "truncated")
+# A conversation's newest rows are read at most this many at a time for context.
+_CONTEXT_ROWS = 200
+_TITLE_CHARS = 40
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryTurn:
+    role: str
+    content: str
+
+
+@dataclass(slots=True)
+class Turn:
+    """What `begin_turn` wrote and read."""
+
+    conversation_id: str
+    user_message_id: str
+    user_seq: int
+    history: list[HistoryTurn] = field(default_factory=list)
+    omitted: int = 0  # earlier turns that did not fit the budget
+
+
+@dataclass(frozen=True, slots=True)
+class MessageItem:
+    id: str
+    role: str
+    content: str | None  # None when the stored ciphertext cannot be decrypted
+    status: str
+    created_at: datetime
+
+
+async def begin_turn(
+    engine: AsyncEngine,
+    keyring: Keyring,
+    *,
+    user_id: str,
+    conversation_id: str | None,
+    content: str,
+    tokens: int,
+    history_budget: int,
+) -> Turn:
+    """Store the user's message and read the context that precedes it.
+
+    The history is read newest first (so the budget keeps the most recent turns) and
+    then put back in chronological order. ``history_budget`` is in estimated tokens.
+    Raises `NotFound` for a conversation that does not exist or is not the user's.
+    """
+    now = _now()
+    async with engine.begin() as conn:
+        if conversation_id is None:
+            conversation_id = new_id()
+            title = keyring.encrypt(
+                content[:_TITLE_CHARS],
+                title_aad(conversation_id=conversation_id, user_id=user_id),
+            )
+            await conn.execute(
+                insert(conversations).values(
+                    id=conversation_id,
+                    user_id=user_id,
+                    title=title.blob,
+                    title_key=title.key_id,
+                    message_count=0,
+                    last_seq=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            history: list[HistoryTurn] = []
+            omitted = 0
+        else:
+            if not await owned_conversation(
+                conn, conversation_id=conversation_id, user_id=user_id
+            ):
+                raise NotFound()
+            history, omitted = await _read_history(
+                conn, keyring, conversation_id=conversation_id, user_id=user_id,
+                budget=history_budget,
+            )
+        message_id = new_id()
+        seq = await _insert_message(
+            conn, keyring, message_id=message_id, conversation_id=conversation_id,
+            user_id=user_id, role="user", status="complete", content=content, tokens=tokens,
+            now=now,
+        )
+    return Turn(conversation_id, message_id, seq, history, omitted)
+
+
+async def _read_history(
+    conn: AsyncConnection, keyring: Keyring, *, conversation_id: str, user_id: str, budget: int
+) -> tuple[list[HistoryTurn], int]:
+    m = messages.c
+    query = (
+        select(m.id, m.role, m.content, m.content_key, m.tokens)
+        .where(m.conversation_id == conversation_id, m.status.in_(CONTEXT_STATUSES))
+        .order_by(m.seq.desc())
+        .limit(_CONTEXT_ROWS)
+    )
+    rows = (await conn.execute(query)).all()
+    newest_first: list[HistoryTurn] = []
+    used = 0
+    for row in rows:
+        if used + row.tokens > budget:
+            break
+        try:
+            text = keyring.decrypt(
+                Ciphertext(row.content_key, row.content),
+                message_aad(message_id=row.id, user_id=user_id),
+            )
+        except DecryptError:
+            continue  # an unreadable row is left out of context, not fatal to the chat
+        used += row.tokens
+        newest_first.append(HistoryTurn(row.role, text))
+    newest_first.reverse()  # chronological: oldest of the kept turns first
+    return newest_first, len(rows) - len(newest_first)
+
+
+async def _insert_message(
+    conn: AsyncConnection,
+    keyring: Keyring,
+    *,
+    message_id: str,
+    conversation_id: str,
+    user_id: str,
+    role: str,
+    status: str,
+    content: str,
+    tokens: int,
+    now: datetime,
+    prompt_tokens: int | None = None,
+    completion_tokens: int | None = None,
+    meta: dict[str, Any] | None = None,
+) -> int:
+    sealed = keyring.encrypt(content, message_aad(message_id=message_id, user_id=user_id))
+    result = await conn.execute(
+        insert(messages)
+        .values(
+            id=message_id,
+            conversation_id=conversation_id,
+            user_id=user_id,
+            role=role,
+            status=status,
+            content=sealed.blob,
+            content_key=sealed.key_id,
+            tokens=tokens,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            meta=meta,
+            created_at=now,
+        )
+        .returning(messages.c.seq)
+    )
+    seq = int(result.scalar_one())
+    await conn.execute(
+        update(conversations)
+        .where(conversations.c.id == conversation_id)
+        .values(
+            last_seq=seq,
+            message_count=conversations.c.message_count + 1,
+            updated_at=now,
+        )
+    )
+    return seq
+
+
+async def finish_turn(
+    engine: AsyncEngine,
+    keyring: Keyring,
+    *,
+    user_id: str,
+    conversation_id: str,
+    message_id: str,
+    content: str,
+    status: str,
+    tokens: int,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+    meta: dict[str, Any] | None = None,
+) -> None:
+    """Store the answer (``status``: complete, truncated or retracted)."""
+    async with engine.begin() as conn:
+        await _insert_message(
+            conn, keyring, message_id=message_id, conversation_id=conversation_id,
+            user_id=user_id, role="assistant", status=status, content=content, tokens=tokens,
+            now=_now(), prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            meta=meta,
+        )
+
+
+async def set_message_status(engine: AsyncEngine, *, message_id: str, status: str) -> None:
+    """Change a stored message's status (e.g. a question later rejected by safety)."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(messages).where(messages.c.id == message_id).values(status=status)
+        )
+
+
+async def list_messages(
+    engine: AsyncEngine,
+    keyring: Keyring,
+    *,
+    conversation_id: str,
+    user_id: str,
+    limit: int,
+    before: int | None,
+) -> tuple[list[MessageItem], int | None]:
+    """A page of the conversation, oldest first within the page; cursor pages backwards.
+
+    Raises `NotFound` when the conversation is not the user's.
+    """
+    m = messages.c
+    query = select(m.seq, m.id, m.role, m.content, m.content_key, m.status, m.created_at).where(
+        m.conversation_id == conversation_id
+    )
+    if before is not None:
+        query = query.where(m.seq < before)
+    query = query.order_by(m.seq.desc()).limit(limit + 1)
+    async with engine.connect() as conn:
+        if not await owned_conversation(conn, conversation_id=conversation_id, user_id=user_id):
+            raise NotFound()
+        rows = (await conn.execute(query)).all()
+    more = len(rows) > limit
+    page = list(rows[:limit])
+    page.reverse()
+    items = [
+        MessageItem(
+            id=row.id,
+            role=row.role,
+            content=_content(keyring, row, user_id),
+            status=row.status,
+            created_at=row.created_at if row.created_at.tzinfo else row.created_at.replace(
+                tzinfo=UTC
+            ),
+        )
+        for row in page
+    ]
+    return items, (page[0].seq if more and page else None)
+
+
+def _content(keyring: Keyring, row: Any, user_id: str) -> str | None:
+    if row.status == "retracted":
+        return ""  # withdrawn by content safety: never shown again
+    try:
+        return keyring.decrypt(
+            Ciphertext(row.content_key, row.content),
+            message_aad(message_id=row.id, user_id=user_id),
+        )
+    except DecryptError:
+        return None

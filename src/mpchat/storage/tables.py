@@ -1,0 +1,99 @@
+"""The schema, as SQLAlchemy Core tables (the migrations in ``migrations/`` create it).
+
+Ordering never relies on timestamps: ``messages.seq`` is an auto-increment key, so two
+messages written in the same microsecond still have a strict order, and a
+conversation's ``last_seq`` (the seq of its newest message) orders the list and its
+cursors.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+)
+from sqlalchemy.types import JSON
+
+__all__ = ["conversations", "messages", "metadata", "sessions", "users"]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias).
+SeqType = BigInteger().with_variant(Integer(), "sqlite")
+UTC = DateTime(timezone=True)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("openid", String(128), nullable=False, unique=True),
+    Column("created_at", UTC, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", UTC, nullable=False),
+    Column("expires_at", UTC, nullable=False),
+    Index(None, "user_id"),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("title", LargeBinary, nullable=True),
+    Column("title_key", String(32), nullable=True),
+    Column("summary", LargeBinary, nullable=True),
+    Column("summary_key", String(32), nullable=True),
+    Column("summary_upto", SeqType, nullable=True),
+    Column("message_count", Integer, nullable=False, default=0),
+    Column("last_seq", SeqType, nullable=False, default=0),
+    Column("created_at", UTC, nullable=False),
+    Column("updated_at", UTC, nullable=False),
+    Index(None, "user_id", "last_seq"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(32), nullable=False, unique=True),
+    Column(
+        "conversation_id",
+        String(32),
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("user_id", String(32), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("content_key", String(32), nullable=False),
+    Column("tokens", Integer, nullable=False, default=0),
+    Column("prompt_tokens", Integer, nullable=True),
+    Column("completion_tokens", Integer, nullable=True),
+    Column("meta", JSON, nullable=True),
+    Column("created_at", UTC, nullable=False),
+    Index(None, "conversation_id", "seq"),
+    Index(None, "content_key"),
+    Index(None, "user_id"),
+)

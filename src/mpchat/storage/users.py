@@ -1,0 +1,77 @@
+"""Users and their login sessions (a session row makes a token revocable)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mpchat.storage.tables import sessions, users
+
+__all__ = [
+    "create_session",
+    "delete_session",
+    "delete_user_sessions",
+    "get_or_create_user",
+    "session_is_live",
+]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def get_or_create_user(engine: AsyncEngine, *, openid: str) -> str:
+    """The user id for ``openid``, creating the user on first login (race-safe)."""
+    query = select(users.c.id).where(users.c.openid == openid)
+    async with engine.connect() as conn:
+        found = (await conn.execute(query)).scalar_one_or_none()
+    if found is not None:
+        return str(found)
+    user_id = uuid.uuid4().hex
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(insert(users).values(id=user_id, openid=openid, created_at=_now()))
+        return user_id
+    except IntegrityError:  # another request created it in between
+        async with engine.connect() as conn:
+            return str((await conn.execute(query)).scalar_one())
+
+
+async def create_session(engine: AsyncEngine, *, user_id: str, ttl: int) -> tuple[str, datetime]:
+    session_id = uuid.uuid4().hex
+    now = _now()
+    expires_at = now + timedelta(seconds=ttl)
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(sessions).values(
+                id=session_id, user_id=user_id, created_at=now, expires_at=expires_at
+            )
+        )
+    return session_id, expires_at
+
+
+async def session_is_live(engine: AsyncEngine, *, session_id: str, user_id: str) -> bool:
+    query = select(sessions.c.expires_at).where(
+        sessions.c.id == session_id, sessions.c.user_id == user_id
+    )
+    async with engine.connect() as conn:
+        expires_at = (await conn.execute(query)).scalar_one_or_none()
+    if expires_at is None:
+        return False
+    if expires_at.tzinfo is None:  # SQLite hands back naive datetimes
+        expires_at = expires_at.replace(tzinfo=UTC)
+    return bool(expires_at > _now())
+
+
+async def delete_session(engine: AsyncEngine, *, session_id: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(delete(sessions).where(sessions.c.id == session_id))
+
+
+async def delete_user_sessions(engine: AsyncEngine, *, user_id: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))

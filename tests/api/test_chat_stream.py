@@ -1,0 +1,81 @@
+"""The core chat path over real HTTP: login, streamed answer, stored turn, context order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mpchat.fakes.upstream import FakeUpstream
+from tests.utils import running_app
+
+
+def _upstream(fake: FakeUpstream) -> dict[str, Any]:
+    return {"upstream_base_url": fake.base_url, "upstream_api_key": "sk-test-key-123456",
+            "upstream_model": "fake-model"}
+
+
+async def test_stream_events_in_order_and_answer_stored(settings_factory, fake_upstream):
+    settings = settings_factory(**_upstream(fake_upstream))
+    async with running_app(settings) as app:
+        token = await app.login("alice")
+        status, events = await app.chat_events(token, {"content": "你好"})
+        assert status == 200
+        kinds = [e["type"] for e in events]
+        assert kinds[0] == "start" and kinds[-1] == "done"
+        assert kinds[1:-1] == ["delta"] * 20
+        start = events[0]
+        assert start["ai_generated"] is True and start["label"] and start["model"] == "fake-model"
+        answer = "".join(e["text"] for e in events if e["type"] == "delta")
+        assert answer == "".join(f"片段{i} " for i in range(20))
+        assert events[-1]["usage"]["completion_tokens"] == 20
+        # The provider saw the key, the system prompt and the new message.
+        assert fake_upstream.stats.authorization[-1] == "Bearer sk-test-key-123456"
+        sent = fake_upstream.stats.received[-1]
+        assert [m["role"] for m in sent] == ["system", "user"]
+        assert sent[-1]["content"] == "你好"
+
+        headers = {"Authorization": f"Bearer {token}"}
+        conv = start["conversation_id"]
+        async with app.http.get(f"{app.base_url}/api/v1/conversations/{conv}/messages",
+                                headers=headers) as r:
+            page = await r.json()
+        assert [(m["role"], m["status"]) for m in page["items"]] == [
+            ("user", "complete"), ("assistant", "complete")]
+        assert page["items"][1]["content"] == answer
+        assert page["items"][1]["id"] == start["message_id"]
+
+
+async def test_context_is_chronological_and_ends_with_new_message(settings_factory, fake_upstream):
+    settings = settings_factory(**_upstream(fake_upstream))
+    async with running_app(settings) as app:
+        token = await app.login("bob")
+        fake_upstream.script = [{"text": ["A1"]}, {"text": ["A2"]}, {"text": ["A3"]}]
+        _, events = await app.chat_events(token, {"content": "Q1"})
+        conv = events[0]["conversation_id"]
+        for q in ("Q2", "Q3"):
+            await app.chat_events(token, {"content": q, "conversation_id": conv})
+        sent = fake_upstream.stats.received[-1]
+        assert [(m["role"], m["content"]) for m in sent[1:]] == [
+            ("user", "Q1"), ("assistant", "A1"), ("user", "Q2"), ("assistant", "A2"),
+            ("user", "Q3")]
+
+
+async def test_context_budget_keeps_newest_turns_in_order(settings_factory, fake_upstream):
+    # Each short turn costs about 5 estimated tokens; a budget of 40 keeps only the newest.
+    settings = settings_factory(**_upstream(fake_upstream), context_token_budget=40,
+                                system_prompt="S")
+    async with running_app(settings) as app:
+        token = await app.login("carol")
+        fake_upstream.script = [{"text": [f"A{i}"]} for i in range(8)]
+        _, events = await app.chat_events(token, {"content": "Q0"})
+        conv = events[0]["conversation_id"]
+        for i in range(1, 8):
+            await app.chat_events(token, {"content": f"Q{i}", "conversation_id": conv})
+        sent = fake_upstream.stats.received[-1]
+        body = [m["content"] for m in sent[1:]]
+        assert body[-1] == "Q7"
+        assert len(body) < 15  # older turns were left out
+        # What was kept is the newest contiguous run, oldest first.
+        kept = body[:-1]
+        expected_tail = [x for i in range(7) for x in (f"Q{i}", f"A{i}")][-len(kept):]
+        assert kept == expected_tail
+        assert "更早的对话" in sent[0]["content"]

@@ -1,0 +1,88 @@
+"""Shared fixtures: settings on a temp dir, the database backends, a fake provider."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from mpchat.fakes.upstream import FakeUpstream
+from mpchat.settings import Settings
+
+PG_URL = os.environ.get(
+    "MPCHAT_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("MPCHAT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def reachable(url: str, default_port: int) -> bool:
+    parsed = urlparse(url.replace("+asyncpg", ""))
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port),
+                                      timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(url: str, default_port: int, what: str) -> None:
+    """Skip on a laptop without the service; fail in CI, where it must be there."""
+    if reachable(url, default_port):
+        return
+    message = f"{what} is unreachable at {url}"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: services are required)")
+    pytest.skip(message)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Every storage test runs on SQLite and on PostgreSQL (a fresh schema each time)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+        return
+    require_service(PG_URL, 5432, "PostgreSQL")
+    asyncio.run(reset_postgres(PG_URL))
+    yield PG_URL
+
+
+async def reset_postgres(url: str) -> None:
+    """An empty public schema, so migrations and tests start from nothing."""
+    from sqlalchemy import text
+
+    from mpchat.storage.engine import create_engine
+
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path, database_url: str):  # type: ignore[no-untyped-def]
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "data_dir": tmp_path / "data",
+            "database_url": database_url,
+            "upstream_retry_initial": 0.01,
+            "upstream_retry_max_wait": 0.05,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return make
+
+
+@pytest.fixture
+async def fake_upstream() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream() as fake:
+        yield fake

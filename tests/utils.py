@@ -1,0 +1,71 @@
+"""Test helpers: run the real app over loopback HTTP, log in, read NDJSON streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+import uvicorn
+
+from mpchat.app import create_app
+from mpchat.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Running:
+    base_url: str
+    http: aiohttp.ClientSession
+    app: Any
+
+    @property
+    def services(self) -> Any:
+        return self.app.state.services if hasattr(self.app.state, "services") else None
+
+    async def login(self, code: str = "alice") -> str:
+        async with self.http.post(f"{self.base_url}/api/v1/login", json={"code": code}) as r:
+            assert r.status == 200, await r.text()
+            return str((await r.json())["token"])
+
+    async def chat_events(
+        self, token: str, body: dict[str, Any]
+    ) -> tuple[int, list[dict[str, Any]]]:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with self.http.post(f"{self.base_url}/api/v1/chat", json=body,
+                                  headers=headers) as r:
+            raw = await r.read()
+        return r.status, [orjson.loads(line) for line in raw.splitlines() if line]
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[Running]:
+    """The app on uvicorn (httptools), on a free loopback port, in this event loop."""
+    app = create_app(settings)
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="none", http="httptools",
+                            log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(15):
+            while not server.started:
+                if task.done():
+                    task.result()  # surfaces a start-up failure
+                    raise RuntimeError("server stopped during start-up")
+                await asyncio.sleep(0.01)
+        async with aiohttp.ClientSession() as http:
+            yield Running(f"http://127.0.0.1:{port}", http, app)
+    finally:
+        server.should_exit = True
+        await task

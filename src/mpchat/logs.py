@@ -51,3 +51,5 @@ def configure_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic announces every plugin at INFO on each start: noise, not news.
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))

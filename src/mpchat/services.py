@@ -6,6 +6,8 @@ database); handlers receive the `Services` it yields, never globals.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -90,6 +92,9 @@ async def open_services(
         )
         _log_startup(settings, provider, keyring)
         yield Services(settings, engine, http, keyring, auth, chat, provider)
+        # Answers cut short by shutdown are stored before the engine closes.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(chat.wait_idle(), timeout=10)
 
 
 def _provider(settings: Settings, http: aiohttp.ClientSession) -> Provider:

@@ -78,6 +78,22 @@ class ChatService:
         self.max_answer_tokens = max_answer_tokens
         self.max_content_chars = max_content_chars
         self.sleep = sleep
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Until every answer under way has ended and been stored (for shutdown, tests)."""
+        await self._idle.wait()
+
+    def _enter(self) -> None:
+        self._active += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self._active -= 1
+        if self._active == 0:
+            self._idle.set()
 
     async def start(self, request: ChatRequest) -> ChatRun:
         """Store the question and build the context; raises `MpchatError` before any event."""
@@ -144,6 +160,14 @@ class ChatRun:
         }
 
     async def events(self) -> AsyncGenerator[Event]:
+        self._svc._enter()
+        try:
+            async for event in self._events():
+                yield event
+        finally:
+            self._svc._leave()
+
+    async def _events(self) -> AsyncGenerator[Event]:
         yield self.start_event()
         parts: list[str] = []
         finish: Finish | None = None

@@ -1,0 +1,113 @@
+"""Repository functions on SQLite and PostgreSQL: ordering, unreadable rows, nothing in clear."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mpchat.errors import NotFound
+from mpchat.storage import messages as store
+from mpchat.storage.crypto import Keyring, generate_key_spec
+from mpchat.storage.engine import create_engine
+from mpchat.storage.migrations import upgrade
+from mpchat.storage.tables import messages
+from mpchat.storage.users import get_or_create_user
+
+MARKER = "MARKER-7f3a9c"
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    await upgrade(engine)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def keyring() -> Keyring:
+    return Keyring.from_spec(generate_key_spec("k1"))
+
+
+async def _turn(engine, keyring, user, conv, content, answer):
+    turn = await store.begin_turn(engine, keyring, user_id=user, conversation_id=conv,
+                                  content=content, tokens=10, history_budget=1000)
+    await store.finish_turn(engine, keyring, user_id=user, conversation_id=turn.conversation_id,
+                            message_id=store.new_id(), content=answer, status="complete",
+                            tokens=10, prompt_tokens=1, completion_tokens=1)
+    return turn
+
+
+async def test_history_is_chronological_and_excludes_the_new_message(engine, keyring):
+    user = await get_or_create_user(engine, openid="o1")
+    first = await _turn(engine, keyring, user, None, "q1", "a1")
+    await _turn(engine, keyring, user, first.conversation_id, "q2", "a2")
+    third = await _turn(engine, keyring, user, first.conversation_id, "q3", "a3")
+    assert [(h.role, h.content) for h in third.history] == [
+        ("user", "q1"), ("assistant", "a1"), ("user", "q2"), ("assistant", "a2")]
+
+
+async def test_budget_keeps_newest_turns(engine, keyring):
+    user = await get_or_create_user(engine, openid="o2")
+    first = await _turn(engine, keyring, user, None, "q1", "a1")
+    await _turn(engine, keyring, user, first.conversation_id, "q2", "a2")
+    turn = await store.begin_turn(engine, keyring, user_id=user,
+                                  conversation_id=first.conversation_id, content="q3",
+                                  tokens=10, history_budget=25)
+    assert [h.content for h in turn.history] == ["q2", "a2"]
+    assert turn.omitted == 2
+
+
+async def test_unknown_or_foreign_conversation_is_not_found(engine, keyring):
+    alice = await get_or_create_user(engine, openid="alice")
+    eve = await get_or_create_user(engine, openid="eve")
+    turn = await _turn(engine, keyring, alice, None, "q", "a")
+    for conv in (turn.conversation_id, "f" * 32):
+        with pytest.raises(NotFound):
+            await store.begin_turn(engine, keyring, user_id=eve, conversation_id=conv,
+                                   content="x", tokens=1, history_budget=10)
+        with pytest.raises(NotFound):
+            await store.list_messages(engine, keyring, conversation_id=conv, user_id=eve,
+                                      limit=10, before=None)
+
+
+async def test_swapped_ciphertext_is_reported_per_message_not_fatal(engine, keyring):
+    user = await get_or_create_user(engine, openid="o3")
+    turn = await _turn(engine, keyring, user, None, "first", "second")
+    async with engine.begin() as conn:
+        rows = (await conn.execute(select(messages.c.seq, messages.c.content)
+                                   .order_by(messages.c.seq))).all()
+        # Copy the answer's ciphertext over the question: it must not decrypt there.
+        await conn.execute(update(messages).where(messages.c.seq == rows[0].seq)
+                           .values(content=rows[1].content))
+    items, _ = await store.list_messages(engine, keyring, conversation_id=turn.conversation_id,
+                                         user_id=user, limit=10, before=None)
+    assert [i.content for i in items] == [None, "second"]
+    again = await store.begin_turn(engine, keyring, user_id=user,
+                                   conversation_id=turn.conversation_id, content="third",
+                                   tokens=1, history_budget=100)
+    assert [h.content for h in again.history] == ["second"]
+
+
+async def test_raw_database_never_holds_the_plaintext(engine, keyring, database_url, tmp_path):
+    user = await get_or_create_user(engine, openid="o4")
+    await _turn(engine, keyring, user, None, f"question {MARKER}", f"answer {MARKER}")
+    if database_url.startswith("sqlite"):
+        await engine.dispose()  # checkpoint the WAL so every byte is in files we can read
+        data = b"".join(p.read_bytes() for p in Path(tmp_path).glob("test.db*"))
+    else:
+        async with engine.connect() as conn:
+            dump = (await conn.execute(text(
+                "SELECT string_agg(t::text, '|') FROM (SELECT * FROM messages) t "
+                "UNION ALL SELECT string_agg(t::text, '|') FROM (SELECT * FROM conversations) t"
+            ))).scalars().all()
+        data = "".join(d or "" for d in dump).encode()
+    assert data
+    # bytea columns print as hex in PostgreSQL's text form: look for both spellings.
+    for needle in (MARKER, "question"):
+        assert needle.encode() not in data
+        assert needle.encode().hex().encode() not in data

@@ -1,0 +1,56 @@
+"""Settings: derived defaults, rate-limit syntax, and production refusals with their messages."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from mpchat.settings import Settings, UnsafeSettings
+from mpchat.storage.crypto import generate_key_spec
+
+
+def make(**values: object) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def test_defaults_are_development_friendly():
+    s = make()
+    assert s.resolved_auth_mode == "dev"
+    assert s.resolved_database_url.startswith("sqlite+aiosqlite:///")
+    assert s.rate_limit_parts == (5, 60)
+    assert s.web_demo_enabled
+    s.refuse_unsafe()  # development accepts the defaults
+
+
+def test_appid_selects_wechat_login():
+    assert make(wechat_appid="wx123").resolved_auth_mode == "wechat"
+
+
+@pytest.mark.parametrize(("text", "parts"), [("10/second", (10, 1)), ("3 per hour", (3, 3600)),
+                                             ("100/day", (100, 86400))])
+def test_rate_limit_syntax(text, parts):
+    assert make(rate_limit=text).rate_limit_parts == parts
+
+
+def test_bad_rate_limit_is_refused():
+    with pytest.raises(ValidationError, match="RATE_LIMIT"):
+        make(rate_limit="lots")
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({}, "MPCHAT_AUTH_MODE is dev"),
+    ({"wechat_appid": "wx1", "wechat_secret": "s", "encryption_keys": generate_key_spec("k")},
+     "MPCHAT_SECRET_KEY is missing"),
+    ({"wechat_appid": "wx1", "wechat_secret": "s", "secret_key": "k" * 40},
+     "MPCHAT_ENCRYPTION_KEYS is missing"),
+    ({"wechat_appid": "wx1", "secret_key": "k" * 40, "encryption_keys": generate_key_spec("k")},
+     "MPCHAT_WECHAT_SECRET is missing"),
+])
+def test_production_refuses_unsafe_defaults(values, message):
+    with pytest.raises(UnsafeSettings, match=message):
+        make(env="production", **values).refuse_unsafe()
+
+
+def test_production_accepts_a_complete_configuration():
+    make(env="production", wechat_appid="wx1", wechat_secret="s", secret_key="k" * 40,
+         encryption_keys=generate_key_spec("k1")).refuse_unsafe()

@@ -1,0 +1,198 @@
+"""AccessTokenProvider: cache, single-flight, Redis sharing, invalidation, retries."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from mpchat.errors import ServiceUnavailable
+from mpchat.fakes.wechat import FakeWeChat
+from mpchat.wechat import AccessTokenProvider, Backoff
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def provider_factory(
+    http: aiohttp.ClientSession, fake: FakeWeChat, appid, secret, fast_backoff
+):
+    made: list[AccessTokenProvider] = []
+
+    def make(**kw: object) -> AccessTokenProvider:
+        options: dict[str, object] = {"base_url": fake.base_url, "backoff": fast_backoff}
+        options.update(kw)
+        provider = AccessTokenProvider(http, appid=appid, secret=secret, **options)  # type: ignore[arg-type]
+        made.append(provider)
+        return provider
+
+    yield make
+    for provider in made:
+        await provider.aclose()
+
+
+async def test_token_is_cached(provider_factory, fake: FakeWeChat) -> None:
+    tokens = provider_factory()
+    assert tokens.state == "empty"
+    first = await tokens.get()
+    assert await tokens.get() == first
+    assert fake.stats.stable_token_calls == 1
+    assert tokens.state == "fresh"
+
+
+async def test_renewed_before_expiry_by_one_concurrent_request(
+    provider_factory, fake: FakeWeChat
+) -> None:
+    clock = Clock()
+    tokens = provider_factory(clock=clock, refresh_margin=300)
+    fake.latency["stable_token"] = 0.05  # keep the renewal in flight while others arrive
+    await tokens.get()
+    clock.now += 7200 - 299  # inside the 5-minute margin, not yet expired
+    assert tokens.state == "due"
+    results = await asyncio.gather(*(tokens.get() for _ in range(10)))
+    assert len(set(results)) == 1
+    assert fake.stats.stable_token_calls == 2
+    assert fake.stats.max_in_flight["stable_token"] == 1
+
+
+async def test_caller_leaving_does_not_cancel_the_shared_renewal(
+    provider_factory, fake: FakeWeChat
+) -> None:
+    tokens = provider_factory()
+    fake.latency["stable_token"] = 0.1
+    impatient = asyncio.create_task(tokens.get())
+    patient = asyncio.create_task(tokens.get())
+    await asyncio.sleep(0)  # let both join the renewal
+    impatient.cancel()
+    assert await patient
+    assert fake.stats.stable_token_calls == 1
+
+
+async def test_invalidate_fetches_without_force_when_wechat_has_a_new_token(
+    provider_factory, fake: FakeWeChat
+) -> None:
+    tokens = provider_factory()
+    old = await tokens.get()
+    fake.expire_token(old)
+    await tokens.invalidate(old)
+    new = await tokens.get()
+    assert new != old
+    assert fake.stats.stable_token_calls == 2
+    assert fake.stats.force_refreshes == 0
+
+
+async def test_force_refresh_only_when_the_same_stale_token_comes_back(
+    provider_factory, fake: FakeWeChat
+) -> None:
+    tokens = provider_factory()
+    old = await tokens.get()
+    fake.revoke_token(old)  # WeChat rejects it but stable_token still hands it out
+    await tokens.invalidate(old)
+    new = await tokens.get()
+    assert new != old
+    assert fake.stats.stable_token_calls == 3  # cached -> same stale one -> forced
+    assert fake.stats.force_refreshes == 1
+
+
+async def test_invalidating_an_old_token_keeps_the_current_one(
+    provider_factory, fake: FakeWeChat
+) -> None:
+    tokens = provider_factory()
+    current = await tokens.get()
+    await tokens.invalidate("some-older-token")
+    assert await tokens.get() == current
+    assert fake.stats.stable_token_calls == 1
+
+
+async def test_system_busy_is_retried_with_backoff(provider_factory, fake: FakeWeChat) -> None:
+    tokens = provider_factory()
+    fake.fail("stable_token", 2, errcode=-1)
+    assert await tokens.get()
+    assert fake.stats.stable_token_calls == 3
+
+
+async def test_retries_are_bounded(provider_factory, fake: FakeWeChat) -> None:
+    tokens = provider_factory(backoff=Backoff(attempts=2, initial=0.01))
+    fake.fail("stable_token", 5, errcode=-1)
+    with pytest.raises(ServiceUnavailable):
+        await tokens.get()
+    assert fake.stats.stable_token_calls == 2
+
+
+async def test_configuration_errors_are_not_retried(
+    http, fake: FakeWeChat, appid, fast_backoff, caplog
+) -> None:
+    tokens = AccessTokenProvider(
+        http, appid=appid, secret="bad-secret", base_url=fake.base_url, backoff=fast_backoff
+    )
+    with pytest.raises(ServiceUnavailable):
+        await tokens.get()
+    assert fake.stats.stable_token_calls == 1
+    assert "errcode=40125" in caplog.text and "bad-secret" not in caplog.text
+
+
+async def test_unreachable_wechat(http, closed_url, appid, secret, fast_backoff) -> None:
+    tokens = AccessTokenProvider(
+        http, appid=appid, secret=secret, base_url=closed_url, backoff=fast_backoff
+    )
+    with pytest.raises(ServiceUnavailable):
+        await tokens.get()
+    assert tokens.requests == fast_backoff.attempts
+
+
+async def test_closed_provider_refuses(provider_factory) -> None:
+    tokens = provider_factory()
+    await tokens.aclose()
+    assert tokens.state == "closed"
+    with pytest.raises(RuntimeError):
+        await tokens.get()
+
+
+async def test_two_instances_share_one_renewal_through_redis(
+    provider_factory, fake: FakeWeChat, redis: Redis, redis_prefix: str
+) -> None:
+    fake.latency["stable_token"] = 0.1
+    first = provider_factory(redis=redis, key_prefix=redis_prefix, poll_interval=0.01)
+    second = provider_factory(redis=redis, key_prefix=redis_prefix, poll_interval=0.01)
+    results = await asyncio.gather(*(p.get() for p in (first, second) for _ in range(5)))
+    assert len(set(results)) == 1
+    assert fake.stats.stable_token_calls == 1
+    # A third instance starting later reads the shared token instead of fetching.
+    third = provider_factory(redis=redis, key_prefix=redis_prefix)
+    assert await third.get() == results[0]
+    assert fake.stats.stable_token_calls == 1
+
+
+async def test_invalidation_is_shared_through_redis(
+    provider_factory, fake: FakeWeChat, redis: Redis, redis_prefix: str
+) -> None:
+    first = provider_factory(redis=redis, key_prefix=redis_prefix)
+    second = provider_factory(redis=redis, key_prefix=redis_prefix)
+    old = await first.get()
+    fake.revoke_token(old)
+    await first.invalidate(old)
+    # The other instance renews; it learns from Redis that `old` is stale and forces.
+    new = await second.get()
+    assert new != old
+    assert fake.stats.force_refreshes == 1
+    assert await first.get() == new  # read from Redis, no further call
+    assert fake.stats.stable_token_calls == 3
+
+
+async def test_redis_down_falls_back_to_memory(provider_factory, fake: FakeWeChat) -> None:
+    broken = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    try:
+        tokens = provider_factory(redis=broken)
+        token = await tokens.get()
+        assert token == fake.current_token
+        await tokens.invalidate(token)  # must not raise either
+    finally:
+        await broken.aclose()

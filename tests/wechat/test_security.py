@@ -1,0 +1,222 @@
+"""ContentSecurity: verdicts, chunking, token retry, backoff, policy, Cloud Run, rate limit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from mpchat.errors import ServiceUnavailable
+from mpchat.fakes.wechat import FakeWeChat
+from mpchat.wechat import (
+    AccessTokenProvider,
+    ContentSecurity,
+    LocalRateLimiter,
+    RedisRateLimiter,
+)
+from mpchat.wechat.security import split_content
+
+OPENID = "o_test_user"
+
+
+@pytest.fixture
+async def tokens(http, fake: FakeWeChat, appid, secret, fast_backoff):
+    provider = AccessTokenProvider(
+        http, appid=appid, secret=secret, base_url=fake.base_url, backoff=fast_backoff
+    )
+    yield provider
+    await provider.aclose()
+
+
+@pytest.fixture
+def security(http, fake: FakeWeChat, tokens, fast_backoff):
+    def make(**kw: object) -> ContentSecurity:
+        options: dict[str, object] = {
+            "tokens": tokens,
+            "base_url": fake.base_url,
+            "backoff": fast_backoff,
+        }
+        options.update(kw)
+        return ContentSecurity(http, **options)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("text", "suggest", "label"),
+    [
+        ("你好，今天天气不错", "pass", 100),
+        ("this has a review-word in it", "review", 20006),
+        ("这是违规内容", "risky", 20002),
+        ("review-word and risky-word: the worst wins", "risky", 20001),
+    ],
+)
+async def test_verdicts(security, text: str, suggest: str, label: int) -> None:
+    verdict = await security().check(text, openid=OPENID, scene=2)
+    assert (verdict.suggest, verdict.label) == (suggest, label)
+    assert verdict.trace_id and not verdict.unavailable
+    assert verdict.passed is (suggest == "pass")
+
+
+async def test_empty_text_passes_without_a_call(security, fake: FakeWeChat) -> None:
+    assert (await security().check("  \n", openid=OPENID, scene=1)).passed
+    assert fake.stats.sec_checks == 0
+
+
+async def test_long_content_is_checked_in_concurrent_pieces(security, fake: FakeWeChat) -> None:
+    fake.latency["msg_sec_check"] = 0.1  # so the pieces overlap in time
+    text = "正常的文字" * 1198 + "risky-word"  # 6,000 characters, the risk at the very end
+    assert len(text) == 6000
+    verdict = await security().check(text, openid=OPENID, scene=2)
+    assert verdict.suggest == "risky"
+    assert fake.stats.sec_checks == 3
+    assert all(len(piece) <= 2500 for piece in fake.stats.contents)
+    assert fake.stats.max_in_flight["msg_sec_check"] == 3
+
+
+def test_pieces_overlap_so_a_word_on_a_boundary_is_seen_whole() -> None:
+    text = "a" * 2490 + "risky-word" + "b" * 3000
+    pieces = split_content(text)
+    assert all(len(p) <= 2500 for p in pieces)
+    assert any("risky-word" in p for p in pieces)
+    assert "".join(p if i == 0 else p[20:] for i, p in enumerate(pieces)) == text
+
+
+async def test_the_fake_refuses_over_long_content(http, fake: FakeWeChat, tokens) -> None:
+    token = await tokens.get()
+    url = f"{fake.base_url}/wxa/msg_sec_check"
+    payload = {"content": "x" * 2501, "version": 2, "scene": 2, "openid": OPENID}
+    async with http.post(url, params={"access_token": token}, json=payload) as response:
+        body = await response.json(content_type=None)
+    assert body["errcode"] == 47001
+
+
+async def test_expired_token_is_invalidated_and_retried_once(
+    security, fake: FakeWeChat, tokens
+) -> None:
+    old = await tokens.get()
+    fake.expire_token(old)
+    verdict = await security().check("hello", openid=OPENID, scene=2)
+    assert verdict.passed
+    assert fake.stats.sec_checks == 2
+    assert fake.stats.stable_token_calls == 2
+    assert fake.stats.force_refreshes == 0
+    assert fake.stats.tokens_seen == [old, fake.current_token]
+
+
+async def test_two_concurrent_checks_on_an_expired_token_cause_one_refresh(
+    security, fake: FakeWeChat, tokens
+) -> None:
+    fake.latency["stable_token"] = 0.05
+    old = await tokens.get()
+    fake.expire_token(old)
+    checker = security()
+    verdicts = await asyncio.gather(
+        checker.check("first", openid=OPENID, scene=2),
+        checker.check("second", openid=OPENID, scene=2),
+    )
+    assert all(v.passed for v in verdicts)
+    assert fake.stats.stable_token_calls == 2  # the first fetch, then exactly one refresh
+
+
+async def test_token_rejected_twice_gives_up(security, fake: FakeWeChat) -> None:
+    fake.fail("msg_sec_check", 2, errcode=40001)
+    with pytest.raises(ServiceUnavailable):
+        await security().check("hello", openid=OPENID, scene=2)
+    assert fake.stats.sec_checks == 2
+
+
+async def test_system_busy_is_retried_then_succeeds(security, fake: FakeWeChat) -> None:
+    fake.fail("msg_sec_check", 2, errcode=-1)
+    assert (await security().check("hello", openid=OPENID, scene=2)).passed
+    assert fake.stats.sec_checks == 3
+
+
+async def test_system_busy_retries_are_bounded(security, fake: FakeWeChat) -> None:
+    fake.fail("msg_sec_check", 10, errcode=-1)
+    with pytest.raises(ServiceUnavailable):
+        await security().check("hello", openid=OPENID, scene=2)
+    assert fake.stats.sec_checks == 3
+
+
+async def test_other_errcodes_are_not_retried(security, fake: FakeWeChat, caplog) -> None:
+    fake.fail("msg_sec_check", 1, errcode=61010)
+    with pytest.raises(ServiceUnavailable):
+        await security().check("hello", openid=OPENID, scene=2)
+    assert fake.stats.sec_checks == 1
+    assert "errcode=61010" in caplog.text
+
+
+async def test_a_hung_call_times_out(security, fake: FakeWeChat) -> None:
+    fake.hang("msg_sec_check", 5)
+    checker = security(timeout=aiohttp.ClientTimeout(total=0.2))
+    with pytest.raises(ServiceUnavailable):
+        await checker.check("hello", openid=OPENID, scene=2)
+
+
+@pytest.mark.parametrize(("policy", "suggest"), [("open", "pass"), ("closed", "risky")])
+async def test_unreachable_with_a_policy(
+    http, closed_url: str, fast_backoff, policy: str, suggest: str
+) -> None:
+    checker = ContentSecurity(
+        http,
+        credential_free=True,
+        base_url=closed_url,
+        backoff=fast_backoff,
+        on_unavailable=policy,  # type: ignore[arg-type]
+    )
+    verdict = await checker.check("hello", openid=OPENID, scene=2)
+    assert (verdict.suggest, verdict.label, verdict.unavailable) == (suggest, None, True)
+
+
+async def test_unreachable_raises_by_default(http, closed_url: str, fast_backoff) -> None:
+    checker = ContentSecurity(http, credential_free=True, base_url=closed_url, backoff=fast_backoff)
+    with pytest.raises(ServiceUnavailable):
+        await checker.check("hello", openid=OPENID, scene=2)
+
+
+async def test_credential_free_mode_sends_no_token(http, fake: FakeWeChat) -> None:
+    fake.require_token = False
+    checker = ContentSecurity(http, credential_free=True, base_url=fake.base_url)
+    assert (await checker.check("含有违规词", openid=OPENID, scene=3)).suggest == "risky"
+    assert fake.stats.tokens_seen == [None]
+    assert fake.stats.stable_token_calls == 0
+
+
+def test_a_token_provider_is_required_unless_credential_free(http) -> None:
+    with pytest.raises(ValueError):
+        ContentSecurity(http)
+
+
+async def test_rate_limit_queues_instead_of_failing(security, fake: FakeWeChat) -> None:
+    checker = security(limiter=LocalRateLimiter(limit=3, period=0.3))
+    started = time.monotonic()
+    verdicts = await asyncio.gather(
+        *(checker.check(f"message {i}", openid=OPENID, scene=2) for i in range(7))
+    )
+    elapsed = time.monotonic() - started
+    assert all(v.passed for v in verdicts)
+    assert fake.stats.sec_checks == 7
+    assert elapsed >= 0.55  # 3 now, 3 after one period, 1 after two
+
+
+async def test_shared_rate_limit_through_redis(
+    security, fake: FakeWeChat, redis: Redis, redis_prefix: str
+) -> None:
+    limiter = RedisRateLimiter(redis, key=f"{redis_prefix}:window", limit=2, period=0.3)
+    # Two "instances" sharing one window.
+    first, second = security(limiter=limiter), security(limiter=limiter)
+    started = time.monotonic()
+    verdicts = await asyncio.gather(
+        *(
+            c.check(f"message {i}", openid=OPENID, scene=2)
+            for i, c in enumerate([first, second] * 3)
+        )
+    )
+    elapsed = time.monotonic() - started
+    assert all(v.passed for v in verdicts)
+    assert fake.stats.sec_checks == 6
+    assert elapsed >= 0.55  # 2 now, 2 after one period, 2 after two

@@ -1,0 +1,724 @@
+'use strict';
+/**
+ * mpchat mini program SDK: login, streamed chat over wx.request chunks, conversations.
+ *
+ * Plain CommonJS with no dependencies, so it runs in the mini program runtime as it is:
+ * copy this file (and mpchat.d.ts for editors) into the mini program and `require` it.
+ * The wire contract is API.md of the mpchat service (v1).
+ */
+
+var DEFAULT_STORAGE_KEY = 'mpchat_session';
+var DEFAULT_MAX_RETRY_DELAY = 10; // seconds
+var DEFAULT_MAX_RETRIES = 2;
+// Renew a little before the server would refuse the token, so a chat never starts with one
+// that expires half-way through the request.
+var EXPIRY_MARGIN_MS = 60 * 1000;
+var RETRYABLE = { rate_limited: true, busy: true };
+var REJECTED_MESSAGE = '内容包含不适宜的词语，请修改后再试';
+
+/** An error with the stable code of API.md (or a client-side one such as `network_error`). */
+function MpchatError(code, message, extra) {
+  var err = new Error(message || code);
+  err.name = 'MpchatError';
+  /** @type {any} */ (err).code = code;
+  if (extra) {
+    for (var k in extra) {
+      if (Object.prototype.hasOwnProperty.call(extra, k) && extra[k] !== undefined) {
+        /** @type {any} */ (err)[k] = extra[k];
+      }
+    }
+  }
+  return err;
+}
+
+// ---------------------------------------------------------------------------------------------
+// UTF-8 and NDJSON. TextDecoder is missing on some devices, so decode bytes ourselves.
+
+/**
+ * Decode UTF-8 bytes the way TextDecoder does (WHATWG): each malformed or truncated sequence
+ * becomes one U+FFFD and decoding resumes at the first byte that did not fit.
+ * @param {Uint8Array} bytes
+ * @returns {string}
+ */
+function decodeUtf8(bytes) {
+  var out = '';
+  /** @type {number[]} */
+  var units = [];
+  var i = 0;
+  var n = bytes.length;
+  while (i < n) {
+    var b0 = bytes[i++];
+    var cp = 0xfffd;
+    var need = 0;
+    var lower = 0x80;
+    var upper = 0xbf;
+    if (b0 < 0x80) {
+      cp = b0;
+    } else if (b0 >= 0xc2 && b0 <= 0xdf) {
+      need = 1; cp = b0 & 0x1f;
+    } else if (b0 >= 0xe0 && b0 <= 0xef) {
+      // E0 and ED bounds rule out overlong forms and UTF-16 surrogates.
+      if (b0 === 0xe0) lower = 0xa0;
+      if (b0 === 0xed) upper = 0x9f;
+      need = 2; cp = b0 & 0x0f;
+    } else if (b0 >= 0xf0 && b0 <= 0xf4) {
+      if (b0 === 0xf0) lower = 0x90;
+      if (b0 === 0xf4) upper = 0x8f;
+      need = 3; cp = b0 & 0x07;
+    }
+    for (var j = 0; j < need; j++) {
+      var b = i < n ? bytes[i] : -1;
+      if (b < lower || b > upper) {
+        cp = 0xfffd;
+        break;
+      }
+      lower = 0x80;
+      upper = 0xbf;
+      cp = (cp << 6) | (b & 0x3f);
+      i++;
+    }
+    if (cp > 0xffff) {
+      cp -= 0x10000;
+      units.push(0xd800 + (cp >> 10), 0xdc00 + (cp & 0x3ff));
+    } else {
+      units.push(cp);
+    }
+    // Flush in slices: fromCharCode.apply has an argument-count limit.
+    if (units.length >= 4096) {
+      out += String.fromCharCode.apply(null, units);
+      units = [];
+    }
+  }
+  return out + String.fromCharCode.apply(null, units);
+}
+
+/**
+ * Encode a string as UTF-8 (only for tests and fallbacks; the SDK decodes, it never encodes).
+ * @param {string} text
+ * @returns {Uint8Array}
+ */
+function encodeUtf8(text) {
+  /** @type {number[]} */
+  var bytes = [];
+  for (var i = 0; i < text.length; i++) {
+    var cp = text.charCodeAt(i);
+    if (cp >= 0xd800 && cp <= 0xdbff && i + 1 < text.length) {
+      var lo = text.charCodeAt(i + 1);
+      if (lo >= 0xdc00 && lo <= 0xdfff) {
+        cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+        i += 1;
+      }
+    }
+    if (cp < 0x80) bytes.push(cp);
+    else if (cp < 0x800) bytes.push(0xc0 | (cp >> 6), 0x80 | (cp & 0x3f));
+    else if (cp < 0x10000) bytes.push(0xe0 | (cp >> 12), 0x80 | ((cp >> 6) & 0x3f), 0x80 | (cp & 0x3f));
+    else bytes.push(0xf0 | (cp >> 18), 0x80 | ((cp >> 12) & 0x3f), 0x80 | ((cp >> 6) & 0x3f), 0x80 | (cp & 0x3f));
+  }
+  return new Uint8Array(bytes);
+}
+
+/**
+ * Collects bytes and hands out whole lines. A `\n` byte never occurs inside a multi-byte
+ * UTF-8 sequence, so splitting on 0x0A before decoding is always safe.
+ */
+function LineBuffer() {
+  /** @type {Uint8Array[]} */
+  this._parts = [];
+  this._size = 0;
+}
+
+/**
+ * @param {ArrayBuffer | Uint8Array} chunk
+ * @returns {string[]} the complete lines in this chunk (without `\n`)
+ */
+LineBuffer.prototype.push = function (chunk) {
+  var bytes = chunk instanceof Uint8Array ? chunk : new Uint8Array(chunk);
+  /** @type {string[]} */
+  var lines = [];
+  var start = 0;
+  for (var i = 0; i < bytes.length; i++) {
+    if (bytes[i] === 0x0a) {
+      lines.push(this._take(bytes.subarray(start, i)));
+      start = i + 1;
+    }
+  }
+  if (start < bytes.length) {
+    // Copy: the runtime may reuse the chunk's buffer after the callback returns.
+    this._parts.push(bytes.slice(start));
+    this._size += bytes.length - start;
+  }
+  return lines;
+};
+
+/** @returns {string | null} whatever is left without a final `\n`, if anything. */
+LineBuffer.prototype.flush = function () {
+  if (this._size === 0) return null;
+  return this._take(new Uint8Array(0));
+};
+
+/** @param {Uint8Array} tail */
+LineBuffer.prototype._take = function (tail) {
+  if (this._size === 0) return decodeUtf8(tail);
+  var all = new Uint8Array(this._size + tail.length);
+  var off = 0;
+  for (var i = 0; i < this._parts.length; i++) {
+    all.set(this._parts[i], off);
+    off += this._parts[i].length;
+  }
+  all.set(tail, off);
+  this._parts = [];
+  this._size = 0;
+  return decodeUtf8(all);
+};
+
+/**
+ * Turn one NDJSON line into an event; a plain `{"error": {...}}` body counts as an error event.
+ * @param {string} line
+ * @returns {any | null}
+ */
+function parseLine(line) {
+  var text = line.replace(/^\s+|\s+$/g, '');
+  if (!text) return null;
+  var obj;
+  try {
+    obj = JSON.parse(text);
+  } catch (e) {
+    return { type: 'error', code: 'bad_response', message: '服务返回了无法识别的内容' };
+  }
+  if (obj && !obj.type && obj.error && typeof obj.error === 'object') {
+    return { type: 'error', code: obj.error.code, message: obj.error.message, retry_after: obj.error.retry_after };
+  }
+  return obj && typeof obj === 'object' ? obj : null;
+}
+
+/** @param {any} data @returns {string} */
+function bodyText(data) {
+  if (data == null) return '';
+  if (typeof data === 'string') return data;
+  if (data instanceof ArrayBuffer || data instanceof Uint8Array) {
+    return decodeUtf8(data instanceof Uint8Array ? data : new Uint8Array(data));
+  }
+  return JSON.stringify(data);
+}
+
+/** @param {any} data @returns {any} */
+function bodyJson(data) {
+  if (data == null || data === '') return null;
+  if (typeof data === 'object' && !(data instanceof ArrayBuffer) && !(data instanceof Uint8Array)) {
+    return data;
+  }
+  try {
+    return JSON.parse(bodyText(data));
+  } catch (e) {
+    return null;
+  }
+}
+
+/** @param {any} header @param {string} name @returns {any} */
+function headerValue(header, name) {
+  if (!header) return undefined;
+  var lower = name.toLowerCase();
+  for (var k in header) {
+    if (k.toLowerCase() === lower) return header[k];
+  }
+  return undefined;
+}
+
+/** Map a status without a readable body to the code API.md gives it. */
+/** @param {number} status @param {any} header */
+function errorFromStatus(status, header) {
+  var codes = /** @type {Record<number, string>} */ ({
+    400: 'invalid_request', 401: 'unauthorized', 402: 'quota_exceeded', 404: 'not_found',
+    413: 'payload_too_large', 429: 'rate_limited', 502: 'upstream_error', 503: 'busy',
+    504: 'upstream_timeout'
+  });
+  var retry = Number(headerValue(header, 'Retry-After'));
+  return {
+    type: 'error',
+    code: codes[status] || (status >= 500 ? 'server_error' : 'http_error'),
+    message: '请求失败（' + status + '）',
+    retry_after: retry > 0 ? retry : undefined,
+    status: status
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Local pre-check.
+
+/** @param {string} text */
+function normalizeForCheck(text) {
+  var s = String(text);
+  if (typeof s.normalize === 'function') s = s.normalize('NFKC');
+  return s.toLowerCase().replace(/\s+/g, '');
+}
+
+/** @param {string[] | undefined} words */
+function buildPrecheck(words) {
+  var list = (words || []).map(normalizeForCheck).filter(function (w) { return w.length > 0; });
+  /** @param {string} content */
+  return function (content) {
+    var s = normalizeForCheck(content);
+    for (var i = 0; i < list.length; i++) {
+      if (s.indexOf(list[i]) !== -1) return true;
+    }
+    return false;
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client.
+
+/** @returns {WechatMiniprogram.Wx | undefined} */
+function globalWx() {
+  return typeof wx !== 'undefined' ? wx : undefined;
+}
+
+/**
+ * @param {import('./mpchat').ClientOptions} options
+ * @returns {import('./mpchat').Client}
+ */
+function createClient(options) {
+  if (!options || !options.baseUrl) throw new Error('mpchat: baseUrl is required');
+  var baseUrl = String(options.baseUrl).replace(/\/+$/, '');
+  var storageKey = options.storageKey || DEFAULT_STORAGE_KEY;
+  var maxRetryDelay = options.maxRetryDelay != null ? options.maxRetryDelay : DEFAULT_MAX_RETRY_DELAY;
+  var maxRetries = options.maxRetries != null ? options.maxRetries : DEFAULT_MAX_RETRIES;
+  var w = globalWx();
+  // Typed as wx defines them, so tsc checks every option the SDK passes.
+  /** @type {typeof wx.request | undefined} */
+  var request = /** @type {any} */ (options.request) || (w && w.request.bind(w));
+  /** @type {typeof wx.login | undefined} */
+  var login = /** @type {any} */ (options.login) || (w && w.login.bind(w));
+  var canIUse = options.canIUse || (w && w.canIUse.bind(w));
+  var storage = options.storage || (w ? {
+    getStorageSync: w.getStorageSync.bind(w),
+    setStorageSync: w.setStorageSync.bind(w),
+    removeStorageSync: w.removeStorageSync.bind(w)
+  } : {});
+  var schedule = options.setTimeout || function (fn, ms) { return setTimeout(fn, ms); };
+  var unschedule = options.clearTimeout || function (id) { clearTimeout(id); };
+  var now = options.now || function () { return Date.now(); };
+  var isRejected = buildPrecheck(options.wordList);
+  if (typeof request !== 'function') throw new Error('mpchat: no wx.request and no request option');
+  var doRequest = request;
+
+  /** @type {{token: string, expiresAt: number} | null} */
+  var session = null;
+  /** @type {Promise<string> | null} */
+  var loggingIn = null;
+
+  function readSession() {
+    if (session) return session;
+    try {
+      var stored = storage.getStorageSync ? storage.getStorageSync(storageKey) : null;
+      if (stored && typeof stored.token === 'string') session = stored;
+    } catch (e) {
+      session = null;
+    }
+    return session;
+  }
+
+  /** @param {{token: string, expiresAt: number} | null} value */
+  function writeSession(value) {
+    session = value;
+    try {
+      if (value && storage.setStorageSync) storage.setStorageSync(storageKey, value);
+      if (!value && storage.removeStorageSync) storage.removeStorageSync(storageKey);
+    } catch (e) {
+      // Storage full or unavailable: the session still lives in memory for this launch.
+    }
+  }
+
+  /** @returns {Promise<string>} */
+  function wxLoginCode() {
+    return new Promise(function (resolve, reject) {
+      if (typeof login !== 'function') {
+        reject(MpchatError('login_failed', 'wx.login 不可用'));
+        return;
+      }
+      /** @type {WechatMiniprogram.LoginOption} */
+      var loginOption = {
+        /** @param {any} res */
+        success: function (res) {
+          if (res && res.code) resolve(res.code);
+          else reject(MpchatError('login_failed', '登录失败：没有拿到 code'));
+        },
+        /** @param {any} err */
+        fail: function (err) {
+          reject(MpchatError('login_failed', (err && err.errMsg) || '登录失败'));
+        }
+      };
+      login(loginOption);
+    });
+  }
+
+  /**
+   * Exchange a code for a session token. With `code` given (dev login, tests) wx.login is skipped.
+   * @param {string} [code]
+   * @returns {Promise<string>}
+   */
+  function doLogin(code) {
+    if (loggingIn && code === undefined) return loggingIn;
+    var p = (code !== undefined ? Promise.resolve(code) : wxLoginCode()).then(function (c) {
+      return send('POST', '/api/v1/login', { code: c }, null);
+    }).then(function (res) {
+      var body = bodyJson(res.data);
+      if (res.statusCode !== 200 || !body || typeof body.token !== 'string') {
+        throw responseError(res, body);
+      }
+      var ttl = Number(body.expires_in) > 0 ? Number(body.expires_in) * 1000 : 3600 * 1000;
+      writeSession({ token: body.token, expiresAt: now() + ttl });
+      return body.token;
+    });
+    if (code === undefined) {
+      loggingIn = p;
+      var clear = function () { loggingIn = null; };
+      p.then(clear, clear);
+    }
+    return p;
+  }
+
+  /** @returns {Promise<string>} */
+  function ensureToken() {
+    var s = readSession();
+    if (s && s.expiresAt - EXPIRY_MARGIN_MS > now()) return Promise.resolve(s.token);
+    return doLogin();
+  }
+
+  /**
+   * @param {'GET' | 'POST' | 'DELETE'} method @param {string} path @param {any} data @param {string | null} token
+   * @returns {Promise<any>}
+   */
+  function send(method, path, data, token) {
+    return new Promise(function (resolve, reject) {
+      /** @type {Record<string, string>} */
+      var header = { 'content-type': 'application/json' };
+      if (token) header.Authorization = 'Bearer ' + token;
+      /** @type {WechatMiniprogram.RequestOption} */
+      var req = {
+        url: baseUrl + path,
+        method: method,
+        data: data === null ? undefined : data,
+        header: header,
+        dataType: 'json',
+        responseType: 'text',
+        success: resolve,
+        /** @param {any} err */
+        fail: function (err) {
+          reject(MpchatError('network_error', (err && err.errMsg) || '网络错误'));
+        }
+      };
+      doRequest(req);
+    });
+  }
+
+  /** @param {any} res @param {any} body */
+  function responseError(res, body) {
+    var e = body && body.error ? body.error : parseLine(bodyText(res.data).split('\n')[0] || '');
+    var fallback = errorFromStatus(res.statusCode, res.header);
+    return MpchatError((e && e.code) || fallback.code, (e && e.message) || fallback.message, {
+      status: res.statusCode,
+      retryAfter: (e && e.retry_after) || fallback.retry_after
+    });
+  }
+
+  /**
+   * An authenticated JSON call: logs in when needed, renews once on 401.
+   * @param {'GET' | 'POST' | 'DELETE'} method @param {string} path @param {any} [data] @param {boolean} [optionalAuth]
+   * @returns {Promise<any>}
+   */
+  function call(method, path, data, optionalAuth) {
+    /** @param {boolean} renewed @returns {Promise<any>} */
+    function attempt(renewed) {
+      var s = optionalAuth && !renewed ? readSession() : null;
+      var tokenP = optionalAuth && !renewed ? Promise.resolve(s ? s.token : null) : ensureToken();
+      return tokenP.then(function (token) {
+        return send(method, path, data === undefined ? null : data, token);
+      }).then(function (res) {
+        if (res.statusCode === 401 && !renewed) {
+          writeSession(null);
+          return attempt(true);
+        }
+        if (res.statusCode < 200 || res.statusCode >= 300) throw responseError(res, bodyJson(res.data));
+        return res.statusCode === 204 ? null : bodyJson(res.data);
+      });
+    }
+    return attempt(false);
+  }
+
+  /** @param {Record<string, any> | undefined} q */
+  function query(q) {
+    var parts = [];
+    for (var k in q || {}) {
+      var v = /** @type {any} */ (q)[k];
+      if (v !== undefined && v !== null && v !== '') parts.push(encodeURIComponent(k) + '=' + encodeURIComponent(v));
+    }
+    return parts.length ? '?' + parts.join('&') : '';
+  }
+
+  function chunkedSupported() {
+    if (typeof canIUse !== 'function') return true;
+    try {
+      return canIUse('request.object.enableChunked') !== false;
+    } catch (e) {
+      return true;
+    }
+  }
+
+  /**
+   * @param {import('./mpchat').ChatOptions} opts
+   * @returns {import('./mpchat').ChatHandle}
+   */
+  function chat(opts) {
+    var aborted = false;
+    var finished = false;
+    /** @type {any} */
+    var task = null;
+    /** @type {any} */
+    var timer = null;
+    var retries = 0;
+    var renewed = false;
+    var text = '';
+    var conversationId = opts.conversationId;
+
+    /** @param {string} name @param {any} [arg] */
+    function emit(name, arg) {
+      if (aborted || finished) return;
+      var cb = /** @type {any} */ (opts)[name];
+      if (typeof cb !== 'function') return;
+      try {
+        cb(arg);
+      } catch (e) {
+        // An app's callback must not break the stream for the next events.
+        if (typeof console !== 'undefined') console.error('mpchat: callback ' + name + ' threw', e);
+      }
+    }
+
+    /** @param {any} err */
+    function fail(err) {
+      emit('onError', err);
+      finished = true;
+    }
+
+    var handle = {
+      abort: function () {
+        if (aborted || finished) return;
+        aborted = true;
+        if (timer !== null) unschedule(timer);
+        if (task && typeof task.abort === 'function') task.abort();
+      },
+      get text() { return text; }
+    };
+
+    if (!opts || typeof opts.content !== 'string' || !opts.content.trim()) {
+      Promise.resolve().then(function () {
+        fail({ code: 'invalid_request', message: '请输入内容' });
+      });
+      return handle;
+    }
+    if (isRejected(opts.content)) {
+      Promise.resolve().then(function () {
+        fail({ code: 'content_rejected', message: REJECTED_MESSAGE, local: true });
+      });
+      return handle;
+    }
+
+    /** @param {any} ev */
+    function dispatch(ev) {
+      if (!ev || finished || aborted) return;
+      switch (ev.type) {
+        case 'start':
+          conversationId = ev.conversation_id;
+          emit('onStart', ev);
+          break;
+        case 'queued':
+          emit('onQueued', ev);
+          break;
+        case 'delta':
+          text += ev.text || '';
+          emit('onDelta', { text: ev.text || '', full: text });
+          break;
+        case 'retract':
+          text = '';
+          emit('onRetract', ev);
+          break;
+        case 'done':
+          emit('onDone', { finish_reason: ev.finish_reason, usage: ev.usage, quota: ev.quota, text: text });
+          finished = true;
+          break;
+        case 'error':
+          fail({ code: ev.code, message: ev.message, retry_after: ev.retry_after, status: ev.status });
+          break;
+        default:
+          // Unknown event types are newer than this SDK: ignore them.
+          break;
+      }
+    }
+
+    /**
+     * Ends an attempt that failed before `start`: renew, retry after the advised delay, or give up.
+     * @param {any} err
+     */
+    function endBeforeStart(err) {
+      if (err.code === 'unauthorized' || err.status === 401) {
+        if (!renewed) {
+          renewed = true;
+          writeSession(null);
+          run();
+          return;
+        }
+      } else if (RETRYABLE[/** @type {'busy'} */ (err.code)] && retries < maxRetries) {
+        retries += 1;
+        var wait = Math.min(Math.max(Number(err.retry_after) || 1, 0), maxRetryDelay);
+        emit('onRetry', { code: err.code, attempt: retries, delay: wait });
+        timer = schedule(function () {
+          timer = null;
+          run();
+        }, wait * 1000);
+        return;
+      }
+      dispatch({ type: 'error', code: err.code, message: err.message, retry_after: err.retry_after, status: err.status });
+    }
+
+    /** @param {string} token @param {boolean} streaming */
+    function attempt(token, streaming) {
+      var lines = new LineBuffer();
+      var chunksSeen = false;
+      /** @type {any} */
+      var earlyError = null;
+      var attemptStarted = false;
+
+      /** @param {string} line */
+      function onLine(line) {
+        var ev = parseLine(line);
+        if (!ev) return;
+        if (!attemptStarted && ev.type === 'error') {
+          // Errors before `start` may be retried: keep it until the response ends.
+          earlyError = earlyError || ev;
+          return;
+        }
+        if (ev.type === 'start') attemptStarted = true;
+        dispatch(ev);
+      }
+
+      /** @param {ArrayBuffer | Uint8Array} chunk */
+      function feed(chunk) {
+        var got = lines.push(chunk);
+        for (var i = 0; i < got.length; i++) onLine(got[i]);
+      }
+
+      /** @param {any} res */
+      function complete(res) {
+        task = null;
+        if (aborted || finished) return;
+        var status = res.statusCode;
+        if (!streaming) {
+          var body = bodyJson(res.data);
+          if (status === 200 && body && typeof body.content === 'string') {
+            dispatch({
+              type: 'start', conversation_id: body.conversation_id, message_id: body.message_id,
+              model: body.model, ai_generated: body.ai_generated !== false, label: body.label
+            });
+            if (body.content) dispatch({ type: 'delta', text: body.content });
+            dispatch({ type: 'done', finish_reason: body.finish_reason, usage: body.usage, quota: body.quota });
+            return;
+          }
+          var e = body && body.error ? body.error : null;
+          earlyError = e ? { code: e.code, message: e.message, retry_after: e.retry_after } : null;
+          if (!earlyError) feed(typeof res.data === 'string' ? encodeUtf8(res.data) : res.data || new ArrayBuffer(0));
+        } else if (!chunksSeen && res.data) {
+          // No chunk callback fired: this runtime buffered the whole body.
+          feed(typeof res.data === 'string' ? encodeUtf8(res.data) : res.data);
+        }
+        var rest = lines.flush();
+        if (rest !== null) onLine(rest);
+        if (aborted || finished) return;
+        if (!attemptStarted) {
+          var err = earlyError || errorFromStatus(status, res.header);
+          if (!err.status) err.status = status;
+          if (!err.retry_after) err.retry_after = errorFromStatus(status, res.header).retry_after;
+          if (status === 200 && !earlyError) err = { code: 'bad_response', message: '服务返回了无法识别的内容', status: status };
+          endBeforeStart(err);
+          return;
+        }
+        // The connection ended without `done`: WeChat cuts requests at ~60 s or in the background.
+        dispatch({ type: 'error', code: 'interrupted', message: '连接中断，回答不完整' });
+      }
+
+      /** @type {Record<string, any>} */
+      var data = { content: opts.content, stream: streaming };
+      if (conversationId) data.conversation_id = conversationId;
+      if (opts.profile) data.profile = opts.profile;
+      /** @type {WechatMiniprogram.RequestOption} */
+      var req = {
+        url: baseUrl + '/api/v1/chat',
+        method: 'POST',
+        data: data,
+        header: { 'content-type': 'application/json', Authorization: 'Bearer ' + token },
+        responseType: streaming ? 'arraybuffer' : 'text',
+        dataType: streaming ? 'ndjson' : 'json',
+        success: complete,
+        /** @param {any} err */
+        fail: function (err) {
+          task = null;
+          if (aborted || finished) return;
+          var msg = (err && err.errMsg) || '网络错误';
+          if (/abort/i.test(msg)) return;
+          dispatch({ type: 'error', code: 'network_error', message: msg });
+        }
+      };
+      if (streaming) req.enableChunked = true;
+      task = doRequest(req);
+      if (streaming && task && typeof task.onChunkReceived === 'function') {
+        task.onChunkReceived(function (/** @type {any} */ res) {
+          if (aborted || finished) return;
+          chunksSeen = true;
+          if (res && res.data) feed(res.data);
+        });
+      }
+      if (aborted && task && typeof task.abort === 'function') task.abort();
+    }
+
+    function run() {
+      if (aborted || finished) return;
+      var streaming = opts.stream !== false && chunkedSupported();
+      ensureToken().then(function (token) {
+        if (!aborted && !finished) attempt(token, streaming);
+      }, function (err) {
+        dispatch({ type: 'error', code: err.code || 'login_failed', message: err.message, status: err.status });
+      });
+    }
+
+    run();
+    return handle;
+  }
+
+  return {
+    login: function (code) { return doLogin(code).then(function () { return undefined; }); },
+    logout: function () { writeSession(null); },
+    hasSession: function () {
+      var s = readSession();
+      return !!(s && s.expiresAt - EXPIRY_MARGIN_MS > now());
+    },
+    chat: chat,
+    listConversations: function (q) { return call('GET', '/api/v1/conversations' + query(q)); },
+    listMessages: function (conversationId, q) {
+      return call('GET', '/api/v1/conversations/' + encodeURIComponent(conversationId) + '/messages' + query(q));
+    },
+    deleteConversation: function (conversationId) {
+      return call('DELETE', '/api/v1/conversations/' + encodeURIComponent(conversationId)).then(function () { return undefined; });
+    },
+    deleteMyData: function () { return call('DELETE', '/api/v1/me/data').then(function () { return undefined; }); },
+    me: function () { return call('GET', '/api/v1/me'); },
+    meta: function () { return call('GET', '/api/v1/meta', undefined, true); }
+  };
+}
+
+module.exports = {
+  createClient: createClient,
+  MpchatError: MpchatError,
+  decodeUtf8: decodeUtf8,
+  encodeUtf8: encodeUtf8,
+  LineBuffer: LineBuffer,
+  parseLine: parseLine
+};

@@ -21,6 +21,7 @@ from mpchat.auth.login import Authenticator
 from mpchat.auth.tokens import TokenSigner
 from mpchat.chat.service import ChatService
 from mpchat.devkeys import resolve_secrets
+from mpchat.metrics import Metrics
 from mpchat.providers.demo import DemoModel
 from mpchat.providers.openai import OpenAICompatible, Timeouts
 from mpchat.providers.retry import RetryPolicy
@@ -44,6 +45,7 @@ class Services:
     auth: Authenticator
     chat: ChatService
     provider: Provider
+    metrics: Metrics
 
 
 @asynccontextmanager
@@ -67,6 +69,7 @@ async def open_services(
             raise_for_status=False,
         )
         stack.push_async_callback(http.close)
+        metrics = Metrics()
         provider = _provider(settings, http)
         stack.push_async_callback(provider.aclose)
         auth = Authenticator(
@@ -89,9 +92,10 @@ async def open_services(
             context_budget=settings.context_token_budget,
             max_answer_tokens=settings.max_answer_tokens,
             max_content_chars=settings.max_content_chars,
+            metrics=metrics,
         )
         _log_startup(settings, provider, keyring)
-        yield Services(settings, engine, http, keyring, auth, chat, provider)
+        yield Services(settings, engine, http, keyring, auth, chat, provider, metrics)
         # Answers cut short by shutdown are stored before the engine closes.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(chat.wait_idle(), timeout=10)

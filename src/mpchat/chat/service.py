@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mpchat.chat.context import build_messages
 from mpchat.chat.tokens import estimate_tokens
 from mpchat.errors import InvalidRequest, MpchatError, UpstreamError, UpstreamTimeout
+from mpchat.metrics import Metrics
 from mpchat.providers.retry import RetryPolicy
 from mpchat.providers.types import (
     Delta,
@@ -65,6 +66,7 @@ class ChatService:
         context_budget: int = 3000,
         max_answer_tokens: int | None = None,
         max_content_chars: int = 2000,
+        metrics: Metrics | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.engine = engine
@@ -77,6 +79,7 @@ class ChatService:
         self.context_budget = context_budget
         self.max_answer_tokens = max_answer_tokens
         self.max_content_chars = max_content_chars
+        self.metrics = metrics or Metrics()
         self.sleep = sleep
         self._active = 0
         self._idle = asyncio.Event()
@@ -160,12 +163,16 @@ class ChatRun:
         }
 
     async def events(self) -> AsyncGenerator[Event]:
-        self._svc._enter()
+        svc = self._svc
+        svc._enter()
+        svc.metrics.answering.inc()
         try:
             async for event in self._events():
                 yield event
         finally:
-            self._svc._leave()
+            svc._leave()
+            svc.metrics.answering.dec()
+            svc.metrics.chats.labels(self.status).inc()
 
     async def _events(self) -> AsyncGenerator[Event]:
         yield self.start_event()
@@ -175,6 +182,8 @@ class ChatRun:
         try:
             async for event in self._answer():
                 if isinstance(event, Delta):
+                    if not parts:
+                        self._svc.metrics.first_delta.observe(time.monotonic() - began)
                     parts.append(event.text)
                     yield {"type": "delta", "text": event.text}
                 else:
@@ -227,9 +236,11 @@ class ChatRun:
             stream = svc.provider.stream(self.messages, max_tokens=svc.max_answer_tokens)
             try:
                 first = await anext(stream)
+                svc.metrics.upstream_attempts.labels(svc.provider.name, "ok").inc()
                 break
             except Retryable as exc:
                 await stream.aclose()
+                svc.metrics.upstream_attempts.labels(svc.provider.name, "retryable").inc()
                 log.warning("provider attempt %d failed: %s", attempt, exc)
                 if attempt >= policy.attempts:
                     raise _as_client_error(exc) from None

@@ -1,0 +1,42 @@
+"""Operations endpoints: health, readiness, metrics, meta; the start-up log names no secret."""
+
+from __future__ import annotations
+
+import logging
+
+from tests.utils import running_app
+
+
+async def test_health_ready_meta_and_metrics(settings_factory, fake_upstream):
+    settings = settings_factory(upstream_base_url=fake_upstream.base_url,
+                                upstream_model="fake-model", filing_number="Beijing-123")
+    async with running_app(settings) as app:
+        async with app.http.get(f"{app.base_url}/healthz") as r:
+            assert r.status == 200
+        async with app.http.get(f"{app.base_url}/readyz") as r:
+            body = await r.json()
+            assert r.status == 200 and body["checks"]["database"] == "ok"
+        async with app.http.get(f"{app.base_url}/api/v1/meta") as r:
+            meta = await r.json()
+        assert meta["label"] == settings.ai_label and meta["filing_number"] == "Beijing-123"
+        assert meta["model_name"] == "fake-model" and meta["demo"] is False
+        token = await app.login()
+        await app.chat_events(token, {"content": "hi"})
+        async with app.http.get(f"{app.base_url}/metrics") as r:
+            text = await r.text()
+        assert 'mpchat_chats_total{status="complete"} 1.0' in text
+        assert "mpchat_first_delta_seconds_count 1.0" in text
+
+
+async def test_demo_model_is_announced(settings_factory, caplog):
+    caplog.set_level(logging.INFO, logger="mpchat")
+    async with running_app(settings_factory(upstream_api_key="sk-never-logged-999")) as app:
+        token = await app.login()
+        _, events = await app.chat_events(token, {"content": "hi"})
+        answer = "".join(e["text"] for e in events if e["type"] == "delta")
+        assert answer.startswith("【演示模型】")
+        async with app.http.get(f"{app.base_url}/api/v1/meta") as r:
+            assert (await r.json())["demo"] is True
+    start_lines = [r.getMessage() for r in caplog.records if "mpchat starting" in r.getMessage()]
+    assert start_lines and "DEMO" in start_lines[0] and "database=" in start_lines[0]
+    assert "sk-never-logged-999" not in caplog.text

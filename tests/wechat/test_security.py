@@ -220,3 +220,11 @@ async def test_shared_rate_limit_through_redis(
     assert all(v.passed for v in verdicts)
     assert fake.stats.sec_checks == 6
     assert elapsed >= 0.55  # 2 now, 2 after one period, 2 after two
+
+
+def test_credential_free_defaults_to_the_cloud_run_open_api(http, tokens) -> None:
+    cloud_run = repr(ContentSecurity(http, credential_free=True))
+    assert "'http://api.weixin.qq.com/wxa/msg_sec_check'" in cloud_run
+    assert "credential_free" in cloud_run
+    public = repr(ContentSecurity(http, tokens=tokens))
+    assert "'https://api.weixin.qq.com/wxa/msg_sec_check'" in public

@@ -1,0 +1,1 @@
+"""Fake servers (WeChat, an OpenAI-compatible upstream) for tests, demos and benchmarks."""

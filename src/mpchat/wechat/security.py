@@ -1,0 +1,209 @@
+"""Text content security: WeChat ``msgSecCheck`` v2 (``POST /wxa/msg_sec_check``).
+
+v2 answers errcode 0 for risky text too; the verdict is ``result.suggest``
+(``pass`` < ``review`` < ``risky``). WeChat takes at most 2,500 characters per call, so
+longer text goes in overlapping pieces, checked concurrently; the worst verdict wins.
+
+Per call: 40001/42001 -> invalidate the token and retry once; -1 or a network failure ->
+bounded backoff; anything else -> `ServiceUnavailable`. ``on_unavailable`` turns that
+into a verdict for callers that prefer a policy to an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+
+from mpchat.errors import ServiceUnavailable
+from mpchat.wechat._http import (
+    DEFAULT_BACKOFF,
+    DEFAULT_BASE_URL,
+    DEFAULT_TIMEOUT,
+    SYSTEM_BUSY,
+    Backoff,
+    WeChatApiError,
+    call_json,
+)
+from mpchat.wechat.access_token import AccessTokenProvider
+from mpchat.wechat.ratelimit import RateLimiter
+
+__all__ = [
+    "CLOUDRUN_BASE_URL",
+    "MAX_CONTENT_CHARS",
+    "ContentSecurity",
+    "Scene",
+    "Suggest",
+    "Verdict",
+    "split_content",
+]
+
+log = logging.getLogger("mpchat.wechat.security")
+
+Suggest = Literal["pass", "review", "risky"]
+# 1 profile, 2 comment, 3 forum, 4 social log (WeChat's scene values).
+Scene = Literal[1, 2, 3, 4]
+
+MAX_CONTENT_CHARS = 2500
+# A word cut by a piece boundary is still seen whole by one of the two pieces.
+_OVERLAP = 20
+# Inside WeChat Cloud Run the open API is reached over plain http, without a token.
+CLOUDRUN_BASE_URL = "http://api.weixin.qq.com"
+_TOKEN_REJECTED = frozenset({40001, 42001})
+_RANK: dict[str, int] = {"pass": 0, "review": 1, "risky": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    suggest: Suggest
+    label: int | None
+    trace_id: str | None = None
+    # True when WeChat could not be asked and the on_unavailable policy decided.
+    unavailable: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return self.suggest == "pass"
+
+
+_PASS = Verdict("pass", 100)
+
+
+def split_content(
+    text: str, *, size: int = MAX_CONTENT_CHARS, overlap: int = _OVERLAP
+) -> list[str]:
+    """Pieces of at most ``size`` characters, consecutive ones sharing ``overlap``."""
+    if len(text) <= size:
+        return [text]
+    step = size - overlap
+    pieces = []
+    for start in range(0, len(text), step):
+        pieces.append(text[start : start + size])
+        if start + size >= len(text):
+            break
+    return pieces
+
+
+class ContentSecurity:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        tokens: AccessTokenProvider | None = None,
+        base_url: str | None = None,
+        credential_free: bool = False,
+        limiter: RateLimiter | None = None,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        on_unavailable: Literal["raise", "open", "closed"] = "raise",
+        piece_size: int = MAX_CONTENT_CHARS,
+        timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
+    ) -> None:
+        if not credential_free and tokens is None:
+            raise ValueError("msgSecCheck needs an AccessTokenProvider unless credential_free")
+        if not 0 < piece_size <= MAX_CONTENT_CHARS or piece_size <= _OVERLAP:
+            raise ValueError(f"piece_size must be in ({_OVERLAP}, {MAX_CONTENT_CHARS}]")
+        self._session = session
+        self._tokens = None if credential_free else tokens
+        if base_url is None:
+            base_url = CLOUDRUN_BASE_URL if credential_free else DEFAULT_BASE_URL
+        self._url = base_url.rstrip("/") + "/wxa/msg_sec_check"
+        self._limiter = limiter
+        self._backoff = backoff
+        self._on_unavailable = on_unavailable
+        self._piece_size = piece_size
+        self._timeout = timeout
+
+    def __repr__(self) -> str:
+        mode = "credential_free" if self._tokens is None else "access_token"
+        return f"ContentSecurity(url={self._url!r}, mode={mode!r})"
+
+    async def check(self, text: str, *, openid: str, scene: Scene) -> Verdict:
+        """The worst verdict over the text's pieces; `ServiceUnavailable` (or the
+        ``on_unavailable`` verdict) when WeChat cannot be asked after retries."""
+        if scene not in (1, 2, 3, 4):
+            raise ValueError("scene must be 1, 2, 3 or 4")
+        if not text.strip():
+            return _PASS  # WeChat refuses empty content; there is nothing to judge
+        pieces = split_content(text, size=self._piece_size)
+        try:
+            verdicts = await _gather_all(
+                [self._check_piece(piece, openid=openid, scene=scene) for piece in pieces]
+            )
+        except ServiceUnavailable:
+            if self._on_unavailable == "raise":
+                raise
+            suggest: Suggest = "pass" if self._on_unavailable == "open" else "risky"
+            log.warning("wechat msg_sec_check unavailable; policy %s", self._on_unavailable)
+            return Verdict(suggest, None, None, unavailable=True)
+        return max(verdicts, key=lambda v: _RANK[v.suggest])
+
+    async def _check_piece(self, piece: str, *, openid: str, scene: Scene) -> Verdict:
+        payload = {"content": piece, "version": 2, "scene": scene, "openid": openid}
+        token_retried = False
+        failures = 0
+        while True:
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            token = await self._tokens.get() if self._tokens is not None else None
+            params = {"access_token": token} if token is not None else None
+            try:
+                body = await call_json(
+                    self._session,
+                    "POST",
+                    self._url,
+                    what="msg_sec_check",
+                    params=params,
+                    json=payload,
+                    client_timeout=self._timeout,
+                )
+                return _parse(body)
+            except WeChatApiError as exc:
+                if exc.errcode in _TOKEN_REJECTED and token is not None and not token_retried:
+                    assert self._tokens is not None  # token is only set when tokens exist
+                    await self._tokens.invalidate(token)
+                    token_retried = True
+                    continue
+                if exc.errcode != SYSTEM_BUSY:
+                    log.error(
+                        "wechat msg_sec_check failed: errcode=%s errmsg=%s",
+                        exc.errcode,
+                        exc.errmsg,
+                    )
+                    raise ServiceUnavailable() from None
+            except ServiceUnavailable:
+                pass  # unreachable: retried like errcode -1
+            failures += 1
+            if failures >= self._backoff.attempts:
+                raise ServiceUnavailable(retry_after=1)
+            await asyncio.sleep(self._backoff.delay(failures))
+
+
+def _parse(body: dict[str, Any]) -> Verdict:
+    result = body.get("result")
+    suggest = result.get("suggest") if isinstance(result, dict) else None
+    if suggest not in _RANK:
+        log.error("wechat msg_sec_check: answer without result.suggest")
+        raise ServiceUnavailable()
+    assert isinstance(result, dict)
+    label = result.get("label")
+    trace_id = body.get("trace_id")
+    return Verdict(
+        suggest,
+        label if isinstance(label, int) else None,
+        trace_id if isinstance(trace_id, str) else None,
+    )
+
+
+async def _gather_all(coros: list[Any]) -> list[Verdict]:
+    """Run the pieces concurrently; on the first failure cancel the rest."""
+    if len(coros) == 1:
+        return [await coros[0]]
+    tasks = [asyncio.create_task(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -1,0 +1,77 @@
+"""The fake WeChat itself: standalone serving, credentials, control endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from mpchat.fakes.wechat import FakeWeChat, run
+from mpchat.wechat import RedisRateLimiter
+
+
+async def _wait_until_up(http: aiohttp.ClientSession, url: str) -> dict:
+    for _ in range(200):
+        try:
+            async with http.get(url) as response:
+                return await response.json(content_type=None)
+        except aiohttp.ClientConnectionError:
+            await asyncio.sleep(0.01)  # polling for the server to listen, bounded
+    raise AssertionError("fake WeChat did not start")
+
+
+async def test_standalone_server_answers(http, closed_url: str) -> None:
+    host, port = closed_url.removeprefix("http://").split(":")
+    server = asyncio.create_task(run(host, int(port)))
+    try:
+        stats = await _wait_until_up(http, f"{closed_url}/_control/stats")
+        assert stats["calls"]["stable_token"] == 0
+        payload = {"grant_type": "client_credential", "appid": "wx1", "secret": "any"}
+        async with http.post(f"{closed_url}/cgi-bin/stable_token", json=payload) as response:
+            body = await response.json(content_type=None)
+        assert body["expires_in"] == 7200 and body["access_token"].startswith("fake-")
+    finally:
+        server.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await server
+
+
+async def test_wrong_appid_is_refused(http, fake: FakeWeChat, secret) -> None:
+    payload = {"grant_type": "client_credential", "appid": "wx_other", "secret": secret}
+    async with http.post(f"{fake.base_url}/cgi-bin/stable_token", json=payload) as response:
+        body = await response.json(content_type=None)
+    assert body["errcode"] == 40013
+
+
+async def test_missing_token_is_refused_unless_credential_free(http, fake: FakeWeChat) -> None:
+    payload = {"content": "hi", "version": 2, "scene": 1, "openid": "o1"}
+    async with http.post(f"{fake.base_url}/wxa/msg_sec_check", json=payload) as response:
+        assert (await response.json(content_type=None))["errcode"] == 41001
+
+
+async def test_reset_over_http(http, fake: FakeWeChat) -> None:
+    fake.fail("stable_token", 3)
+    async with http.get(f"{fake.base_url}/sns/jscode2session") as response:
+        assert (await response.json(content_type=None))["errcode"] == 40002
+    async with http.post(f"{fake.base_url}/_control/reset") as response:
+        assert response.status == 200
+    assert fake.stats.calls["jscode2session"] == 0
+    payload = {"grant_type": "client_credential", "appid": fake.appid, "secret": fake.secret}
+    async with http.post(f"{fake.base_url}/cgi-bin/stable_token", json=payload) as response:
+        assert "access_token" in await response.json(content_type=None)
+
+
+async def test_redis_limiter_falls_back_to_a_local_window() -> None:
+    broken = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    try:
+        limiter = RedisRateLimiter(broken, limit=2, period=60)
+        await limiter.acquire()
+        await limiter.acquire()
+        third = asyncio.create_task(limiter.acquire())
+        done, _ = await asyncio.wait({third}, timeout=0.3)
+        assert not done  # queued, not failed
+        third.cancel()
+    finally:
+        await broken.aclose()

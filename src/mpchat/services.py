@@ -17,7 +17,7 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
 
-from mpchat.auth.login import Authenticator
+from mpchat.auth.login import Authenticator, CodeExchange
 from mpchat.auth.tokens import TokenSigner
 from mpchat.chat.service import ChatService
 from mpchat.devkeys import resolve_secrets
@@ -26,10 +26,11 @@ from mpchat.providers.demo import DemoModel
 from mpchat.providers.openai import OpenAICompatible, Timeouts
 from mpchat.providers.retry import RetryPolicy
 from mpchat.providers.types import Provider
-from mpchat.settings import Settings
+from mpchat.settings import Settings, UnsafeSettings
 from mpchat.storage.crypto import Keyring
 from mpchat.storage.engine import create_engine, is_sqlite
 from mpchat.storage.migrations import upgrade
+from mpchat.wechat import LoginClient
 
 __all__ = ["Services", "open_services"]
 
@@ -76,7 +77,7 @@ async def open_services(
             engine=engine,
             signer=TokenSigner(secret, ttl=settings.token_ttl),
             mode=settings.resolved_auth_mode,
-            exchange=None,
+            exchange=_code_exchange(settings, http),
         )
         chat = ChatService(
             engine=engine,
@@ -99,6 +100,19 @@ async def open_services(
         # Answers cut short by shutdown are stored before the engine closes.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(chat.wait_idle(), timeout=10)
+
+
+def _code_exchange(settings: Settings, http: aiohttp.ClientSession) -> CodeExchange | None:
+    if settings.resolved_auth_mode != "wechat":
+        return None
+    if not settings.wechat_appid or settings.wechat_secret is None:
+        raise UnsafeSettings("wechat login needs MPCHAT_WECHAT_APPID and MPCHAT_WECHAT_SECRET")
+    return LoginClient(
+        http,
+        appid=settings.wechat_appid,
+        secret=settings.wechat_secret.get_secret_value(),
+        base_url=settings.wechat_api_base,
+    ).openid
 
 
 def _provider(settings: Settings, http: aiohttp.ClientSession) -> Provider:

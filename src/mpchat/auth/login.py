@@ -12,7 +12,7 @@ from mpchat.auth.tokens import Claims, TokenSigner
 from mpchat.errors import InvalidRequest, Unauthorized
 from mpchat.storage import users
 
-__all__ = ["Authenticator", "LoginResult", "dev_openid"]
+__all__ = ["Authenticator", "CodeExchange", "LoginResult", "dev_openid"]
 
 # code -> openid; raises InvalidCode / RateLimited / ServiceUnavailable (wechat mode).
 CodeExchange = Callable[[str], Awaitable[str]]

@@ -14,18 +14,20 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
-from yarl import URL
 
 from mpchat.auth.login import Authenticator, CodeExchange
 from mpchat.auth.tokens import TokenSigner
 from mpchat.chat.service import ChatService
+from mpchat.chat.upstream import Route, Upstream
 from mpchat.devkeys import resolve_secrets
+from mpchat.limits import CircuitBreaker, ProviderBudget, RateLimiter, UpstreamGate
 from mpchat.metrics import Metrics
+from mpchat.providers.config import load_config
 from mpchat.providers.demo import DemoModel
-from mpchat.providers.openai import OpenAICompatible, Timeouts
+from mpchat.providers.registry import build_providers
 from mpchat.providers.retry import RetryPolicy
-from mpchat.providers.types import Provider
 from mpchat.settings import Settings, UnsafeSettings
 from mpchat.storage.crypto import Keyring
 from mpchat.storage.engine import create_engine, is_sqlite
@@ -42,10 +44,12 @@ class Services:
     settings: Settings
     engine: AsyncEngine
     http: aiohttp.ClientSession
+    redis: Redis | None
     keyring: Keyring
     auth: Authenticator
     chat: ChatService
-    provider: Provider
+    upstream: Upstream
+    limiter: RateLimiter
     metrics: Metrics
 
 
@@ -71,8 +75,50 @@ async def open_services(
         )
         stack.push_async_callback(http.close)
         metrics = Metrics()
-        provider = _provider(settings, http)
-        stack.push_async_callback(provider.aclose)
+        config = load_config(settings.config)
+        redis = _redis(settings)
+        if redis is not None:
+            stack.push_async_callback(redis.aclose)
+
+        def degraded(on: bool) -> None:
+            metrics.degraded.set(1 if on else 0)
+
+        upstream = Upstream(
+            [
+                Route(
+                    provider=spec.provider,
+                    priority=spec.priority,
+                    weight=spec.weight,
+                    gate=UpstreamGate(
+                        spec.provider.name,
+                        max_concurrency=spec.max_concurrency or settings.upstream_max_concurrency,
+                        queue_size=settings.queue_size,
+                        queue_timeout=settings.queue_timeout,
+                        redis=redis,
+                        on_degraded=degraded,
+                    ),
+                    budget=ProviderBudget(
+                        spec.provider.name,
+                        requests_per_minute=spec.rpm,
+                        tokens_per_minute=spec.tpm,
+                        redis=redis,
+                        on_degraded=degraded,
+                    ),
+                    breaker=CircuitBreaker(spec.provider.name),
+                )
+                for spec in build_providers(settings, config, http)
+            ],
+            retry=RetryPolicy(
+                attempts=settings.upstream_retry_attempts,
+                initial=settings.upstream_retry_initial,
+                max_wait=settings.upstream_retry_max_wait,
+            ),
+            metrics=metrics,
+            sleep=asyncio.sleep,
+        )
+        stack.push_async_callback(upstream.aclose)
+        limiter = RateLimiter(settings.rate_limit, redis=redis, on_degraded=degraded)
+        stack.push_async_callback(limiter.aclose)
         auth = Authenticator(
             engine=engine,
             signer=TokenSigner(secret, ttl=settings.token_ttl),
@@ -82,21 +128,19 @@ async def open_services(
         chat = ChatService(
             engine=engine,
             keyring=keyring,
-            provider=provider,
-            retry=RetryPolicy(
-                attempts=settings.upstream_retry_attempts,
-                initial=settings.upstream_retry_initial,
-                max_wait=settings.upstream_retry_max_wait,
-            ),
+            upstream=upstream,
+            limiter=limiter,
             label=settings.ai_label,
             system_prompt=settings.system_prompt,
+            profiles={name: p.system_prompt for name, p in config.profiles.items()},
             context_budget=settings.context_token_budget,
             max_answer_tokens=settings.max_answer_tokens,
             max_content_chars=settings.max_content_chars,
             metrics=metrics,
         )
-        _log_startup(settings, provider, keyring)
-        yield Services(settings, engine, http, keyring, auth, chat, provider, metrics)
+        _log_startup(settings, upstream, keyring)
+        yield Services(settings, engine, http, redis, keyring, auth, chat, upstream, limiter,
+                       metrics)
         # Answers cut short by shutdown are stored before the engine closes.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(chat.wait_idle(), timeout=10)
@@ -115,36 +159,29 @@ def _code_exchange(settings: Settings, http: aiohttp.ClientSession) -> CodeExcha
     ).openid
 
 
-def _provider(settings: Settings, http: aiohttp.ClientSession) -> Provider:
-    if not settings.upstream_base_url:
-        return DemoModel()
-    return OpenAICompatible(
-        session=http,
-        base_url=settings.upstream_base_url,
-        api_key=settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None,
-        model=settings.upstream_model,
-        timeouts=Timeouts(
-            connect=settings.upstream_connect_timeout,
-            first_token=settings.upstream_first_token_timeout,
-            chunk_gap=settings.upstream_chunk_timeout,
-            total=settings.upstream_total_timeout,
-        ),
-    )
+def _redis(settings: Settings) -> Redis | None:
+    if not settings.redis_url:
+        return None
+    # Short socket timeouts: a Redis that hangs must degrade limits, not stall chats.
+    return Redis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5,
+                          health_check_interval=15)
 
 
-def _log_startup(settings: Settings, provider: Provider, keyring: Keyring) -> None:
+def _log_startup(settings: Settings, upstream: Upstream, keyring: Keyring) -> None:
     db = "sqlite" if is_sqlite(settings.resolved_database_url) else "postgresql"
-    if isinstance(provider, DemoModel):
-        upstream = "built-in DEMO model (no provider configured; answers are labelled as demo)"
-    else:
-        where = URL(settings.upstream_base_url or "").with_user(None).with_query(None)
-        upstream = f"{provider.name} model={provider.model} at {where}"
+    described = []
+    for route in upstream.routes:
+        provider = route.provider
+        if isinstance(provider, DemoModel):
+            described.append("built-in DEMO model (no provider configured; answers say so)")
+        else:
+            described.append(f"{provider!r} priority={route.priority}")
     log.info(
-        "mpchat starting: env=%s auth=%s database=%s state=%s provider=%s encryption_key=%s",
+        "mpchat starting: env=%s auth=%s database=%s state=%s providers=[%s] encryption_key=%s",
         settings.env,
         settings.resolved_auth_mode,
         db,
         "redis" if settings.redis_url else "in-process",
-        upstream,
+        "; ".join(described),
         keyring.primary,
     )

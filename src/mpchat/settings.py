@@ -6,16 +6,15 @@ production (``MPCHAT_ENV=production``) unsafe defaults refuse to start.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "UnsafeSettings"]
+from mpchat.limits.ratelimit import parse_rate
 
-_RATE = re.compile(r"^\s*(\d+)\s*(?:/|per)\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
+__all__ = ["Settings", "UnsafeSettings"]
 
 
 class UnsafeSettings(ValueError):
@@ -80,8 +79,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if not _RATE.match(self.rate_limit):
-            raise ValueError(f"MPCHAT_RATE_LIMIT {self.rate_limit!r}: use N/second|minute|hour|day")
+        try:
+            parse_rate(self.rate_limit)
+        except ValueError:
+            raise ValueError(
+                f"MPCHAT_RATE_LIMIT {self.rate_limit!r}: use N/second|minute|hour|day"
+            ) from None
         return self
 
     # Derived values: properties, so there is one source of truth.
@@ -98,14 +101,6 @@ class Settings(BaseSettings):
     @property
     def web_demo_enabled(self) -> bool:
         return self.web_demo if self.web_demo is not None else self.env == "development"
-
-    @property
-    def rate_limit_parts(self) -> tuple[int, int]:
-        """(requests, window seconds) of ``rate_limit``."""
-        m = _RATE.match(self.rate_limit)
-        assert m is not None  # checked by the validator
-        seconds = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}[m.group(2).lower()]
-        return int(m.group(1)), seconds
 
     def refuse_unsafe(self) -> None:
         """Raise `UnsafeSettings` listing every unsafe choice when running in production."""

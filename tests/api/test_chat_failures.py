@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -22,21 +23,39 @@ def _record_sleeps(app: Running) -> list[float]:
     async def fake_sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    app.services.chat.sleep = fake_sleep
+    app.services.upstream.sleep = fake_sleep
     return waits
 
 
-async def test_429_and_500_are_retried_honouring_retry_after(settings_factory, fake_upstream):
+async def test_429_retry_honours_retry_after(settings_factory, fake_upstream):
     async with running_app(_settings(settings_factory, fake_upstream)) as app:
-        waits = _record_sleeps(app)
-        fake_upstream.script = [{"status": 429, "retry_after": 7}, {"status": 503}]
+        waits: list[float] = []
+
+        async def recording_sleep(seconds: float) -> None:
+            waits.append(seconds)
+            await asyncio.sleep(seconds)
+
+        app.services.upstream.sleep = recording_sleep
+        fake_upstream.script = [{"status": 429, "retry_after": 1}]
         token = await app.login()
+        began = time.monotonic()
         status, events = await app.chat_events(token, {"content": "hi"})
         assert status == 200
         assert [e["type"] for e in events][-1] == "done"
+        assert fake_upstream.stats.requests == 2
+        assert waits == [1]  # the provider's Retry-After, not our backoff
+        assert time.monotonic() - began >= 1
+
+
+async def test_5xx_is_retried_with_jittered_backoff(settings_factory, fake_upstream):
+    async with running_app(_settings(settings_factory, fake_upstream)) as app:
+        waits = _record_sleeps(app)
+        fake_upstream.script = [{"status": 503}, {"status": 500}]
+        token = await app.login()
+        _, events = await app.chat_events(token, {"content": "hi"})
+        assert [e["type"] for e in events][-1] == "done"
         assert fake_upstream.stats.requests == 3
-        assert waits[0] == 7  # the provider's Retry-After, not our backoff
-        assert 0 <= waits[1] <= 0.05  # full jitter within the (test) cap
+        assert len(waits) == 2 and all(0 <= w <= 0.05 for w in waits)  # the test cap
 
 
 async def test_retry_after_is_capped(settings_factory, fake_upstream):
@@ -45,7 +64,7 @@ async def test_retry_after_is_capped(settings_factory, fake_upstream):
         fake_upstream.script = [{"status": 429, "retry_after": 3600}]
         token = await app.login()
         await app.chat_events(token, {"content": "hi"})
-        assert waits == [app.services.chat.retry.retry_after_cap]
+        assert waits == [app.services.upstream.retry.retry_after_cap]
 
 
 async def test_exhausted_retries_end_in_error_event_and_question_kept(

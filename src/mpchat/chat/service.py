@@ -1,9 +1,13 @@
 """One chat turn, from the user's message to the stored answer.
 
-`ChatService.start` does everything that can still fail with an HTTP status (profile,
-conversation ownership, storing the question); the returned `ChatRun` then streams
-events (`start`, `delta`..., `done` or `error`) and stores the answer when it ends,
-whether it completed, broke, or the client went away.
+`ChatService.start` does everything that may still fail with an HTTP status: validation,
+the per-user limit, a place in the upstream queue, the input checks, storing the question.
+The `ChatRun` it returns streams events (`start`, `queued`..., `delta`..., then `done`,
+`retract` or `error`) and stores the answer when it ends, whether it completed, was
+retracted, broke, or the client went away.
+
+When the input check does I/O (WeChat), the provider call starts at the same time
+(`Prefetch`), but nothing of the answer, not even `start`, leaves before the input passed.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,19 +23,14 @@ import anyio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.chat.context import build_messages
+from mpchat.chat.moderation import Moderation, NoModeration, Retracted
+from mpchat.chat.prefetch import Prefetch
 from mpchat.chat.tokens import estimate_tokens
-from mpchat.errors import InvalidRequest, MpchatError, UpstreamError, UpstreamTimeout
+from mpchat.chat.upstream import Queued, Upstream
+from mpchat.errors import ContentRejected, InvalidRequest, MpchatError, RateLimited
+from mpchat.limits import RateLimiter
 from mpchat.metrics import Metrics
-from mpchat.providers.retry import RetryPolicy
-from mpchat.providers.types import (
-    Delta,
-    Finish,
-    Provider,
-    ProviderError,
-    ProviderTimeout,
-    Retryable,
-    StreamEvent,
-)
+from mpchat.providers.types import Delta, Finish
 from mpchat.storage import messages as store
 from mpchat.storage.crypto import Keyring
 
@@ -40,6 +39,7 @@ __all__ = ["ChatRequest", "ChatRun", "ChatService"]
 log = logging.getLogger("mpchat.chat")
 _background: set[asyncio.Future[Any]] = set()  # strong references to shielded writes
 Event = dict[str, Any]
+UpstreamEvent = Queued | Delta | Finish
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,21 +58,22 @@ class ChatService:
         *,
         engine: AsyncEngine,
         keyring: Keyring,
-        provider: Provider,
-        retry: RetryPolicy,
+        upstream: Upstream,
+        limiter: RateLimiter,
         label: str,
         system_prompt: str,
+        moderation: Moderation | None = None,
         profiles: Mapping[str, str] | None = None,
         context_budget: int = 3000,
         max_answer_tokens: int | None = None,
         max_content_chars: int = 2000,
         metrics: Metrics | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.engine = engine
         self.keyring = keyring
-        self.provider = provider
-        self.retry = retry
+        self.upstream = upstream
+        self.limiter = limiter
+        self.moderation = moderation or NoModeration()
         self.label = label
         self.system_prompt = system_prompt
         self.profiles = dict(profiles or {})
@@ -80,7 +81,6 @@ class ChatService:
         self.max_answer_tokens = max_answer_tokens
         self.max_content_chars = max_content_chars
         self.metrics = metrics or Metrics()
-        self.sleep = sleep
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -92,41 +92,66 @@ class ChatService:
     def _enter(self) -> None:
         self._active += 1
         self._idle.clear()
+        self.metrics.answering.inc()
 
-    def _leave(self) -> None:
+    def _leave(self, status: str) -> None:
         self._active -= 1
         if self._active == 0:
             self._idle.set()
+        self.metrics.answering.dec()
+        self.metrics.chats.labels(status).inc()
 
     async def start(self, request: ChatRequest) -> ChatRun:
-        """Store the question and build the context; raises `MpchatError` before any event."""
-        if not request.content.strip():
+        """Admit, check and store the question; raises `MpchatError` before any event."""
+        content = request.content
+        if not content.strip():
             raise InvalidRequest("content 不能为空")
-        if len(request.content) > self.max_content_chars:
+        if len(content) > self.max_content_chars:
             raise InvalidRequest(f"content 不能超过 {self.max_content_chars} 个字符")
         system_prompt = self.system_prompt
         if request.profile:
             if request.profile not in self.profiles:
                 raise InvalidRequest("未知的 profile")
             system_prompt = self.profiles[request.profile]
-        tokens = estimate_tokens(request.content)
+        self.moderation.check_input_locally(content, user_id=request.user_id)
+        decision = await self.limiter.hit(request.user_id)
+        if not decision.allowed:
+            self.metrics.rate_limited.inc()
+            raise RateLimited(retry_after=decision.retry_after)
+
+        tokens = estimate_tokens(content)
         budget = self.context_budget - tokens - estimate_tokens(system_prompt)
-        turn = await store.begin_turn(
-            self.engine,
-            self.keyring,
-            user_id=request.user_id,
-            conversation_id=request.conversation_id,
-            content=request.content,
-            tokens=tokens,
-            history_budget=max(budget, 0),
-        )
+        admission = await self.upstream.admit(request.user_id, tokens=tokens)  # Busy: 503
+        try:
+            turn = await store.begin_turn(
+                self.engine,
+                self.keyring,
+                user_id=request.user_id,
+                conversation_id=request.conversation_id,
+                content=content,
+                tokens=tokens,
+                history_budget=max(budget, 0),
+            )
+        except BaseException:
+            await admission.release()
+            raise
         messages = build_messages(
             system_prompt=system_prompt,
             history=turn.history,
-            new_message=request.content,
+            new_message=content,
             omitted=turn.omitted,
         )
-        return ChatRun(self, request.user_id, turn, messages)
+        upstream = self.upstream.stream(
+            messages,
+            user_key=request.user_id,
+            tokens=tokens + budget,
+            admission=admission,
+            max_tokens=self.max_answer_tokens,
+        )
+        run = ChatRun(self, request.user_id, turn, messages, upstream)
+        if self.moderation.checks_remotely:
+            await run.check_input_overlapped(content)
+        return run
 
 
 class ChatRun:
@@ -138,19 +163,39 @@ class ChatRun:
         user_id: str,
         turn: store.Turn,
         messages: list[dict[str, str]],
+        upstream: AsyncGenerator[UpstreamEvent],
     ) -> None:
         self._svc = service
         self._user_id = user_id
+        self._upstream: AsyncIterator[UpstreamEvent] = upstream
+        self._upstream_gen = upstream
+        self._prefetch: Prefetch[UpstreamEvent] | None = None
         self.turn = turn
         self.messages = messages
         self.conversation_id = turn.conversation_id
         self.message_id = store.new_id()
-        self.model = service.provider.model
+        self.model = service.upstream.model
         self.failure: MpchatError | None = None
+        self.retracted = False
         self.answer = ""
         self.status = "pending"
-        self._finish_reason = "stop"
-        self._usage: dict[str, int] = {}
+        self.finish_reason = "stop"
+        self.usage: dict[str, int] = {}
+
+    async def check_input_overlapped(self, content: str) -> None:
+        """Run the input check while the provider call starts; reject before any event."""
+        svc = self._svc
+        self._prefetch = Prefetch(self._upstream_gen)
+        self._upstream = self._prefetch
+        try:
+            await svc.moderation.check_input(content, user_id=self._user_id)
+        except BaseException as exc:
+            await self._prefetch.aclose()  # cancels the provider request
+            if isinstance(exc, ContentRejected):
+                await store.set_message_status(
+                    svc.engine, message_id=self.turn.user_message_id, status="rejected"
+                )
+            raise
 
     def start_event(self) -> Event:
         return {
@@ -163,52 +208,72 @@ class ChatRun:
         }
 
     async def events(self) -> AsyncGenerator[Event]:
-        svc = self._svc
-        svc._enter()
-        svc.metrics.answering.inc()
+        self._svc._enter()
         try:
             async for event in self._events():
                 yield event
         finally:
-            svc._leave()
-            svc.metrics.answering.dec()
-            svc.metrics.chats.labels(self.status).inc()
+            self._svc._leave(self.status)
 
     async def _events(self) -> AsyncGenerator[Event]:
-        yield self.start_event()
-        parts: list[str] = []
+        svc = self._svc
+        check = svc.moderation.output(user_id=self._user_id, message_id=self.message_id)
+        parts: list[str] = []  # everything the provider said
+        sent = 0  # pieces of it that reached the client
         finish: Finish | None = None
         began = time.monotonic()
+        yield self.start_event()
         try:
-            async for event in self._answer():
-                if isinstance(event, Delta):
-                    if not parts:
-                        self._svc.metrics.first_delta.observe(time.monotonic() - began)
-                    parts.append(event.text)
-                    yield {"type": "delta", "text": event.text}
-                else:
-                    finish = event
-        except MpchatError as exc:
-            self.failure = exc
+            try:
+                async for event in self._upstream:
+                    if isinstance(event, Delta):
+                        if not parts:
+                            svc.metrics.first_delta.observe(time.monotonic() - began)
+                        parts.append(event.text)
+                        text = check.feed(event.text)
+                        check.verdict()
+                        if text:
+                            sent += 1
+                            yield {"type": "delta", "text": text}
+                    elif isinstance(event, Queued):
+                        yield {"type": "queued", "position": event.position}
+                    else:
+                        finish = event
+                tail = await check.finish()
+                if tail:
+                    yield {"type": "delta", "text": tail}
+            except Retracted as exc:
+                self.retracted = True
+                log.info("answer %s retracted: %s", self.message_id, exc.reason)
+            except MpchatError as exc:
+                self.failure = exc
+            finally:
+                await self._close_upstream()
+                await check.aclose()
         except BaseException:
             # The client went away (cancellation) or the consumer closed us: keep what
             # was said, even though the request that produced it is being torn down.
             await _shielded(self._store("".join(parts), "truncated", None))
             raise
+        if self.retracted:
+            await self._store("".join(parts), "retracted", finish)
+            self.finish_reason = "content_filter"
+            yield {"type": "retract", "reason": "content_safety"}
+            yield {"type": "done", "finish_reason": self.finish_reason, "usage": self.usage}
+            return
         status = "complete" if self.failure is None else "truncated"
-        usage = await self._store("".join(parts), status, finish)
-        log.info(
-            "chat conversation=%s status=%s chunks=%d seconds=%.3f",
-            self.conversation_id, self.status, len(parts), time.monotonic() - began,
-        )
+        await self._store("".join(parts), status, finish)
+        log.debug("chat %s status=%s seconds=%.3f", self.conversation_id, self.status,
+                  time.monotonic() - began)
         if self.failure is not None:
             yield {"type": "error", **self.failure.to_dict()}
         else:
-            yield {
-                "type": "done",
-                "finish_reason": finish.reason if finish else "stop",
-                "usage": usage,
-            }
+            yield {"type": "done", "finish_reason": self.finish_reason, "usage": self.usage}
+
+    async def _close_upstream(self) -> None:
+        if self._prefetch is not None:
+            await self._prefetch.aclose()
+        await self._upstream_gen.aclose()
 
     async def collect(self) -> Event:
         """Run to the end and return the non-streaming response body."""
@@ -219,48 +284,14 @@ class ChatRun:
         return {
             "conversation_id": self.conversation_id,
             "message_id": self.message_id,
-            "content": self.answer,
-            "finish_reason": self._finish_reason,
-            "usage": self._usage,
+            "content": "" if self.retracted else self.answer,
+            "finish_reason": self.finish_reason,
+            "usage": self.usage,
             "ai_generated": True,
             "label": self._svc.label,
         }
 
-    async def _answer(self) -> AsyncGenerator[StreamEvent]:
-        """The provider's events; failed attempts are retried until the first event."""
-        svc = self._svc
-        policy = svc.retry
-        attempt = 0
-        while True:
-            attempt += 1
-            stream = svc.provider.stream(self.messages, max_tokens=svc.max_answer_tokens)
-            try:
-                first = await anext(stream)
-                svc.metrics.upstream_attempts.labels(svc.provider.name, "ok").inc()
-                break
-            except Retryable as exc:
-                await stream.aclose()
-                svc.metrics.upstream_attempts.labels(svc.provider.name, "retryable").inc()
-                log.warning("provider attempt %d failed: %s", attempt, exc)
-                if attempt >= policy.attempts:
-                    raise _as_client_error(exc) from None
-                await svc.sleep(policy.wait(attempt, exc.retry_after))
-            except ProviderError as exc:
-                await stream.aclose()
-                log.warning("provider refused the request: %s", exc)
-                raise _as_client_error(exc) from None
-        try:
-            yield first
-            async for event in stream:
-                yield event
-        except ProviderError as exc:
-            # Output already reached the client: never retried, stored as truncated.
-            log.warning("provider broke mid-answer: %s", exc)
-            raise _as_client_error(exc) from None
-        finally:
-            await stream.aclose()
-
-    async def _store(self, answer: str, status: str, finish: Finish | None) -> dict[str, int]:
+    async def _store(self, answer: str, status: str, finish: Finish | None) -> None:
         svc = self._svc
         usage = finish.usage if finish else None
         prompt_tokens = (
@@ -270,15 +301,15 @@ class ChatRun:
         )
         completion_tokens = usage.completion_tokens if usage else estimate_tokens(answer)
         self.answer, self.status = answer, status
-        self._finish_reason = finish.reason if finish else "stop"
-        self._usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
-        if not answer and status != "complete":
+        self.finish_reason = finish.reason if finish else "stop"
+        self.usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+        if not answer and status == "truncated":
             # Nothing was said: keep the question in history, out of future context.
             await store.set_message_status(
                 svc.engine, message_id=self.turn.user_message_id, status="unanswered"
             )
             self.status = "unanswered"
-            return self._usage
+            return
         await store.finish_turn(
             svc.engine,
             svc.keyring,
@@ -290,13 +321,8 @@ class ChatRun:
             tokens=estimate_tokens(answer),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
-            meta={"provider": svc.provider.name, "model": self.model, "ai_generated": True},
+            meta={"model": self.model, "ai_generated": True, "content_id": self.message_id},
         )
-        return self._usage
-
-
-def _as_client_error(exc: ProviderError) -> MpchatError:
-    return UpstreamTimeout() if isinstance(exc, ProviderTimeout) else UpstreamError()
 
 
 async def _shielded(work: Awaitable[Any]) -> None:

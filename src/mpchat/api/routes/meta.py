@@ -19,9 +19,9 @@ async def meta(svc: Svc) -> dict[str, object]:
     return {
         "ai_generated": True,
         "label": settings.ai_label,
-        "model_name": settings.model_display_name or svc.provider.model,
+        "model_name": settings.model_display_name or svc.upstream.model,
         "filing_number": settings.filing_number,
-        "demo": isinstance(svc.provider, DemoModel),
+        "demo": isinstance(svc.upstream.routes[0].provider, DemoModel),
     }
 
 

@@ -1,0 +1,81 @@
+"""What the chat pipeline needs from content safety, as a narrow interface.
+
+`mpchat.safety.moderator.Moderator` implements it with the local word filter and WeChat's
+content security; `NoModeration` lets everything through (tests, or an operator's choice).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = ["Moderation", "NoModeration", "OutputCheck", "Retracted"]
+
+
+class Retracted(Exception):
+    """The answer failed content safety: the client must remove what it showed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class OutputCheck(Protocol):
+    """Checks one streamed answer."""
+
+    def feed(self, piece: str) -> str:
+        """Text that may be sent now (possibly ""); raises `Retracted`."""
+        ...
+
+    def verdict(self) -> None:
+        """Raises `Retracted` if a check running in the background has failed."""
+        ...
+
+    async def finish(self) -> str:
+        """The held-back rest, after the final checks of the whole answer; or `Retracted`."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class Moderation(Protocol):
+    @property
+    def checks_remotely(self) -> bool:
+        """Whether `check_input` does I/O worth overlapping with the provider call."""
+        ...
+
+    def check_input_locally(self, text: str, *, user_id: str) -> None:
+        """Raises `ContentRejected` on a listed word (microseconds, no I/O)."""
+        ...
+
+    async def check_input(self, text: str, *, user_id: str) -> None:
+        """The authoritative input check; raises `ContentRejected`."""
+        ...
+
+    def output(self, *, user_id: str, message_id: str) -> OutputCheck: ...
+
+
+class _Passthrough:
+    def feed(self, piece: str) -> str:
+        return piece
+
+    def verdict(self) -> None:
+        pass
+
+    async def finish(self) -> str:
+        return ""
+
+    async def aclose(self) -> None:
+        pass
+
+
+class NoModeration:
+    checks_remotely = False
+
+    def check_input_locally(self, text: str, *, user_id: str) -> None:
+        pass
+
+    async def check_input(self, text: str, *, user_id: str) -> None:
+        pass
+
+    def output(self, *, user_id: str, message_id: str) -> OutputCheck:
+        return _Passthrough()

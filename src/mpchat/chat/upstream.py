@@ -1,0 +1,233 @@
+"""Calling the providers: choose one, wait for its slot, retry before the first delta, fail over.
+
+A *route* is a provider with the controls that guard it: its gate (in-flight bound and
+queue), its budget (requests and tokens per minute, and the fleet-wide pause after a 429)
+and its circuit breaker. Routes are tried by priority (1 first), weighted at random within
+a priority; a route whose breaker is open or whose budget says "not now" is passed over.
+
+Retries follow `RetryPolicy` and stop at the first event: once text has reached the
+client, a failure is final (the answer is stored as truncated). A failed attempt moves at
+once to another route when one is available, and waits the backoff (or the provider's
+``Retry-After``) otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from mpchat.errors import Busy, MpchatError, UpstreamError, UpstreamTimeout
+from mpchat.limits import BudgetReservation, CircuitBreaker, Lease, ProviderBudget, UpstreamGate
+from mpchat.metrics import Metrics
+from mpchat.providers.retry import RetryPolicy
+from mpchat.providers.types import (
+    Delta,
+    Finish,
+    Provider,
+    ProviderError,
+    ProviderStatus,
+    ProviderTimeout,
+    Retryable,
+)
+
+__all__ = ["Admission", "Queued", "Route", "Upstream"]
+
+log = logging.getLogger("mpchat.upstream")
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    position: int
+
+
+@dataclass(slots=True)
+class Route:
+    provider: Provider
+    gate: UpstreamGate
+    budget: ProviderBudget
+    breaker: CircuitBreaker
+    priority: int = 1
+    weight: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+    async def aclose(self) -> None:
+        await self.gate.aclose()
+        await self.budget.aclose()
+        await self.provider.aclose()
+
+
+@dataclass(slots=True)
+class Admission:
+    """A route chosen for one attempt, with its place at the gate and its budget share."""
+
+    route: Route
+    lease: Lease
+    reservation: BudgetReservation | None
+
+    async def release(self) -> None:
+        await self.lease.release()
+
+
+class Upstream:
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        *,
+        retry: RetryPolicy,
+        metrics: Metrics,
+        sleep: Callable[[float], Awaitable[None]],
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        if not routes:
+            raise ValueError("at least one provider route is needed")
+        self.routes = list(routes)
+        self.retry = retry
+        self.metrics = metrics
+        self.sleep = sleep
+        self._rand = rand
+
+    @property
+    def model(self) -> str:
+        return self.routes[0].provider.model
+
+    async def aclose(self) -> None:
+        for route in self.routes:
+            await route.aclose()
+
+    def _ordered(self) -> list[Route]:
+        """Routes by priority; within one priority, a weighted random order."""
+        if len(self.routes) == 1:
+            return self.routes
+        keyed = [
+            # Efraimidis-Spirakis: sorting by u^(1/w) draws a weighted order in one pass.
+            (r.priority, -(self._rand() ** (1.0 / r.weight)), i, r)
+            for i, r in enumerate(self.routes)
+        ]
+        return [r for *_, r in sorted(keyed)]
+
+    async def admit(
+        self, user_key: str, *, tokens: int, exclude: Route | None = None
+    ) -> Admission:
+        """A place at the best available route's gate; `Busy` when none can take it now."""
+        soonest: float | None = None
+        for route in self._ordered():
+            if route is exclude or not route.breaker.allow():
+                continue
+            reservation = None
+            budget = route.budget
+            try:
+                if budget.requests or budget.tokens:
+                    # One step checks the fleet-wide pause and takes the budget share.
+                    reservation = await budget.reserve(tokens, max_wait=0)
+                elif (paused := await budget.paused_for()) > 0:
+                    raise Busy(retry_after=paused)
+            except Busy as exc:
+                soonest = min(soonest or 1e9, exc.retry_after or 1.0)
+                continue
+            lease = await route.gate.reserve(user_key)  # Busy when its queue is full
+            return Admission(route, lease, reservation)
+        if exclude is not None:
+            raise _NoAlternative()
+        raise Busy(retry_after=soonest if soonest is not None else self._breaker_wait())
+
+    def _breaker_wait(self) -> float:
+        return max(1.0, min(r.breaker.retry_after() for r in self.routes))
+
+    async def stream(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        user_key: str,
+        tokens: int,
+        admission: Admission,
+        max_tokens: int | None = None,
+    ) -> AsyncGenerator[Queued | Delta | Finish]:
+        """Queue positions, then the answer's events; raises `MpchatError` on failure."""
+        attempt = 0
+        current: Admission | None = admission
+        try:
+            while True:
+                attempt += 1
+                if current is None:
+                    current = await self.admit(user_key, tokens=tokens)
+                route = current.route
+                async for position in current.lease.wait():
+                    yield Queued(position)
+                stream = route.provider.stream(messages, max_tokens=max_tokens)
+                try:
+                    first = await anext(stream)
+                except Retryable as exc:
+                    await stream.aclose()
+                    current = await self._after_failure(current, exc, attempt, user_key, tokens)
+                    continue
+                except ProviderError as exc:
+                    await stream.aclose()
+                    self._count(route, "rejected")
+                    log.warning("provider %s refused the request: %s", route.name, exc)
+                    raise UpstreamError() from None
+                self._count(route, "ok")
+                route.breaker.record_success()
+                usage = None
+                try:
+                    yield first
+                    async for event in stream:
+                        if isinstance(event, Finish):
+                            usage = event.usage
+                        yield event
+                except ProviderError as exc:
+                    # Text already reached the client: never retried.
+                    route.breaker.record_failure()
+                    log.warning("provider %s broke mid-answer: %s", route.name, exc)
+                    raise _client_error(exc) from None
+                finally:
+                    await stream.aclose()
+                if current.reservation is not None:
+                    spent = usage.prompt_tokens + usage.completion_tokens if usage else tokens
+                    await current.reservation.commit(spent)
+                return
+        finally:
+            if current is not None:
+                await current.release()
+
+    async def _after_failure(
+        self, failed: Admission, exc: Retryable, attempt: int, user_key: str, tokens: int
+    ) -> Admission:
+        """Record the failure; the next attempt's admission, or the final error."""
+        route = failed.route
+        await failed.release()
+        self._count(route, "retryable")
+        route.breaker.record_failure()
+        if isinstance(exc, ProviderStatus) and exc.status == 429 and exc.retry_after:
+            # Every instance holds off; capped like our own wait, so one odd header
+            # cannot take a provider out for an hour.
+            await route.budget.pause(min(exc.retry_after, self.retry.retry_after_cap))
+        log.warning("provider %s attempt %d failed: %s", route.name, attempt, exc)
+        if attempt >= self.retry.attempts:
+            raise _client_error(exc)
+        try:
+            return await self.admit(user_key, tokens=tokens, exclude=route)
+        except _NoAlternative:
+            pass
+        except Busy:
+            pass
+        await self.sleep(self.retry.wait(attempt, exc.retry_after))
+        try:
+            return await self.admit(user_key, tokens=tokens)
+        except Busy as busy:
+            raise busy from None
+
+    def _count(self, route: Route, outcome: str) -> None:
+        self.metrics.upstream_attempts.labels(route.name, outcome).inc()
+
+
+class _NoAlternative(MpchatError):
+    """No route other than the excluded one can take the request now."""
+
+
+def _client_error(exc: ProviderError) -> MpchatError:
+    return UpstreamTimeout() if isinstance(exc, ProviderTimeout) else UpstreamError()

@@ -43,9 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve_forever(args.host, args.port, config)
         return 0
     if args.command == "fake-wechat":
-        from mpchat.fakes import wechat
+        from mpchat.fakes.wechat import main as fake_wechat
 
-        return int(wechat.main(["--host", args.host, "--port", str(args.port)]) or 0)
+        return fake_wechat(["--host", args.host, "--port", str(args.port)])
 
     try:
         settings = Settings()

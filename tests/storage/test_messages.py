@@ -20,6 +20,10 @@ from mpchat.storage.users import get_or_create_user
 MARKER = "MARKER-7f3a9c"
 
 
+def _read_files(folder: Path, pattern: str) -> bytes:
+    return b"".join(p.read_bytes() for p in folder.glob(pattern))
+
+
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(database_url)
@@ -98,7 +102,7 @@ async def test_raw_database_never_holds_the_plaintext(engine, keyring, database_
     await _turn(engine, keyring, user, None, f"question {MARKER}", f"answer {MARKER}")
     if database_url.startswith("sqlite"):
         await engine.dispose()  # checkpoint the WAL so every byte is in files we can read
-        data = b"".join(p.read_bytes() for p in Path(tmp_path).glob("test.db*"))
+        data = _read_files(Path(tmp_path), "test.db*")
     else:
         async with engine.connect() as conn:
             dump = (await conn.execute(text(

@@ -76,6 +76,7 @@ def settings_factory(tmp_path: Path, database_url: str):  # type: ignore[no-unty
             "upstream_retry_initial": 0.01,
             "upstream_retry_max_wait": 0.05,
             "rate_limit": "1000/minute",  # tests about the limit set their own
+            "login_rate_limit": "1000/minute",
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

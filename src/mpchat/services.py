@@ -28,6 +28,7 @@ from mpchat.providers.config import load_config
 from mpchat.providers.demo import DemoModel
 from mpchat.providers.registry import build_providers
 from mpchat.providers.retry import RetryPolicy
+from mpchat.safety.setup import build_moderation
 from mpchat.settings import Settings, UnsafeSettings
 from mpchat.storage.crypto import Keyring
 from mpchat.storage.engine import create_engine, is_sqlite
@@ -50,6 +51,7 @@ class Services:
     chat: ChatService
     upstream: Upstream
     limiter: RateLimiter
+    login_limiter: RateLimiter
     metrics: Metrics
 
 
@@ -125,8 +127,17 @@ async def open_services(
             mode=settings.resolved_auth_mode,
             exchange=_code_exchange(settings, http),
         )
+        moderation = await build_moderation(
+            settings=settings, engine=engine, http=http, redis=redis, metrics=metrics,
+            secret=secret,
+        )
+        stack.push_async_callback(getattr(moderation, "aclose", _nothing))
+        login_limiter = RateLimiter(settings.login_rate_limit, redis=redis,
+                                    prefix="mpchat:login:", on_degraded=degraded)
+        stack.push_async_callback(login_limiter.aclose)
         chat = ChatService(
             engine=engine,
+            moderation=moderation,
             keyring=keyring,
             upstream=upstream,
             limiter=limiter,
@@ -140,7 +151,7 @@ async def open_services(
         )
         _log_startup(settings, upstream, keyring)
         yield Services(settings, engine, http, redis, keyring, auth, chat, upstream, limiter,
-                       metrics)
+                       login_limiter, metrics)
         # Answers cut short by shutdown are stored before the engine closes.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(chat.wait_idle(), timeout=10)
@@ -157,6 +168,10 @@ def _code_exchange(settings: Settings, http: aiohttp.ClientSession) -> CodeExcha
         secret=settings.wechat_secret.get_secret_value(),
         base_url=settings.wechat_api_base,
     ).openid
+
+
+async def _nothing() -> None:
+    pass
 
 
 def _redis(settings: Settings) -> Redis | None:

@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     system_prompt: str = "你是一个乐于助人的中文助手，回答简洁准确。"
 
     wordlist: str | None = None
+    # WeChat content security: on when WeChat credentials (or cloudrun) are configured.
+    wechat_security: bool | None = None
+    safety_review_policy: Literal["allow", "block"] = "allow"
+    safety_unavailable: Literal["open", "closed"] = "closed"
+    audit_text: bool = False
+    retention_days: int | None = Field(default=None, ge=1)
+    login_rate_limit: str = "30/minute"
     ai_label: str = "本回答由 AI 生成"
     model_display_name: str | None = None
     filing_number: str | None = None
@@ -79,12 +86,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        try:
-            parse_rate(self.rate_limit)
-        except ValueError:
-            raise ValueError(
-                f"MPCHAT_RATE_LIMIT {self.rate_limit!r}: use N/second|minute|hour|day"
-            ) from None
+        for name in ("rate_limit", "login_rate_limit"):
+            try:
+                parse_rate(getattr(self, name))
+            except ValueError:
+                raise ValueError(
+                    f"MPCHAT_{name.upper()} {getattr(self, name)!r}: use N/second|minute|hour|day"
+                ) from None
         return self
 
     # Derived values: properties, so there is one source of truth.
@@ -93,6 +101,13 @@ class Settings(BaseSettings):
         if self.auth_mode:
             return self.auth_mode
         return "wechat" if self.wechat_appid else "dev"
+
+    @property
+    def wechat_security_enabled(self) -> bool:
+        if self.wechat_security is not None:
+            return self.wechat_security
+        mode = self.resolved_auth_mode
+        return mode == "cloudrun" or bool(self.wechat_appid and self.wechat_secret)
 
     @property
     def resolved_database_url(self) -> str:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from limits_support import IN_CI, PrivateRedis
+from tests.limits.limits_support import IN_CI, PrivateRedis
 from redis.asyncio import Redis
 
 REDIS_URL = os.environ.get("MPCHAT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 import pytest
-from limits_support import PrivateRedis, wait_until
+from tests.limits.limits_support import PrivateRedis, wait_until
 from redis.asyncio import Redis
 
 from mpchat.limits import ProviderBudget, RateLimiter, UpstreamGate

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from tests.limits.limits_support import IN_CI, PrivateRedis
 from redis.asyncio import Redis
+
+from tests.limits.limits_support import IN_CI, PrivateRedis
 
 REDIS_URL = os.environ.get("MPCHAT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

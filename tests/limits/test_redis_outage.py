@@ -6,10 +6,10 @@ import asyncio
 import logging
 
 import pytest
-from tests.limits.limits_support import PrivateRedis, wait_until
 from redis.asyncio import Redis
 
 from mpchat.limits import ProviderBudget, RateLimiter, UpstreamGate
+from tests.limits.limits_support import PrivateRedis, wait_until
 
 
 async def test_outage_and_recovery(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -13,6 +14,9 @@ from mpchat.errors import InvalidRequest, Unauthorized
 from mpchat.storage import users
 
 __all__ = ["Authenticator", "CodeExchange", "LoginResult", "dev_openid"]
+
+_SESSION_RECHECK = 5.0
+_SESSION_CACHE_SIZE = 50_000
 
 # code -> openid; raises InvalidCode / RateLimited / ServiceUnavailable (wechat mode).
 CodeExchange = Callable[[str], Awaitable[str]]
@@ -44,6 +48,10 @@ class Authenticator:
         self._signer = signer
         self.mode = mode
         self._exchange = exchange
+        # session id -> (user id, checked at): a live session is re-read from the database
+        # at most every _SESSION_RECHECK seconds. Logout and data deletion on this instance
+        # take effect at once; on other instances within that many seconds.
+        self._live: dict[str, tuple[str, float]] = {}
 
     async def login(self, *, code: str | None, cloud_openid: str | None = None) -> LoginResult:
         if self.mode == "cloudrun":
@@ -70,11 +78,25 @@ class Authenticator:
         if not token:
             raise Unauthorized()
         claims = self._signer.verify(token)
+        now = time.monotonic()
+        cached = self._live.get(claims.session_id)
+        fresh = cached is not None and now - cached[1] < _SESSION_RECHECK
+        if fresh and cached is not None and cached[0] == claims.user_id:
+            return claims
         if not await users.session_is_live(
             self._engine, session_id=claims.session_id, user_id=claims.user_id
         ):
+            self._live.pop(claims.session_id, None)
             raise Unauthorized()
+        if len(self._live) >= _SESSION_CACHE_SIZE:
+            self._live.clear()  # crude but bounded; a miss only costs one query
+        self._live[claims.session_id] = (claims.user_id, now)
         return claims
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop cached sessions of a user whose sessions were deleted."""
+        for sid in [sid for sid, (uid, _) in self._live.items() if uid == user_id]:
+            del self._live[sid]
 
     async def authenticate_cloudrun(self, openid: str | None) -> Claims:
         """Cloud Run injects ``X-WX-OPENID``: safe only when the platform is the sole way in."""
@@ -85,3 +107,4 @@ class Authenticator:
 
     async def logout(self, claims: Claims) -> None:
         await users.delete_session(self._engine, session_id=claims.session_id)
+        self._live.pop(claims.session_id, None)

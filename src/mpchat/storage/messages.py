@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mpchat.errors import NotFound
@@ -37,6 +38,32 @@ CONTEXT_STATUSES = ("complete", "truncated")
 # A conversation's newest rows are read at most this many at a time for context.
 _CONTEXT_ROWS = 200
 _TITLE_CHARS = 40
+
+
+# Built once: SQLAlchemy memoises the cache key of a statement object, so the hot path
+# skips statement construction and most of the compile-cache lookup.
+_NEW_CONVERSATION = insert(conversations)
+_INSERT_MESSAGE = insert(messages).returning(messages.c.seq)
+_BUMP_CONVERSATION = (
+    update(conversations)
+    .where(conversations.c.id == bindparam("cid"), conversations.c.user_id == bindparam("uid"))
+    .values(
+        last_seq=bindparam("seq"),
+        message_count=conversations.c.message_count + 1,
+        updated_at=bindparam("now"),
+    )
+)
+_HISTORY = (
+    select(messages.c.id, messages.c.role, messages.c.content, messages.c.content_key,
+           messages.c.tokens)
+    .where(
+        messages.c.conversation_id == bindparam("conversation_id"),
+        messages.c.user_id == bindparam("user_id"),
+        messages.c.status.in_(CONTEXT_STATUSES),
+    )
+    .order_by(messages.c.seq.desc())
+    .limit(_CONTEXT_ROWS)
+)
 
 
 def new_id() -> str:
@@ -98,24 +125,16 @@ async def begin_turn(
                 title_aad(conversation_id=conversation_id, user_id=user_id),
             )
             await conn.execute(
-                insert(conversations).values(
-                    id=conversation_id,
-                    user_id=user_id,
-                    title=title.blob,
-                    title_key=title.key_id,
-                    message_count=0,
-                    last_seq=0,
-                    created_at=now,
-                    updated_at=now,
-                )
+                _NEW_CONVERSATION,
+                {"id": conversation_id, "user_id": user_id, "title": title.blob,
+                 "title_key": title.key_id, "message_count": 0, "last_seq": 0,
+                 "created_at": now, "updated_at": now},
             )
             history: list[HistoryTurn] = []
             omitted = 0
         else:
-            if not await owned_conversation(
-                conn, conversation_id=conversation_id, user_id=user_id
-            ):
-                raise NotFound()
+            # Filtered by owner too: another user's conversation reads as empty here,
+            # and the conversation update in _insert_message then refuses it (NotFound).
             history, omitted = await _read_history(
                 conn, keyring, conversation_id=conversation_id, user_id=user_id,
                 budget=history_budget,
@@ -132,14 +151,9 @@ async def begin_turn(
 async def _read_history(
     conn: AsyncConnection, keyring: Keyring, *, conversation_id: str, user_id: str, budget: int
 ) -> tuple[list[HistoryTurn], int]:
-    m = messages.c
-    query = (
-        select(m.id, m.role, m.content, m.content_key, m.tokens)
-        .where(m.conversation_id == conversation_id, m.status.in_(CONTEXT_STATUSES))
-        .order_by(m.seq.desc())
-        .limit(_CONTEXT_ROWS)
-    )
-    rows = (await conn.execute(query)).all()
+    rows = (
+        await conn.execute(_HISTORY, {"conversation_id": conversation_id, "user_id": user_id})
+    ).all()
     newest_first: list[HistoryTurn] = []
     used = 0
     for row in rows:
@@ -175,34 +189,22 @@ async def _insert_message(
     meta: dict[str, Any] | None = None,
 ) -> int:
     sealed = keyring.encrypt(content, message_aad(message_id=message_id, user_id=user_id))
-    result = await conn.execute(
-        insert(messages)
-        .values(
-            id=message_id,
-            conversation_id=conversation_id,
-            user_id=user_id,
-            role=role,
-            status=status,
-            content=sealed.blob,
-            content_key=sealed.key_id,
-            tokens=tokens,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            meta=meta,
-            created_at=now,
+    try:
+        result = await conn.execute(
+            _INSERT_MESSAGE,
+            {"id": message_id, "conversation_id": conversation_id, "user_id": user_id,
+             "role": role, "status": status, "content": sealed.blob,
+             "content_key": sealed.key_id, "tokens": tokens, "prompt_tokens": prompt_tokens,
+             "completion_tokens": completion_tokens, "meta": meta, "created_at": now},
         )
-        .returning(messages.c.seq)
-    )
+    except IntegrityError:  # the conversation does not exist (foreign key)
+        raise NotFound() from None
     seq = int(result.scalar_one())
-    await conn.execute(
-        update(conversations)
-        .where(conversations.c.id == conversation_id)
-        .values(
-            last_seq=seq,
-            message_count=conversations.c.message_count + 1,
-            updated_at=now,
-        )
+    bumped = await conn.execute(
+        _BUMP_CONVERSATION, {"cid": conversation_id, "uid": user_id, "seq": seq, "now": now}
     )
+    if bumped.rowcount != 1:  # not the user's (or gone): the transaction rolls back
+        raise NotFound()
     return seq
 
 

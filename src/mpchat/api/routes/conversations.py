@@ -78,4 +78,5 @@ async def delete_conversation(
 @router.delete("/me/data", status_code=204)
 async def delete_my_data(caller: Caller, svc: Svc) -> Response:
     await conversations.delete_user_data(svc.engine, user_id=caller.user_id)
+    svc.auth.forget_user(caller.user_id)
     return Response(status_code=204)

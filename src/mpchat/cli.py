@@ -21,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the HTTP service (uvicorn, uvloop, httptools)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--workers", type=int, help="processes (default MPCHAT_WORKERS, 1)")
     sub.add_parser("migrate", help="apply database migrations (Alembic) and exit")
     fake = sub.add_parser("fake-upstream", help="run the fake OpenAI-compatible provider")
     fake.add_argument("--host", default="127.0.0.1")
@@ -83,10 +83,15 @@ async def _migrate(settings: Settings) -> int:
     return 0
 
 
-def _serve(settings: Settings, host: str | None, port: int | None, workers: int) -> int:
+def _serve(settings: Settings, host: str | None, port: int | None, workers: int | None) -> int:
     import uvicorn
 
     from mpchat.app import create_app
+
+    workers = workers or settings.workers
+    if workers > 1 and settings.env == "development":
+        # Migrate once here, so the workers starting together find the schema at head.
+        asyncio.run(_migrate(settings))
 
     uvicorn.run(
         create_app(settings) if workers == 1 else "mpchat.app:create_app",

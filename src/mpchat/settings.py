@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     env: Literal["development", "production"] = "development"
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = Field(default=1, ge=1)
     data_dir: Path = Path("data")
     log_level: str = "INFO"
     config: Path | None = None

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mpchat.auth.login import Authenticator, CodeExchange
 from mpchat.auth.tokens import TokenSigner
 from mpchat.chat.service import ChatService
+from mpchat.chat.summarize import Summarizer
 from mpchat.chat.upstream import Route, Upstream
 from mpchat.devkeys import resolve_secrets
 from mpchat.limits import CircuitBreaker, ProviderBudget, RateLimiter, UpstreamGate
@@ -135,8 +136,11 @@ async def open_services(
         login_limiter = RateLimiter(settings.login_rate_limit, redis=redis,
                                     prefix="mpchat:login:", on_degraded=degraded)
         stack.push_async_callback(login_limiter.aclose)
+        summarizer = Summarizer(engine=engine, keyring=keyring, upstream=upstream)
+        stack.push_async_callback(summarizer.aclose)
         chat = ChatService(
             engine=engine,
+            summarizer=summarizer,
             moderation=moderation,
             keyring=keyring,
             upstream=upstream,

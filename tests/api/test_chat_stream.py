@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mpchat.chat.summarize import PROMPT as SUMMARY_PROMPT
 from mpchat.fakes.upstream import FakeUpstream
 from tests.utils import running_app
 
@@ -64,6 +65,7 @@ async def test_context_budget_keeps_newest_turns_in_order(settings_factory, fake
     settings = settings_factory(**_upstream(fake_upstream), context_token_budget=40,
                                 system_prompt="S")
     async with running_app(settings) as app:
+        app.services.chat.summarizer = None  # budget alone here; summaries are tested below
         token = await app.login("carol")
         fake_upstream.script = [{"text": [f"A{i}"]} for i in range(8)]
         _, events = await app.chat_events(token, {"content": "Q0"})
@@ -79,3 +81,29 @@ async def test_context_budget_keeps_newest_turns_in_order(settings_factory, fake
         expected_tail = [x for i in range(7) for x in (f"Q{i}", f"A{i}")][-len(kept):]
         assert kept == expected_tail
         assert "更早的对话" in sent[0]["content"]
+
+
+async def test_older_turns_are_summarised_into_the_context(settings_factory, fake_upstream):
+    settings = settings_factory(**_upstream(fake_upstream), context_token_budget=40,
+                                system_prompt="S")
+    async with running_app(settings) as app:
+        token = await app.login("dora")
+        summarizer = app.services.chat.summarizer
+        _, events = await app.chat_events(token, {"content": "我叫小明"})
+        conv = events[0]["conversation_id"]
+        for i in range(1, 6):
+            await summarizer.wait_idle()
+            fake_upstream.script = [{"text": [f"A{i}"]}, {"text": ["SUMMARY-小明"]}]
+            await app.chat_events(token, {"content": f"Q{i}", "conversation_id": conv})
+        await summarizer.wait_idle()
+        summary_requests = [r for r in fake_upstream.stats.received
+                            if r[0]["content"] == SUMMARY_PROMPT]
+        assert summary_requests
+        # The summariser saw the first turn, in order, as a transcript.
+        assert "user: 我叫小明" in summary_requests[0][-1]["content"]
+        fake_upstream.script = [{"text": ["ok"]}]
+        await app.chat_events(token, {"content": "我叫什么？", "conversation_id": conv})
+        system = fake_upstream.stats.received[-1][0]["content"]
+        assert "此前对话的摘要：SUMMARY-小明" in system
+        sent = [m["content"] for m in fake_upstream.stats.received[-1][1:]]
+        assert "我叫小明" not in sent and sent[-1] == "我叫什么？"

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mpchat.chat.context import build_messages
 from mpchat.chat.moderation import Moderation, NoModeration, Retracted
 from mpchat.chat.prefetch import Prefetch
-from mpchat.chat.tokens import estimate_tokens
+from mpchat.chat.summarize import Summarizer
 from mpchat.chat.upstream import Queued, Upstream
 from mpchat.errors import ContentRejected, InvalidRequest, MpchatError, RateLimited
 from mpchat.limits import RateLimiter
@@ -33,6 +33,7 @@ from mpchat.metrics import Metrics
 from mpchat.providers.types import Delta, Finish
 from mpchat.storage import messages as store
 from mpchat.storage.crypto import Keyring
+from mpchat.tokens import estimate_tokens
 
 __all__ = ["ChatRequest", "ChatRun", "ChatService"]
 
@@ -68,6 +69,7 @@ class ChatService:
         max_answer_tokens: int | None = None,
         max_content_chars: int = 2000,
         metrics: Metrics | None = None,
+        summarizer: Summarizer | None = None,
     ) -> None:
         self.engine = engine
         self.keyring = keyring
@@ -81,6 +83,7 @@ class ChatService:
         self.max_answer_tokens = max_answer_tokens
         self.max_content_chars = max_content_chars
         self.metrics = metrics or Metrics()
+        self.summarizer = summarizer
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -139,6 +142,7 @@ class ChatService:
             system_prompt=system_prompt,
             history=turn.history,
             new_message=content,
+            summary=turn.summary,
             omitted=turn.omitted,
         )
         upstream = self.upstream.stream(
@@ -263,6 +267,10 @@ class ChatRun:
             return
         status = "complete" if self.failure is None else "truncated"
         await self._store("".join(parts), status, finish)
+        turn = self.turn
+        if svc.summarizer is not None and turn.omitted and turn.oldest_kept_seq:
+            svc.summarizer.schedule(conversation_id=self.conversation_id,
+                                    user_id=self._user_id, before=turn.oldest_kept_seq)
         log.debug("chat %s status=%s seconds=%.3f", self.conversation_id, self.status,
                   time.monotonic() - began)
         if self.failure is not None:

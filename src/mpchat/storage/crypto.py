@@ -23,6 +23,7 @@ __all__ = [
     "generate_key_spec",
     "message_aad",
     "parse_key_spec",
+    "summary_aad",
     "title_aad",
 ]
 
@@ -103,3 +104,7 @@ def message_aad(*, message_id: str, user_id: str) -> bytes:
 
 def title_aad(*, conversation_id: str, user_id: str) -> bytes:
     return f"mpchat:title:{conversation_id}:{user_id}".encode()
+
+
+def summary_aad(*, conversation_id: str, user_id: str) -> bytes:
+    return f"mpchat:summary:{conversation_id}:{user_id}".encode()

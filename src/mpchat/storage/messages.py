@@ -18,8 +18,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mpchat.errors import NotFound
 from mpchat.storage.conversations import owned_conversation
-from mpchat.storage.crypto import Ciphertext, DecryptError, Keyring, message_aad, title_aad
+from mpchat.storage.crypto import (
+    Ciphertext,
+    DecryptError,
+    Keyring,
+    message_aad,
+    summary_aad,
+    title_aad,
+)
 from mpchat.storage.tables import conversations, messages
+from mpchat.tokens import estimate_tokens
 
 __all__ = [
     "CONTEXT_STATUSES",
@@ -53,12 +61,16 @@ _BUMP_CONVERSATION = (
         updated_at=bindparam("now"),
     )
 )
+_SUMMARY = select(
+    conversations.c.summary, conversations.c.summary_key, conversations.c.summary_upto
+).where(conversations.c.id == bindparam("cid"), conversations.c.user_id == bindparam("uid"))
 _HISTORY = (
-    select(messages.c.id, messages.c.role, messages.c.content, messages.c.content_key,
-           messages.c.tokens)
+    select(messages.c.seq, messages.c.id, messages.c.role, messages.c.content,
+           messages.c.content_key, messages.c.tokens)
     .where(
         messages.c.conversation_id == bindparam("conversation_id"),
         messages.c.user_id == bindparam("user_id"),
+        messages.c.seq > bindparam("after"),
         messages.c.status.in_(CONTEXT_STATUSES),
     )
     .order_by(messages.c.seq.desc())
@@ -88,7 +100,9 @@ class Turn:
     user_message_id: str
     user_seq: int
     history: list[HistoryTurn] = field(default_factory=list)
-    omitted: int = 0  # earlier turns that did not fit the budget
+    omitted: int = 0  # earlier turns that did not fit the budget (and are not summarised)
+    summary: str | None = None  # of the turns before the history, when there is one
+    oldest_kept_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,12 +146,20 @@ async def begin_turn(
             )
             history: list[HistoryTurn] = []
             omitted = 0
+            summary = None
+            kept_from: int | None = None
         else:
-            # Filtered by owner too: another user's conversation reads as empty here,
-            # and the conversation update in _insert_message then refuses it (NotFound).
-            history, omitted = await _read_history(
+            found = (
+                await conn.execute(_SUMMARY, {"cid": conversation_id, "uid": user_id})
+            ).first()
+            if found is None:
+                raise NotFound()
+            summary = _summary_text(keyring, found, conversation_id, user_id)
+            if summary:
+                history_budget -= estimate_tokens(summary)
+            history, omitted, kept_from = await _read_history(
                 conn, keyring, conversation_id=conversation_id, user_id=user_id,
-                budget=history_budget,
+                budget=max(history_budget, 0), after=found.summary_upto or 0,
             )
         message_id = new_id()
         seq = await _insert_message(
@@ -145,17 +167,27 @@ async def begin_turn(
             user_id=user_id, role="user", status="complete", content=content, tokens=tokens,
             now=now,
         )
-    return Turn(conversation_id, message_id, seq, history, omitted)
+    return Turn(conversation_id, message_id, seq, history, omitted, summary, kept_from)
 
 
 async def _read_history(
-    conn: AsyncConnection, keyring: Keyring, *, conversation_id: str, user_id: str, budget: int
-) -> tuple[list[HistoryTurn], int]:
+    conn: AsyncConnection,
+    keyring: Keyring,
+    *,
+    conversation_id: str,
+    user_id: str,
+    budget: int,
+    after: int,
+) -> tuple[list[HistoryTurn], int, int | None]:
+    """Turns newer than seq ``after`` that fit ``budget``: (turns, left out, oldest kept seq)."""
     rows = (
-        await conn.execute(_HISTORY, {"conversation_id": conversation_id, "user_id": user_id})
+        await conn.execute(
+            _HISTORY, {"conversation_id": conversation_id, "user_id": user_id, "after": after}
+        )
     ).all()
     newest_first: list[HistoryTurn] = []
     used = 0
+    oldest: int | None = None
     for row in rows:
         if used + row.tokens > budget:
             break
@@ -167,9 +199,22 @@ async def _read_history(
         except DecryptError:
             continue  # an unreadable row is left out of context, not fatal to the chat
         used += row.tokens
+        oldest = row.seq
         newest_first.append(HistoryTurn(row.role, text))
     newest_first.reverse()  # chronological: oldest of the kept turns first
-    return newest_first, len(rows) - len(newest_first)
+    return newest_first, len(rows) - len(newest_first), oldest
+
+
+def _summary_text(keyring: Keyring, row: Any, conversation_id: str, user_id: str) -> str | None:
+    if row.summary is None or row.summary_key is None:
+        return None
+    try:
+        return keyring.decrypt(
+            Ciphertext(row.summary_key, row.summary),
+            summary_aad(conversation_id=conversation_id, user_id=user_id),
+        )
+    except DecryptError:
+        return None  # an unreadable summary is skipped; the next one replaces it
 
 
 async def _insert_message(

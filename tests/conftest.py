@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -41,15 +42,44 @@ def require_service(url: str, default_port: int, what: str) -> None:
     pytest.skip(message)
 
 
+@pytest.fixture(scope="session")
+def private_pg_url() -> Iterator[str]:
+    """A database of this test run's own, beside the configured one, dropped at the end.
+
+    Two suites on one machine (a developer's and CI's, or parallel helpers) then never
+    drop each other's tables mid-test.
+    """
+    require_service(PG_URL, 5432, "PostgreSQL")
+    name = f"mpchat_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin_sql(PG_URL, f'CREATE DATABASE "{name}"'))
+    base, _, _ = PG_URL.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(_admin_sql(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _admin_sql(url: str, statement: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Every storage test runs on SQLite and on PostgreSQL (a fresh schema each time)."""
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
         return
-    require_service(PG_URL, 5432, "PostgreSQL")
-    asyncio.run(reset_postgres(PG_URL))
-    yield PG_URL
+    url = request.getfixturevalue("private_pg_url")
+    asyncio.run(reset_postgres(url))
+    yield url
 
 
 async def reset_postgres(url: str) -> None:

@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 from mpchat import __version__
 from mpchat.api.errors import install_error_handlers, too_large_app
 from mpchat.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from mpchat.api.routes import chat, conversations, health, login, me, meta
+from mpchat.api.routes import admin, chat, conversations, health, login, me, meta
 from mpchat.services import open_services
 from mpchat.settings import Settings
 
@@ -39,9 +39,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url="/docs" if settings.env == "development" else None,
         redoc_url=None,
+        # Our own Prometheus metrics cover requests; FastAPI's OpenTelemetry hooks would
+        # add work to every request (and every streamed chunk) for nothing.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
-    for module in (login, chat, conversations, me, health, meta):
+    for module in (login, chat, conversations, me, health, meta, admin):
         app.include_router(module.router)
     if settings.web_demo_enabled and (_STATIC / "index.html").exists():
         app.mount("/static", StaticFiles(directory=_STATIC), name="static")

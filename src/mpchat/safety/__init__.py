@@ -1,10 +1,23 @@
-"""Content safety: the local word filter and the streaming output guard.
+"""Content safety: the local word filter, the streaming output guard, and the moderator.
 
 ``WordFilter`` checks a whole text (user input, a finished answer); ``OutputGuard`` wraps one
-streamed answer and releases only text that cannot be the start of a listed word.
+streamed answer and releases only text that cannot be the start of a listed word;
+``Moderator`` puts them together with WeChat's msgSecCheck for the chat pipeline
+(``build_moderation`` makes one from settings).
 """
 
+from mpchat.safety.moderator import CHAT_SCENE, Moderator, OpenidCache
 from mpchat.safety.output_guard import GuardResult, OutputGuard
+from mpchat.safety.setup import build_moderation
 from mpchat.safety.wordfilter import Hit, WordFilter
 
-__all__ = ["GuardResult", "Hit", "OutputGuard", "WordFilter"]
+__all__ = [
+    "CHAT_SCENE",
+    "GuardResult",
+    "Hit",
+    "Moderator",
+    "OpenidCache",
+    "OutputGuard",
+    "WordFilter",
+    "build_moderation",
+]

@@ -19,10 +19,11 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
 )
 from sqlalchemy.types import JSON
 
-__all__ = ["conversations", "messages", "metadata", "sessions", "users"]
+__all__ = ["audit_events", "conversations", "messages", "metadata", "sessions", "users"]
 
 metadata = MetaData(
     naming_convention={
@@ -96,4 +97,23 @@ messages = Table(
     Index(None, "conversation_id", "seq"),
     Index(None, "content_key"),
     Index(None, "user_id"),
+)
+
+# Content safety decisions (``mpchat.storage.audit``). No foreign key to users: a user's
+# deletion must not erase the record of what was refused, and the user is only a keyed hash.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("created_at", UTC, nullable=False),
+    Column("check", String(16), nullable=False),
+    Column("stage", String(16), nullable=False),
+    Column("verdict", String(16), nullable=False),
+    Column("rule", String(64), nullable=True),
+    Column("user_hash", String(64), nullable=False),
+    Column("message_id", String(32), nullable=True),
+    Column("trace_id", String(64), nullable=True),
+    Column("excerpt", Text, nullable=True),
+    Index(None, "created_at"),
+    Index(None, "user_hash", "seq"),
 )

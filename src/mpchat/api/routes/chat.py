@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter, Request
@@ -32,9 +33,21 @@ async def chat(body: ChatBody, request: Request, caller: Caller, svc: Svc) -> An
             profile=body.profile,
         )
     )
+    headers = _ai_headers(run, svc.settings.model_display_name)
     if not body.stream:
-        return Response(orjson.dumps(await run.collect()), media_type="application/json")
-    return StreamingResponse(_ndjson(run), media_type=NDJSON)
+        return Response(orjson.dumps(await run.collect()), media_type="application/json",
+                         headers=headers)
+    return StreamingResponse(_ndjson(run), media_type=NDJSON, headers=headers)
+
+
+def _ai_headers(run: ChatRun, display_name: str | None) -> dict[str, str]:
+    """The implicit AI-content marker (docs/safety.md, "Labels"), beside the visible label."""
+    return {
+        "X-AI-Generated": "true",
+        "X-AI-Content-Id": run.message_id,
+        # Percent-encoded: header values are latin-1 and a display name may be Chinese.
+        "X-AI-Provider": quote(display_name or run.model, safe=""),
+    }
 
 
 async def _ndjson(run: ChatRun) -> AsyncIterator[bytes]:

@@ -1,0 +1,89 @@
+"""GET /admin/v1/audit: the content safety audit trail, for the operator.
+
+Authenticated by ``Authorization: Bearer <MPCHAT_ADMIN_TOKEN>``. With no admin token
+configured the admin API does not exist (404), so it cannot be guessed into.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
+
+from mpchat.api.deps import Svc, parse_cursor
+from mpchat.devkeys import resolve_secrets
+from mpchat.errors import NotFound, Unauthorized
+from mpchat.services import Services
+from mpchat.storage import audit
+
+__all__ = ["router"]
+
+
+def _admin(request: Request) -> None:
+    services: Services = request.state.services
+    configured = services.settings.admin_token
+    if configured is None or not configured.get_secret_value():
+        raise NotFound()
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    expected = configured.get_secret_value().encode("utf-8")
+    given = token.strip().encode("utf-8") if scheme.lower() == "bearer" else b""
+    if not hmac.compare_digest(given, expected):
+        raise Unauthorized("管理令牌无效")
+
+
+router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(_admin)])
+
+
+class AuditEventOut(BaseModel):
+    id: str
+    created_at: datetime
+    check: str
+    stage: str
+    verdict: str
+    rule: str | None
+    user: str  # the keyed hash of the user id
+    message_id: str | None
+    trace_id: str | None
+    excerpt: str | None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEventOut]
+    next: str | None
+
+
+@router.get("/audit", response_model=AuditPage)
+async def list_audit(
+    svc: Svc,
+    check: Literal["local", "wechat"] | None = None,
+    stage: Literal["input", "output"] | None = None,
+    verdict: Literal["pass", "review", "risky", "unavailable", "hit"] | None = None,
+    user: Annotated[str | None, Query(max_length=64, description="a user id")] = None,
+    since: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[str | None, Query(max_length=20)] = None,
+) -> AuditPage:
+    user_hash = None
+    if user is not None:
+        # The same key the moderator hashed with: derived from the app's secret.
+        user_hash = audit.hash_user(audit.audit_key(resolve_secrets(svc.settings)[0]), user)
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    items, cursor = await audit.list_events(
+        svc.engine, check=check, stage=stage, verdict=verdict, user_hash=user_hash,
+        since=since, before=parse_cursor(before), limit=limit,
+    )
+    return AuditPage(
+        items=[
+            AuditEventOut(
+                id=str(e.seq), created_at=e.created_at, check=e.check, stage=e.stage,
+                verdict=e.verdict, rule=e.rule, user=e.user_hash, message_id=e.message_id,
+                trace_id=e.trace_id, excerpt=e.excerpt,
+            )
+            for e in items
+        ],
+        next=str(cursor) if cursor is not None else None,
+    )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["create_engine", "is_sqlite"]
+__all__ = ["create_engine", "immediate_transactions", "is_sqlite", "sqlite_pragmas"]
 
 
 def is_sqlite(url: str) -> bool:
@@ -33,11 +33,29 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True, pool_recycle=1800)
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
+        immediate_transactions(engine.sync_engine)
     return engine
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def immediate_transactions(engine: Engine) -> None:
+    """Start SQLite transactions with BEGIN IMMEDIATE (SQLAlchemy's documented recipe).
+
+    A deferred transaction that reads and then writes fails at once ("database is
+    locked") when another connection wrote in between; an immediate one waits for the
+    lock instead, bounded by busy_timeout.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets readers (e.g. `mpchat rotate-keys` in another process) run beside the writer.
     cur.execute("PRAGMA journal_mode=WAL")

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.errors import NotFound
 from mpchat.storage.conversations import owned_conversation
@@ -27,6 +27,7 @@ from mpchat.storage.crypto import (
     title_aad,
 )
 from mpchat.storage.tables import conversations, messages
+from mpchat.storage.transactions import run_transaction
 from mpchat.tokens import estimate_tokens
 
 __all__ = [
@@ -130,48 +131,63 @@ async def begin_turn(
     then put back in chronological order. ``history_budget`` is in estimated tokens.
     Raises `NotFound` for a conversation that does not exist or is not the user's.
     """
+    return await run_transaction(
+        engine, _begin_turn, keyring, user_id=user_id, conversation_id=conversation_id,
+        content=content, tokens=tokens, history_budget=history_budget,
+    )
+
+
+def _begin_turn(
+    conn: Connection,
+    keyring: Keyring,
+    *,
+    user_id: str,
+    conversation_id: str | None,
+    content: str,
+    tokens: int,
+    history_budget: int,
+) -> Turn:
     now = _now()
-    async with engine.begin() as conn:
-        if conversation_id is None:
-            conversation_id = new_id()
-            title = keyring.encrypt(
-                content[:_TITLE_CHARS],
-                title_aad(conversation_id=conversation_id, user_id=user_id),
-            )
-            await conn.execute(
-                _NEW_CONVERSATION,
-                {"id": conversation_id, "user_id": user_id, "title": title.blob,
-                 "title_key": title.key_id, "message_count": 0, "last_seq": 0,
-                 "created_at": now, "updated_at": now},
-            )
-            history: list[HistoryTurn] = []
-            omitted = 0
-            summary = None
-            kept_from: int | None = None
-        else:
-            found = (
-                await conn.execute(_SUMMARY, {"cid": conversation_id, "uid": user_id})
-            ).first()
-            if found is None:
-                raise NotFound()
-            summary = _summary_text(keyring, found, conversation_id, user_id)
-            if summary:
-                history_budget -= estimate_tokens(summary)
-            history, omitted, kept_from = await _read_history(
-                conn, keyring, conversation_id=conversation_id, user_id=user_id,
-                budget=max(history_budget, 0), after=found.summary_upto or 0,
-            )
-        message_id = new_id()
-        seq = await _insert_message(
-            conn, keyring, message_id=message_id, conversation_id=conversation_id,
-            user_id=user_id, role="user", status="complete", content=content, tokens=tokens,
-            now=now,
+    if conversation_id is None:
+        conversation_id = new_id()
+        title = keyring.encrypt(
+            content[:_TITLE_CHARS],
+            title_aad(conversation_id=conversation_id, user_id=user_id),
         )
+        conn.execute(
+            _NEW_CONVERSATION,
+            {"id": conversation_id, "user_id": user_id, "title": title.blob,
+             "title_key": title.key_id, "message_count": 0, "last_seq": 0,
+             "created_at": now, "updated_at": now},
+        )
+        history: list[HistoryTurn] = []
+        omitted = 0
+        summary = None
+        kept_from: int | None = None
+    else:
+        found = (
+            conn.execute(_SUMMARY, {"cid": conversation_id, "uid": user_id})
+        ).first()
+        if found is None:
+            raise NotFound()
+        summary = _summary_text(keyring, found, conversation_id, user_id)
+        if summary:
+            history_budget -= estimate_tokens(summary)
+        history, omitted, kept_from = _read_history(
+            conn, keyring, conversation_id=conversation_id, user_id=user_id,
+            budget=max(history_budget, 0), after=found.summary_upto or 0,
+        )
+    message_id = new_id()
+    seq = _insert_message(
+        conn, keyring, message_id=message_id, conversation_id=conversation_id,
+        user_id=user_id, role="user", status="complete", content=content, tokens=tokens,
+        now=now,
+    )
     return Turn(conversation_id, message_id, seq, history, omitted, summary, kept_from)
 
 
-async def _read_history(
-    conn: AsyncConnection,
+def _read_history(
+    conn: Connection,
     keyring: Keyring,
     *,
     conversation_id: str,
@@ -181,7 +197,7 @@ async def _read_history(
 ) -> tuple[list[HistoryTurn], int, int | None]:
     """Turns newer than seq ``after`` that fit ``budget``: (turns, left out, oldest kept seq)."""
     rows = (
-        await conn.execute(
+        conn.execute(
             _HISTORY, {"conversation_id": conversation_id, "user_id": user_id, "after": after}
         )
     ).all()
@@ -217,8 +233,8 @@ def _summary_text(keyring: Keyring, row: Any, conversation_id: str, user_id: str
         return None  # an unreadable summary is skipped; the next one replaces it
 
 
-async def _insert_message(
-    conn: AsyncConnection,
+def _insert_message(
+    conn: Connection,
     keyring: Keyring,
     *,
     message_id: str,
@@ -235,7 +251,7 @@ async def _insert_message(
 ) -> int:
     sealed = keyring.encrypt(content, message_aad(message_id=message_id, user_id=user_id))
     try:
-        result = await conn.execute(
+        result = conn.execute(
             _INSERT_MESSAGE,
             {"id": message_id, "conversation_id": conversation_id, "user_id": user_id,
              "role": role, "status": status, "content": sealed.blob,
@@ -245,7 +261,7 @@ async def _insert_message(
     except IntegrityError:  # the conversation does not exist (foreign key)
         raise NotFound() from None
     seq = int(result.scalar_one())
-    bumped = await conn.execute(
+    bumped = conn.execute(
         _BUMP_CONVERSATION, {"cid": conversation_id, "uid": user_id, "seq": seq, "now": now}
     )
     if bumped.rowcount != 1:  # not the user's (or gone): the transaction rolls back
@@ -268,13 +284,12 @@ async def finish_turn(
     meta: dict[str, Any] | None = None,
 ) -> None:
     """Store the answer (``status``: complete, truncated or retracted)."""
-    async with engine.begin() as conn:
-        await _insert_message(
-            conn, keyring, message_id=message_id, conversation_id=conversation_id,
+    await run_transaction(
+        engine, _insert_message, keyring, message_id=message_id, conversation_id=conversation_id,
             user_id=user_id, role="assistant", status=status, content=content, tokens=tokens,
-            now=_now(), prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-            meta=meta,
-        )
+        now=_now(), prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+        meta=meta,
+    )
 
 
 async def set_message_status(engine: AsyncEngine, *, message_id: str, status: str) -> None:

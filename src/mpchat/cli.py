@@ -1,4 +1,4 @@
-"""The `mpchat` command: serve, migrate, fake-upstream, fake-wechat."""
+"""The `mpchat` command: serve, migrate, rotate-keys, fake-upstream, fake-wechat."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     fake.add_argument("--ttft-ms", type=float, default=0.0, help="time to first token")
     fake.add_argument("--chunks", type=int, default=20, help="deltas per answer")
     fake.add_argument("--gap-ms", type=float, default=0.0, help="time between deltas")
+    rotate = sub.add_parser("rotate-keys",
+                            help="re-encrypt stored rows under the newest encryption key")
+    rotate.add_argument("--batch-size", type=int, default=500, help="rows per transaction")
     wx = sub.add_parser("fake-wechat", help="run the fake WeChat API")
     wx.add_argument("--host", default="127.0.0.1")
     wx.add_argument("--port", type=int, default=9200)
@@ -61,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, _secret_values(settings))
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
+    if args.command == "rotate-keys":
+        return asyncio.run(_rotate_keys(settings, max(args.batch_size, 1)))
     return _serve(settings, args.host, args.port, args.workers)
 
 
@@ -81,6 +86,34 @@ async def _migrate(settings: Settings) -> int:
         await engine.dispose()
     log.info("database is at the latest migration")
     return 0
+
+
+async def _rotate_keys(settings: Settings, batch_size: int) -> int:
+    """Exit 0 when every value is under the newest key, 1 when unreadable ones remain."""
+    from mpchat.devkeys import resolve_secrets
+    from mpchat.storage.crypto import Keyring
+    from mpchat.storage.engine import create_engine
+    from mpchat.storage.rotation import BatchProgress, count_stale, rotate_keys
+
+    keyring = Keyring.from_spec(resolve_secrets(settings)[1])
+    engine = create_engine(settings.resolved_database_url)
+
+    def progress(batch: BatchProgress) -> None:
+        print(f"{batch.column}: {batch.total_rewritten} rewritten under {keyring.primary}"
+              f" (+{batch.rewritten}, changed meanwhile {batch.skipped},"
+              f" unreadable {batch.unreadable})", flush=True)
+
+    try:
+        report = await rotate_keys(engine, keyring, batch_size=batch_size, on_batch=progress)
+        left = await count_stale(engine, keyring)
+    finally:
+        await engine.dispose()
+    for bad in report.unreadable:
+        print(f"unreadable: {bad.column} row {bad.row} key {bad.key_id}: {bad.reason}",
+              file=sys.stderr)
+    remaining = sum(left.values())
+    print(f"done: {report.rewritten} rewritten, {remaining} not under {keyring.primary}")
+    return 0 if remaining == 0 else 1
 
 
 def _serve(settings: Settings, host: str | None, port: int | None, workers: int | None) -> int:

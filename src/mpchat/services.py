@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
@@ -34,6 +34,7 @@ from mpchat.settings import Settings, UnsafeSettings
 from mpchat.storage.crypto import Keyring
 from mpchat.storage.engine import create_engine, is_sqlite
 from mpchat.storage.migrations import upgrade
+from mpchat.storage.retention import run_retention
 from mpchat.wechat import LoginClient
 
 __all__ = ["Services", "open_services"]
@@ -83,8 +84,14 @@ async def open_services(
         if redis is not None:
             stack.push_async_callback(redis.aclose)
 
-        def degraded(on: bool) -> None:
-            metrics.degraded.set(1 if on else 0)
+        degraded_parts: set[str] = set()
+
+        def degraded(part: str) -> Callable[[bool], None]:
+            def report(on: bool) -> None:
+                (degraded_parts.add if on else degraded_parts.discard)(part)
+                metrics.degraded.set(1 if degraded_parts else 0)
+
+            return report
 
         upstream = Upstream(
             [
@@ -98,14 +105,14 @@ async def open_services(
                         queue_size=settings.queue_size,
                         queue_timeout=settings.queue_timeout,
                         redis=redis,
-                        on_degraded=degraded,
+                        on_degraded=degraded(f"gate:{spec.provider.name}"),
                     ),
                     budget=ProviderBudget(
                         spec.provider.name,
                         requests_per_minute=spec.rpm,
                         tokens_per_minute=spec.tpm,
                         redis=redis,
-                        on_degraded=degraded,
+                        on_degraded=degraded(f"budget:{spec.provider.name}"),
                     ),
                     breaker=CircuitBreaker(spec.provider.name),
                 )
@@ -120,7 +127,7 @@ async def open_services(
             sleep=asyncio.sleep,
         )
         stack.push_async_callback(upstream.aclose)
-        limiter = RateLimiter(settings.rate_limit, redis=redis, on_degraded=degraded)
+        limiter = RateLimiter(settings.rate_limit, redis=redis, on_degraded=degraded("user"))
         stack.push_async_callback(limiter.aclose)
         auth = Authenticator(
             engine=engine,
@@ -134,7 +141,7 @@ async def open_services(
         )
         stack.push_async_callback(getattr(moderation, "aclose", _nothing))
         login_limiter = RateLimiter(settings.login_rate_limit, redis=redis,
-                                    prefix="mpchat:login:", on_degraded=degraded)
+                                    prefix="mpchat:login:", on_degraded=degraded("login"))
         stack.push_async_callback(login_limiter.aclose)
         summarizer = Summarizer(engine=engine, keyring=keyring, upstream=upstream)
         stack.push_async_callback(summarizer.aclose)
@@ -153,6 +160,11 @@ async def open_services(
             max_content_chars=settings.max_content_chars,
             metrics=metrics,
         )
+        if settings.retention_days:
+            retention = asyncio.create_task(
+                run_retention(engine, days=settings.retention_days, interval=3600, redis=redis)
+            )
+            stack.push_async_callback(_cancel, retention)
         _log_startup(settings, upstream, keyring)
         yield Services(settings, engine, http, redis, keyring, auth, chat, upstream, limiter,
                        login_limiter, metrics)
@@ -176,6 +188,12 @@ def _code_exchange(settings: Settings, http: aiohttp.ClientSession) -> CodeExcha
 
 async def _nothing() -> None:
     pass
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _redis(settings: Settings) -> Redis | None:

@@ -201,11 +201,15 @@ class Upstream:
         route = failed.route
         await failed.release()
         self._count(route, "retryable")
-        route.breaker.record_failure()
         if isinstance(exc, ProviderStatus) and exc.status == 429 and exc.retry_after:
             # Every instance holds off; capped like our own wait, so one odd header
-            # cannot take a provider out for an hour.
+            # cannot take a provider out for an hour. The pause is the whole answer to
+            # such a 429: counted by the breaker too, a burst of them would open it and
+            # keep a healthy provider out for the breaker's cool-down, not for the
+            # provider's Retry-After.
             await route.budget.pause(min(exc.retry_after, self.retry.retry_after_cap))
+        else:
+            route.breaker.record_failure()
         log.warning("provider %s attempt %d failed: %s", route.name, attempt, exc)
         if attempt >= self.retry.attempts:
             raise _client_error(exc)

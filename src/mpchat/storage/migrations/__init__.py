@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,4 +25,8 @@ def _config(connection: Connection) -> Config:
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` over an existing engine."""
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Instances starting together migrate one at a time; the others then find
+            # the schema at head. Released when this transaction ends.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(7310041)"))
         await conn.run_sync(lambda sync: command.upgrade(_config(sync), revision))

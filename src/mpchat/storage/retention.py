@@ -1,0 +1,141 @@
+"""Retention: conversations untouched for ``MPCHAT_RETENTION_DAYS`` are deleted, rows and all.
+
+Safe with several instances: every delete is idempotent and batched (short transactions,
+no long locks), so two instances purging at once only repeat each other's no-ops. With
+Redis, a ``SET NX PX`` lock lets one instance run a pass per interval; without Redis each
+instance runs its own, which is merely redundant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from redis.asyncio import Redis
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mpchat.storage.tables import conversations, messages
+
+__all__ = ["LOCK_KEY", "purge_expired", "retention_pass", "run_retention"]
+
+log = logging.getLogger("mpchat.retention")
+
+LOCK_KEY = "mpchat:retention:lock"
+_CONVERSATION_BATCH = 100
+_MESSAGE_BATCH = 500
+
+
+async def purge_expired(
+    engine: AsyncEngine,
+    *,
+    days: int,
+    now: datetime | None = None,
+    conversation_batch: int = _CONVERSATION_BATCH,
+    message_batch: int = _MESSAGE_BATCH,
+) -> int:
+    """Delete conversations whose ``updated_at`` is older than ``days``; returns how many.
+
+    Messages go first, in batches, so no transaction touches more than a batch of rows.
+    A conversation that received a message while its old ones were being deleted is kept
+    (its ``updated_at`` moved): the delete re-checks the cut-off.
+    """
+    if days < 1:
+        raise ValueError("days must be at least 1")
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
+    deleted = 0
+    after = ""
+    while True:
+        async with engine.connect() as conn:
+            ids = list(
+                (
+                    await conn.execute(
+                        select(conversations.c.id)
+                        .where(conversations.c.updated_at < cutoff, conversations.c.id > after)
+                        .order_by(conversations.c.id)
+                        .limit(conversation_batch)
+                    )
+                ).scalars()
+            )
+        if not ids:
+            return deleted
+        after = ids[-1]
+        await _delete_messages(engine, ids, message_batch)
+        async with engine.begin() as conn:
+            result = await conn.execute(
+                delete(conversations).where(
+                    conversations.c.id.in_(ids), conversations.c.updated_at < cutoff
+                )
+            )
+        deleted += max(result.rowcount, 0)
+
+
+async def _delete_messages(engine: AsyncEngine, conversation_ids: list[str], batch: int) -> None:
+    while True:
+        async with engine.begin() as conn:
+            seqs = list(
+                (
+                    await conn.execute(
+                        select(messages.c.seq)
+                        .where(messages.c.conversation_id.in_(conversation_ids))
+                        .order_by(messages.c.seq)
+                        .limit(batch)
+                    )
+                ).scalars()
+            )
+            if not seqs:
+                return
+            await conn.execute(delete(messages).where(messages.c.seq.in_(seqs)))
+
+
+async def retention_pass(
+    engine: AsyncEngine,
+    *,
+    days: int,
+    interval: float,
+    redis: Redis | None = None,
+    lock_key: str = LOCK_KEY,
+    now: datetime | None = None,
+) -> int | None:
+    """One pass, unless another instance holds this interval's lock (then None).
+
+    The lock is not released: it expires after ``interval``, which is what limits the
+    whole fleet to one pass per interval. A Redis that fails only costs the lock; the
+    pass runs anyway, because purging twice is harmless.
+    """
+    if redis is not None:
+        try:
+            token = secrets.token_hex(8)
+            acquired = await redis.set(lock_key, token, nx=True, px=max(int(interval * 1000), 1))
+        except Exception as exc:  # any Redis failure: degrade to running unlocked
+            log.warning("retention lock unavailable (%s); purging without it",
+                        type(exc).__name__)
+            acquired = True
+        if not acquired:
+            return None
+    return await purge_expired(engine, days=days, now=now)
+
+
+async def run_retention(
+    engine: AsyncEngine,
+    *,
+    days: int,
+    interval: float,
+    redis: Redis | None = None,
+    lock_key: str = LOCK_KEY,
+) -> None:
+    """Purge every ``interval`` seconds until cancelled; failures are logged, never raised."""
+    while True:
+        try:
+            deleted = await retention_pass(
+                engine, days=days, interval=interval, redis=redis, lock_key=lock_key
+            )
+            if deleted:
+                log.info("retention: deleted %d conversations older than %d days",
+                         deleted, days)
+        except Exception:
+            # The next pass retries; a broken database must not kill the loop or the app.
+            log.exception("retention pass failed")
+        await asyncio.sleep(interval)

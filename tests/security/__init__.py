@@ -1,0 +1,1 @@
+"""Security tests: rotation, retention, leaks, isolation, fuzzing, tampering, refusals."""

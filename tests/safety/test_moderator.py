@@ -17,18 +17,10 @@ from mpchat.safety.moderator import Moderator, OpenidCache, segments
 from mpchat.safety.wordfilter import WordFilter
 from mpchat.storage import audit
 from mpchat.storage.engine import create_engine
-from mpchat.storage.migrations import upgrade
 from mpchat.wechat import Backoff, ContentSecurity
 
 KEY = audit.audit_key("test-secret")
 
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[Any]:
-    engine = create_engine(database_url)
-    await upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.errors import NotFound
 from mpchat.storage import messages as store
 from mpchat.storage.crypto import Keyring, generate_key_spec
-from mpchat.storage.engine import create_engine
-from mpchat.storage.migrations import upgrade
 from mpchat.storage.tables import messages
 from mpchat.storage.users import get_or_create_user
 
@@ -23,13 +19,6 @@ MARKER = "MARKER-7f3a9c"
 def _read_files(folder: Path, pattern: str) -> bytes:
     return b"".join(p.read_bytes() for p in folder.glob(pattern))
 
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    await upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

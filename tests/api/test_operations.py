@@ -40,3 +40,17 @@ async def test_demo_model_is_announced(settings_factory, caplog):
     start_lines = [r.getMessage() for r in caplog.records if "mpchat starting" in r.getMessage()]
     assert start_lines and "DEMO" in start_lines[0] and "database=" in start_lines[0]
     assert "sk-never-logged-999" not in caplog.text
+
+
+async def test_readyz_reports_redis_but_stays_ready_without_it(settings_factory):
+    # Nothing listens on port 1: Redis is "configured" but unreachable.
+    settings = settings_factory(redis_url="redis://127.0.0.1:1/0")
+    async with running_app(settings) as app:
+        async with app.http.get(f"{app.base_url}/readyz") as r:
+            body = await r.json()
+        assert r.status == 200
+        assert body["checks"] == {"database": "ok", "redis": "unavailable"}
+        assert body["status"] == "degraded"
+        token = await app.login()  # and chats still work, with in-process limits
+        status, events = await app.chat_events(token, {"content": "hi"})
+        assert status == 200 and events[-1]["type"] == "done"

@@ -107,3 +107,19 @@ async def test_older_turns_are_summarised_into_the_context(settings_factory, fak
         assert "此前对话的摘要：SUMMARY-小明" in system
         sent = [m["content"] for m in fake_upstream.stats.received[-1][1:]]
         assert "我叫小明" not in sent and sent[-1] == "我叫什么？"
+
+
+async def test_stored_answer_carries_the_implicit_ai_label(settings_factory, fake_upstream):
+    from sqlalchemy import select
+
+    from mpchat.storage.tables import messages
+
+    async with running_app(settings_factory(**_upstream(fake_upstream))) as app:
+        token = await app.login("erin")
+        _, events = await app.chat_events(token, {"content": "hi"})
+        async with app.services.engine.connect() as conn:
+            meta = (await conn.execute(
+                select(messages.c.meta).where(messages.c.id == events[0]["message_id"])
+            )).scalar_one()
+    assert meta == {"ai_generated": True, "content_id": events[0]["message_id"],
+                    "provider": "upstream", "model": "fake-model"}

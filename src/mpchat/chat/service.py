@@ -26,7 +26,7 @@ from mpchat.chat.context import build_messages
 from mpchat.chat.moderation import Moderation, NoModeration, Retracted
 from mpchat.chat.prefetch import Prefetch
 from mpchat.chat.summarize import Summarizer
-from mpchat.chat.upstream import Queued, Upstream
+from mpchat.chat.upstream import Queued, Served, Upstream
 from mpchat.errors import ContentRejected, InvalidRequest, MpchatError, RateLimited
 from mpchat.limits import RateLimiter
 from mpchat.metrics import Metrics
@@ -40,7 +40,7 @@ __all__ = ["ChatRequest", "ChatRun", "ChatService"]
 log = logging.getLogger("mpchat.chat")
 _background: set[asyncio.Future[Any]] = set()  # strong references to shielded writes
 Event = dict[str, Any]
-UpstreamEvent = Queued | Delta | Finish
+UpstreamEvent = Queued | Served | Delta | Finish
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +185,7 @@ class ChatRun:
         self.status = "pending"
         self.finish_reason = "stop"
         self.usage: dict[str, int] = {}
+        self.provider: str | None = None
 
     async def check_input_overlapped(self, content: str) -> None:
         """Run the input check while the provider call starts; reject before any event."""
@@ -239,6 +240,8 @@ class ChatRun:
                         if text:
                             sent += 1
                             yield {"type": "delta", "text": text}
+                    elif isinstance(event, Served):
+                        self.provider = event.provider
                     elif isinstance(event, Queued):
                         yield {"type": "queued", "position": event.position}
                     else:
@@ -329,7 +332,12 @@ class ChatRun:
             tokens=estimate_tokens(answer),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
-            meta={"model": self.model, "ai_generated": True, "content_id": self.message_id},
+            meta={
+                "ai_generated": True,
+                "content_id": self.message_id,
+                "provider": self.provider,
+                "model": self.model,
+            },
         )
 
 

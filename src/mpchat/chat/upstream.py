@@ -32,7 +32,7 @@ from mpchat.providers.types import (
     Retryable,
 )
 
-__all__ = ["Admission", "Queued", "Route", "Upstream"]
+__all__ = ["Admission", "Queued", "Route", "Served", "Upstream"]
 
 log = logging.getLogger("mpchat.upstream")
 
@@ -40,6 +40,13 @@ log = logging.getLogger("mpchat.upstream")
 @dataclass(frozen=True, slots=True)
 class Queued:
     position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """The provider that answers (sent once, before its first event)."""
+
+    provider: str
 
 
 @dataclass(slots=True)
@@ -146,7 +153,7 @@ class Upstream:
         tokens: int,
         admission: Admission,
         max_tokens: int | None = None,
-    ) -> AsyncGenerator[Queued | Delta | Finish]:
+    ) -> AsyncGenerator[Queued | Served | Delta | Finish]:
         """Queue positions, then the answer's events; raises `MpchatError` on failure."""
         attempt = 0
         current: Admission | None = admission
@@ -174,6 +181,7 @@ class Upstream:
                 route.breaker.record_success()
                 usage = None
                 try:
+                    yield Served(route.name)
                     yield first
                     async for event in stream:
                         if isinstance(event, Finish):

@@ -25,7 +25,7 @@ from mpchat.chat.upstream import Route, Upstream
 from mpchat.devkeys import resolve_secrets
 from mpchat.limits import CircuitBreaker, ProviderBudget, RateLimiter, UpstreamGate
 from mpchat.metrics import Metrics
-from mpchat.providers.config import load_config
+from mpchat.providers.config import FileConfig, load_config
 from mpchat.providers.demo import DemoModel
 from mpchat.providers.registry import build_providers
 from mpchat.providers.retry import RetryPolicy
@@ -93,39 +93,7 @@ async def open_services(
 
             return report
 
-        upstream = Upstream(
-            [
-                Route(
-                    provider=spec.provider,
-                    priority=spec.priority,
-                    weight=spec.weight,
-                    gate=UpstreamGate(
-                        spec.provider.name,
-                        max_concurrency=spec.max_concurrency or settings.upstream_max_concurrency,
-                        queue_size=settings.queue_size,
-                        queue_timeout=settings.queue_timeout,
-                        redis=redis,
-                        on_degraded=degraded(f"gate:{spec.provider.name}"),
-                    ),
-                    budget=ProviderBudget(
-                        spec.provider.name,
-                        requests_per_minute=spec.rpm,
-                        tokens_per_minute=spec.tpm,
-                        redis=redis,
-                        on_degraded=degraded(f"budget:{spec.provider.name}"),
-                    ),
-                    breaker=CircuitBreaker(spec.provider.name),
-                )
-                for spec in build_providers(settings, config, http)
-            ],
-            retry=RetryPolicy(
-                attempts=settings.upstream_retry_attempts,
-                initial=settings.upstream_retry_initial,
-                max_wait=settings.upstream_retry_max_wait,
-            ),
-            metrics=metrics,
-            sleep=asyncio.sleep,
-        )
+        upstream = _upstream(settings, config, http, redis, metrics, degraded)
         stack.push_async_callback(upstream.aclose)
         limiter = RateLimiter(settings.rate_limit, redis=redis, on_degraded=degraded("user"))
         stack.push_async_callback(limiter.aclose)
@@ -139,7 +107,7 @@ async def open_services(
             settings=settings, engine=engine, http=http, redis=redis, metrics=metrics,
             secret=secret,
         )
-        stack.push_async_callback(getattr(moderation, "aclose", _nothing))
+        stack.push_async_callback(moderation.aclose)
         login_limiter = RateLimiter(settings.login_rate_limit, redis=redis,
                                     prefix="mpchat:login:", on_degraded=degraded("login"))
         stack.push_async_callback(login_limiter.aclose)
@@ -173,6 +141,50 @@ async def open_services(
             await asyncio.wait_for(chat.wait_idle(), timeout=10)
 
 
+def _upstream(
+    settings: Settings,
+    config: FileConfig,
+    http: aiohttp.ClientSession,
+    redis: Redis | None,
+    metrics: Metrics,
+    degraded: Callable[[str], Callable[[bool], None]],
+) -> Upstream:
+    """One route per configured provider, each with its gate, budget and breaker."""
+    return Upstream(
+        [
+            Route(
+                provider=spec.provider,
+                priority=spec.priority,
+                weight=spec.weight,
+                gate=UpstreamGate(
+                    spec.provider.name,
+                    max_concurrency=spec.max_concurrency or settings.upstream_max_concurrency,
+                    queue_size=settings.queue_size,
+                    queue_timeout=settings.queue_timeout,
+                    redis=redis,
+                    on_degraded=degraded(f"gate:{spec.provider.name}"),
+                ),
+                budget=ProviderBudget(
+                    spec.provider.name,
+                    requests_per_minute=spec.rpm,
+                    tokens_per_minute=spec.tpm,
+                    redis=redis,
+                    on_degraded=degraded(f"budget:{spec.provider.name}"),
+                ),
+                breaker=CircuitBreaker(spec.provider.name),
+            )
+            for spec in build_providers(settings, config, http)
+        ],
+        retry=RetryPolicy(
+            attempts=settings.upstream_retry_attempts,
+            initial=settings.upstream_retry_initial,
+            max_wait=settings.upstream_retry_max_wait,
+        ),
+        metrics=metrics,
+        sleep=asyncio.sleep,
+    )
+
+
 def _code_exchange(settings: Settings, http: aiohttp.ClientSession) -> CodeExchange | None:
     if settings.resolved_auth_mode != "wechat":
         return None
@@ -184,10 +196,6 @@ def _code_exchange(settings: Settings, http: aiohttp.ClientSession) -> CodeExcha
         secret=settings.wechat_secret.get_secret_value(),
         base_url=settings.wechat_api_base,
     ).openid
-
-
-async def _nothing() -> None:
-    pass
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -53,6 +53,8 @@ class Moderation(Protocol):
 
     def output(self, *, user_id: str, message_id: str) -> OutputCheck: ...
 
+    async def aclose(self) -> None: ...
+
 
 class _Passthrough:
     def feed(self, piece: str) -> str:
@@ -79,3 +81,6 @@ class NoModeration:
 
     def output(self, *, user_id: str, message_id: str) -> OutputCheck:
         return _Passthrough()
+
+    async def aclose(self) -> None:
+        pass

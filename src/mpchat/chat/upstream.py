@@ -223,15 +223,10 @@ class Upstream:
             raise _client_error(exc)
         try:
             return await self.admit(user_key, tokens=tokens, exclude=route)
-        except _NoAlternative:
-            pass
-        except Busy:
-            pass
+        except (_NoAlternative, Busy):
+            pass  # nothing else can take it now: wait, then try every route again
         await self.sleep(self.retry.wait(attempt, exc.retry_after))
-        try:
-            return await self.admit(user_key, tokens=tokens)
-        except Busy as busy:
-            raise busy from None
+        return await self.admit(user_key, tokens=tokens)
 
     def _count(self, route: Route, outcome: str) -> None:
         self.metrics.upstream_attempts.labels(route.name, outcome).inc()

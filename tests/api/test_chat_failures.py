@@ -168,3 +168,23 @@ async def test_client_disconnect_cancels_provider_and_stores_partial(
         assert items[-1]["status"] == "truncated"
         assert items[-1]["content"].startswith("片段0 片段1 ")
         assert not items[-1]["content"].endswith("片段19 ")
+
+
+async def test_a_client_leaving_frees_its_upstream_slot(settings_factory, fake_upstream):
+    settings = _settings(settings_factory, fake_upstream, upstream_max_concurrency=1)
+    async with running_app(settings) as app:
+        gate = app.services.upstream.routes[0].gate
+        token = await app.login()
+        fake_upstream.script = [{"hang": True}]
+        async with app.http.post(f"{app.base_url}/api/v1/chat", json={"content": "hi"},
+                                 headers={"Authorization": f"Bearer {token}"}) as r:
+            first = orjson.loads(await r.content.readline())
+            assert first["type"] == "start"
+            await asyncio.wait_for(fake_upstream.wait_for_requests(1), 5)
+            r.close()
+        await asyncio.wait_for(app.services.chat.wait_idle(), 5)
+        assert gate.in_flight == 0 and gate.waiting == 0
+        # The one slot is free again: the next chat is answered, not queued or refused.
+        _, events = await app.chat_events(token, {"content": "again"})
+        assert [e["type"] for e in events][-1] == "done"
+        assert not any(e["type"] == "queued" for e in events)

@@ -26,7 +26,7 @@ from mpchat.chat.context import build_messages
 from mpchat.chat.moderation import Moderation, NoModeration, Retracted
 from mpchat.chat.prefetch import Prefetch
 from mpchat.chat.summarize import Summarizer
-from mpchat.chat.upstream import Queued, Served, Upstream
+from mpchat.chat.upstream import Admission, Queued, Served, Upstream
 from mpchat.errors import ContentRejected, InvalidRequest, MpchatError, RateLimited
 from mpchat.limits import RateLimiter
 from mpchat.metrics import Metrics
@@ -148,11 +148,11 @@ class ChatService:
         upstream = self.upstream.stream(
             messages,
             user_key=request.user_id,
-            tokens=tokens + budget,
+            tokens=sum(estimate_tokens(m["content"]) for m in messages),
             admission=admission,
             max_tokens=self.max_answer_tokens,
         )
-        run = ChatRun(self, request.user_id, turn, messages, upstream)
+        run = ChatRun(self, request.user_id, turn, messages, upstream, admission)
         if self.moderation.checks_remotely:
             await run.check_input_overlapped(content)
         return run
@@ -168,8 +168,10 @@ class ChatRun:
         turn: store.Turn,
         messages: list[dict[str, str]],
         upstream: AsyncGenerator[UpstreamEvent],
+        admission: Admission,
     ) -> None:
         self._svc = service
+        self._admission = admission
         self._user_id = user_id
         self._upstream: AsyncIterator[UpstreamEvent] = upstream
         self._upstream_gen = upstream
@@ -195,7 +197,7 @@ class ChatRun:
         try:
             await svc.moderation.check_input(content, user_id=self._user_id)
         except BaseException as exc:
-            await self._prefetch.aclose()  # cancels the provider request
+            await self._close_upstream()  # cancels the provider request, frees the slot
             if isinstance(exc, ContentRejected):
                 await store.set_message_status(
                     svc.engine, message_id=self.turn.user_message_id, status="rejected"
@@ -213,7 +215,8 @@ class ChatRun:
         }
 
     async def events(self) -> AsyncGenerator[Event]:
-        self._svc._enter()
+        svc = self._svc
+        svc._enter()
         try:
             async for event in self._events():
                 yield event
@@ -282,9 +285,11 @@ class ChatRun:
             yield {"type": "done", "finish_reason": self.finish_reason, "usage": self.usage}
 
     async def _close_upstream(self) -> None:
+        """Stop the provider call and free its slot; idempotent."""
         if self._prefetch is not None:
             await self._prefetch.aclose()
         await self._upstream_gen.aclose()
+        await self._admission.release()
 
     async def collect(self) -> Event:
         """Run to the end and return the non-streaming response body."""

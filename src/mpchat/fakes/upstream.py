@@ -72,6 +72,7 @@ class FakeUpstream:
         self._runner: web.AppRunner | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._arrived = asyncio.Event()
         self.app = web.Application()
         self.app.router.add_post("/v1/chat/completions", self._completions)
         self.app.router.add_get("/v1/models", self._models)
@@ -111,10 +112,17 @@ class FakeUpstream:
         """Until no request is in flight (e.g. a cancelled one has been torn down)."""
         await self._idle.wait()
 
+    async def wait_for_requests(self, count: int) -> None:
+        """Until at least ``count`` requests have arrived."""
+        while self.stats.requests < count:
+            self._arrived.clear()
+            await self._arrived.wait()
+
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body = await request.json(loads=orjson.loads)
         stats = self.stats
         stats.requests += 1
+        self._arrived.set()
         if self.keep_requests:
             stats.received.append(body.get("messages", []))
             stats.authorization.append(request.headers.get("Authorization"))

@@ -65,3 +65,16 @@ async def test_cloudrun_identity_comes_from_the_platform_header(settings_factory
             assert r.status == 200
         async with app.http.get(url, headers={"Authorization": "Bearer forged"}) as r:
             assert r.status == 401  # tokens mean nothing here; only the platform header does
+
+
+async def test_logins_are_limited_per_client_address(settings_factory):
+    async with running_app(settings_factory(login_rate_limit="2/minute")) as app:
+        statuses = []
+        for code in ("a", "b", "c"):  # different codes: spraying codes from one address
+            async with app.http.post(f"{app.base_url}/api/v1/login", json={"code": code}) as r:
+                statuses.append(r.status)
+                last = r
+                body = await r.json()
+        assert statuses == [200, 200, 429]
+        assert body["error"]["code"] == "rate_limited"
+        assert 1 <= int(last.headers["Retry-After"]) <= 60

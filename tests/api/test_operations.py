@@ -54,3 +54,33 @@ async def test_readyz_reports_redis_but_stays_ready_without_it(settings_factory)
         token = await app.login()  # and chats still work, with in-process limits
         status, events = await app.chat_events(token, {"content": "hi"})
         assert status == 200 and events[-1]["type"] == "done"
+
+
+async def test_cors_is_off_unless_configured(settings_factory):
+    preflight = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    async with running_app(settings_factory()) as app:
+        async with app.http.options(f"{app.base_url}/api/v1/chat", headers=preflight) as r:
+            assert "Access-Control-Allow-Origin" not in r.headers
+        async with app.http.get(f"{app.base_url}/healthz",
+                                headers={"Origin": "https://evil.example"}) as r:
+            assert "Access-Control-Allow-Origin" not in r.headers
+    settings = settings_factory(cors_origins="https://admin.example")
+    async with running_app(settings) as app:
+        ok = {**preflight, "Origin": "https://admin.example"}
+        async with app.http.options(f"{app.base_url}/api/v1/chat", headers=ok) as r:
+            assert r.headers["Access-Control-Allow-Origin"] == "https://admin.example"
+        async with app.http.options(f"{app.base_url}/api/v1/chat", headers=preflight) as r:
+            assert r.headers.get("Access-Control-Allow-Origin") != "https://evil.example"
+
+
+async def test_me_reports_the_remaining_budget(settings_factory):
+    async with running_app(settings_factory(rate_limit="3/minute")) as app:
+        token = await app.login()
+        headers = {"Authorization": f"Bearer {token}"}
+        async with app.http.get(f"{app.base_url}/api/v1/me", headers=headers) as r:
+            before = (await r.json())["rate_limit"]
+        assert before["limit"] == 3 and before["remaining"] == 3 and before["window_s"] == 60
+        await app.chat_events(token, {"content": "hi"})
+        async with app.http.get(f"{app.base_url}/api/v1/me", headers=headers) as r:
+            after = (await r.json())["rate_limit"]
+        assert after["remaining"] == 2 and 0 < after["reset_s"] <= 60

@@ -263,16 +263,20 @@ class ChatRun:
         except BaseException:
             # The client went away (cancellation) or the consumer closed us: keep what
             # was said, even though the request that produced it is being torn down.
-            await _shielded(self._store("".join(parts), "truncated", None))
+            try:
+                await _shielded(self._store("".join(parts), "truncated", None))
+            except Exception:
+                log.exception("could not store a truncated answer")
             raise
         if self.retracted:
-            await self._store("".join(parts), "retracted", finish)
+            await _shielded(self._store("".join(parts), "retracted", finish))
             self.finish_reason = "content_filter"
             yield {"type": "retract", "reason": "content_safety"}
             yield {"type": "done", "finish_reason": self.finish_reason, "usage": self.usage}
             return
         status = "complete" if self.failure is None else "truncated"
-        await self._store("".join(parts), status, finish)
+        # Shielded: a client leaving now must not undo the answer it already received.
+        await _shielded(self._store("".join(parts), status, finish))
         turn = self.turn
         if svc.summarizer is not None and turn.omitted and turn.oldest_kept_seq:
             svc.summarizer.schedule(conversation_id=self.conversation_id,
@@ -347,15 +351,13 @@ class ChatRun:
 
 
 async def _shielded(work: Awaitable[Any]) -> None:
-    """Finish ``work`` even inside a cancelled scope (a disconnected client's request)."""
+    """Finish ``work`` even inside a cancelled scope (a disconnected client's request).
+
+    Its exceptions propagate. If the caller is cancelled natively anyway, the work still
+    runs to completion on its own (strongly referenced in ``_background``).
+    """
     task = asyncio.ensure_future(work)
     _background.add(task)
     task.add_done_callback(_background.discard)
     with anyio.CancelScope(shield=True):
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            # Natively cancelled anyway: the task still runs to completion on its own.
-            pass
-        except Exception:
-            log.exception("could not store a truncated answer")
+        await asyncio.shield(task)

@@ -81,6 +81,7 @@ class PhaseResult:
     first_delta_ms: dict[str, float]
     total_ms: dict[str, float]
     error_examples: list[str] = field(default_factory=list)
+    deltas_per_chat: float = 0.0  # content events the client received per chat (mean)
 
     @property
     def chats_per_s(self) -> float:
@@ -132,6 +133,7 @@ async def run_phase(
         first_delta_ms=percentiles([s.first_delta for s in good]),
         total_ms=percentiles([s.total for s in good]),
         error_examples=sorted({s.error for s in bad})[:5],
+        deltas_per_chat=sum(s.deltas for s in good) / len(good) if good else 0.0,
     )
 
 
@@ -273,7 +275,7 @@ def mpchat_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "mpchat", *args]
 
 
-def start_fake(tmp: Path, *, chunks: int) -> tuple[Child, int]:
+def start_fake(tmp: Path, *, chunks: int, gap_ms: float = 0.0) -> tuple[Child, int]:
     port = free_port()
     child = start_child(
         "fake-upstream",
@@ -286,7 +288,7 @@ def start_fake(tmp: Path, *, chunks: int) -> tuple[Child, int]:
             "--chunks",
             str(chunks),
             "--gap-ms",
-            "0",
+            str(gap_ms),
         ),
         env=base_env(),
         log_dir=tmp,
@@ -671,6 +673,10 @@ def table(results: list[TargetResult], concurrency: int) -> str:
 
         return cell
 
+    def deltas(r: TargetResult) -> str:
+        ph = phase(r, "c64")
+        return fmt(ph.deltas_per_chat, 1) if ph else "-"
+
     def errors(r: TargetResult) -> str:
         phases = [p for p in (r.c1, r.c64) if p]
         return ", ".join(f"{p.errors}/{p.chats}" for p in phases) if phases else "-"
@@ -695,6 +701,7 @@ def table(results: list[TargetResult], concurrency: int) -> str:
         (f"CPU ms per chat at c={c}: the server", cpu("server")),
         (f"CPU ms per chat at c={c}: fake provider", cpu("fake provider")),
         (f"CPU ms per chat at c={c}: load generator", cpu("load generator")),
+        (f"delta events per chat received, c={c} (mean)", deltas),
         (f"failed chats (c=1, c={c})", errors),
     ]
     header = ["", *(r.name for r in results)]
@@ -815,6 +822,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="turns a user continues one conversation before starting a new one",
     )
     p.add_argument("--chunks", type=int, default=20, help="deltas per answer from the fake")
+    p.add_argument(
+        "--gap-ms", type=float, default=0.0,
+        help="the fake's pause between deltas (0: back to back, as the bars specify)",
+    )
     p.add_argument("--cold-starts", type=int, default=3, help="mpchat cold starts to time")
     p.add_argument(
         "--mpchat-env",
@@ -867,7 +878,7 @@ async def amain(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-chat-") as tmp_name:
         tmp = Path(tmp_name)
-        fake, fake_port = start_fake(tmp, chunks=args.chunks)
+        fake, fake_port = start_fake(tmp, chunks=args.chunks, gap_ms=args.gap_ms)
         try:
             print("direct to the fake provider ...", flush=True)
             direct = await bench_direct(fake_port, fake.pid, plan)

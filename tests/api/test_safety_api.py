@@ -115,7 +115,11 @@ async def test_local_input_hit_stores_nothing(settings_factory, fake_upstream):
 async def test_word_split_over_chunks_is_retracted(settings_factory, fake_upstream):
     async with running_app(_settings(settings_factory, fake_upstream)) as app:
         token = await app.login("dave")
-        fake_upstream.script = [{"text": ["好的，赌", "博网站在这里"]}, {"text": ["好"]}]
+        # Apart in time, so the two halves reach mpchat as two deltas.
+        fake_upstream.script = [
+            {"text": ["好的，赌", "博网站在这里"], "trickle": 0.05},
+            {"text": ["好"]},
+        ]
         status, events = await app.chat_events(token, {"content": "Q1"})
         assert status == 200
         said = "".join(e["text"] for e in events if e["type"] == "delta")

@@ -97,31 +97,39 @@ class OpenAICompatible:
                 )
             if resp.status != 200:
                 raise _status_error(resp)
-            lines = resp.content.__aiter__()
+            reader = resp.content
+            pending = b""
             done = False
             while True:
                 try:
                     async with asyncio.timeout_at(next_deadline):
-                        raw = await lines.__anext__()
-                except StopAsyncIteration:
-                    break
+                        received = await reader.readany()
                 except TimeoutError:
                     if done:  # a server that keeps the stream open after [DONE]
                         break
                     raise
-                data = _sse_data(raw)
-                if data is None or done:
-                    continue
-                if data == b"[DONE]":
-                    # Read on to the end of the body so the connection goes back to the pool.
-                    done = True
-                    continue
-                text, chunk_reason, chunk_usage = _read_chunk(_parse(data))
-                usage = chunk_usage or usage
-                reason = chunk_reason or reason
-                if text:
+                if not received:  # the end of the body: the connection can be reused
+                    break
+                # Everything that has arrived is handled at once: deltas that arrived
+                # together leave as one delta (one line, one write to the client), so
+                # under load the work per delta falls instead of piling up.
+                *lines, pending = (pending + received + reader.read_nowait()).split(b"\n")
+                texts = []
+                for raw in lines:
+                    data = _sse_data(raw)
+                    if data is None or done:
+                        continue
+                    if data == b"[DONE]":
+                        done = True  # read on to the end, so the connection is reused
+                        continue
+                    text, chunk_reason, chunk_usage = _read_chunk(_parse(data))
+                    usage = chunk_usage or usage
+                    reason = chunk_reason or reason
+                    if text:
+                        texts.append(text)
+                if texts:
                     next_deadline = min(deadline, loop.time() + t.chunk_gap)
-                    yield Delta(text)
+                    yield Delta("".join(texts))
         except TimeoutError:
             raise ProviderTimeout("provider did not answer in time") from None
         except (aiohttp.ClientError, ConnectionError) as exc:

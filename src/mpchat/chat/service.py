@@ -227,7 +227,6 @@ class ChatRun:
         svc = self._svc
         check = svc.moderation.output(user_id=self._user_id, message_id=self.message_id)
         parts: list[str] = []  # everything the provider said
-        sent = 0  # pieces of it that reached the client
         finish: Finish | None = None
         began = time.monotonic()
         yield self.start_event()
@@ -241,7 +240,6 @@ class ChatRun:
                         text = check.feed(event.text)
                         check.verdict()
                         if text:
-                            sent += 1
                             yield {"type": "delta", "text": text}
                     elif isinstance(event, Served):
                         self.provider = event.provider

@@ -79,10 +79,6 @@ class Keyring:
     def from_spec(cls, spec: str) -> Keyring:
         return cls(parse_key_spec(spec))
 
-    @property
-    def key_ids(self) -> tuple[str, ...]:
-        return tuple(self._aead)
-
     def encrypt(self, plaintext: str, aad: bytes) -> Ciphertext:
         nonce = os.urandom(_NONCE)
         blob = nonce + self._aead[self.primary].encrypt(nonce, plaintext.encode(), aad)

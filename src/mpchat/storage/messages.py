@@ -99,7 +99,6 @@ class Turn:
 
     conversation_id: str
     user_message_id: str
-    user_seq: int
     history: list[HistoryTurn] = field(default_factory=list)
     omitted: int = 0  # earlier turns that did not fit the budget (and are not summarised)
     summary: str | None = None  # of the turns before the history, when there is one
@@ -178,12 +177,12 @@ def _begin_turn(
             budget=max(history_budget, 0), after=found.summary_upto or 0,
         )
     message_id = new_id()
-    seq = _insert_message(
+    _insert_message(
         conn, keyring, message_id=message_id, conversation_id=conversation_id,
         user_id=user_id, role="user", status="complete", content=content, tokens=tokens,
         now=now,
     )
-    return Turn(conversation_id, message_id, seq, history, omitted, summary, kept_from)
+    return Turn(conversation_id, message_id, history, omitted, summary, kept_from)
 
 
 def _read_history(

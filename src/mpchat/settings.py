@@ -48,6 +48,17 @@ class Settings(BaseSettings):
     upstream_retry_initial: float = 0.5
     upstream_retry_max_wait: float = 8.0
     upstream_pool_size: int = 256
+    # The longest answer kept (characters); the rest is cut with finish_reason "length".
+    max_answer_chars: int = Field(default=32000, gt=0)
+
+    # The life of an answer (docs/chat.md): it outlives the connection that asked for it.
+    on_disconnect: Literal["finish", "cancel"] = "finish"
+    resume_ttl: int = Field(default=600, ge=0)
+    first_delta_deadline: float = Field(default=45.0, gt=0)
+    answer_save_interval: float = Field(default=1.0, gt=0)
+    answer_lease: float = Field(default=30.0, gt=0)
+    shutdown_timeout: float = Field(default=30.0, ge=0)
+    stream_coalesce_ms: int = Field(default=0, ge=0, le=1000)
 
     wechat_appid: str | None = None
     wechat_secret: SecretStr | None = None

@@ -4,7 +4,9 @@
     ├── Retryable                 worth another attempt (before the first delta only)
     │   ├── ProviderStatus        429 or 5xx (``retry_after`` from the provider, if any)
     │   ├── ProviderTimeout       connect, first token, chunk gap or total deadline passed
-    │   └── ProviderConnectionError
+    │   ├── ProviderConnectionError
+    │   └── ProviderInvalid       an answer that is not one: a chunk the dialect does not allow,
+    │                             an oversized line, a body that is no answer at all
     └── ProviderRejected          another 4xx: the request itself is wrong, never retried
 """
 
@@ -20,9 +22,11 @@ __all__ = [
     "Provider",
     "ProviderConnectionError",
     "ProviderError",
+    "ProviderInvalid",
     "ProviderRejected",
     "ProviderStatus",
     "ProviderTimeout",
+    "Reasoning",
     "Retryable",
     "StreamEvent",
     "Usage",
@@ -41,12 +45,19 @@ class Delta:
 
 
 @dataclass(frozen=True, slots=True)
+class Reasoning:
+    """A piece of a reasoning model's thinking: progress, never part of the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
     reason: str
     usage: Usage | None = None
 
 
-StreamEvent = Delta | Finish
+StreamEvent = Delta | Reasoning | Finish
 
 
 class Provider(Protocol):
@@ -58,7 +69,7 @@ class Provider(Protocol):
     def stream(
         self, messages: Sequence[Mapping[str, str]], *, max_tokens: int | None = None
     ) -> AsyncGenerator[StreamEvent]:
-        """Deltas, then one `Finish`; closing the iterator cancels the request."""
+        """Deltas (and reasoning), then one `Finish`; closing the iterator cancels the request."""
         ...
 
     async def aclose(self) -> None: ...
@@ -84,6 +95,10 @@ class ProviderTimeout(Retryable):
 
 
 class ProviderConnectionError(Retryable):
+    pass
+
+
+class ProviderInvalid(Retryable):
     pass
 
 

@@ -1,7 +1,12 @@
 """An OpenAI-compatible Chat Completions client, streamed over one pooled aiohttp session.
 
-Works with OpenAI, DeepSeek, Qwen's compatible mode, Ollama and vLLM: anything that
-speaks ``POST {base_url}/chat/completions`` with ``stream: true`` and SSE ``data:`` lines.
+Works with OpenAI, DeepSeek, Qwen's compatible mode, Moonshot, Zhipu, Doubao, Ollama and
+vLLM: anything that speaks ``POST {base_url}/chat/completions`` with ``stream: true`` and
+SSE ``data:`` lines (or, from a server that ignores ``stream``, one JSON answer). Their
+dialects and the bounds on what one answer may cost are in docs/providers.md.
+
+Every way a provider can answer ends in `Finish` or a `ProviderError`; nothing a provider
+sends reaches a plain Python exception.
 """
 
 from __future__ import annotations
@@ -14,20 +19,28 @@ from typing import Any
 import aiohttp
 import orjson
 
+from mpchat.providers.answer import Answer, StreamLimits
+from mpchat.providers.chunks import decode_completion
 from mpchat.providers.retry import parse_retry_after
+from mpchat.providers.sse import LineSplitter
 from mpchat.providers.types import (
-    Delta,
-    Finish,
     ProviderConnectionError,
     ProviderError,
+    ProviderInvalid,
     ProviderRejected,
     ProviderStatus,
     ProviderTimeout,
     StreamEvent,
-    Usage,
 )
 
-__all__ = ["OpenAICompatible", "Timeouts"]
+__all__ = ["OpenAICompatible", "StreamLimits", "Timeouts"]
+
+# Lines handled between two chances for the event loop to run something else: a read of
+# tiny lines can hold tens of thousands of them, a few ms of work per slice at most.
+_SLICE = 256
+# How long the end of the body may lag behind ``[DONE]`` before the connection is dropped
+# instead of reused (a well-behaved server sends both in one write).
+_DONE_GRACE = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +48,8 @@ class Timeouts:
     """Split deadlines: each names the wait it bounds."""
 
     connect: float = 5.0
-    first_token: float = 30.0
-    chunk_gap: float = 30.0
+    first_token: float = 30.0  # request sent -> first text or reasoning
+    chunk_gap: float = 30.0  # between two pieces of text or reasoning
     total: float = 180.0
 
 
@@ -50,6 +63,7 @@ class OpenAICompatible:
         model: str,
         name: str = "upstream",
         timeouts: Timeouts | None = None,
+        limits: StreamLimits | None = None,
     ) -> None:
         self.name = name
         self.model = model
@@ -59,6 +73,7 @@ class OpenAICompatible:
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._timeouts = timeouts or Timeouts()
+        self._limits = limits or StreamLimits()
         self._http_timeout = aiohttp.ClientTimeout(
             total=None, connect=self._timeouts.connect, sock_connect=self._timeouts.connect
         )
@@ -83,12 +98,12 @@ class OpenAICompatible:
         loop = asyncio.get_running_loop()
         t = self._timeouts
         deadline = loop.time() + t.total
-        # Until the first delta the wait is bounded by first_token, then by chunk_gap;
-        # never past total. Timers wrap each read only: a yield inside a timeout would
-        # let the timer cancel the consumer instead of this read.
+        # Until the first text or reasoning the wait is bounded by first_token, then by
+        # chunk_gap; never past total. Timers wrap each read only: a yield inside a timeout
+        # would let the timer cancel the consumer instead of this read.
         next_deadline = min(deadline, loop.time() + t.first_token)
         resp: aiohttp.ClientResponse | None = None
-        reason, usage = "stop", None
+        answer = Answer(self._limits)
         try:
             async with asyncio.timeout_at(next_deadline):
                 resp = await self._session.post(
@@ -97,87 +112,102 @@ class OpenAICompatible:
                 )
             if resp.status != 200:
                 raise _status_error(resp)
-            reader = resp.content
-            pending = b""
-            done = False
-            while True:
-                try:
+            if resp.content_type == "application/json":
+                raw = await self._body(resp, next_deadline, deadline)
+                answer.take(decode_completion(raw))
+                for event in answer.drain():
+                    yield event
+                finish = answer.end(eof=False)
+            else:
+                reader = resp.content
+                splitter = LineSplitter(self._limits.max_line_bytes)
+                eof = False
+                while not (eof or answer.stopped):
+                    # A fast stream never waits in its reads, so the timer around them
+                    # would never fire: the deadline is checked here as well.
+                    if loop.time() >= next_deadline:
+                        raise TimeoutError
                     async with asyncio.timeout_at(next_deadline):
                         received = await reader.readany()
-                except TimeoutError:
-                    if done:  # a server that keeps the stream open after [DONE]
-                        break
-                    raise
-                if not received:  # the end of the body: the connection can be reused
-                    break
-                # Everything that has arrived is handled at once: deltas that arrived
-                # together leave as one delta (one line, one write to the client), so
-                # under load the work per delta falls instead of piling up.
-                *lines, pending = (pending + received + reader.read_nowait()).split(b"\n")
-                texts = []
-                for raw in lines:
-                    data = _sse_data(raw)
-                    if data is None or done:
-                        continue
-                    if data == b"[DONE]":
-                        done = True  # read on to the end, so the connection is reused
-                        continue
-                    text, chunk_reason, chunk_usage = _read_chunk(_parse(data))
-                    usage = chunk_usage or usage
-                    reason = chunk_reason or reason
-                    if text:
-                        texts.append(text)
-                if texts:
-                    next_deadline = min(deadline, loop.time() + t.chunk_gap)
-                    yield Delta("".join(texts))
+                    if received:
+                        rest = reader.read_nowait()
+                        lines = splitter.feed(received + rest if rest else received)
+                    else:  # the end of the body: a last line may lack its newline
+                        eof, lines = True, [splitter.flush()]
+                    if len(lines) <= _SLICE:
+                        answer.take_lines(lines)
+                    else:
+                        await _take_in_slices(answer, lines)
+                    events = answer.drain()
+                    if events:
+                        next_deadline = min(deadline, loop.time() + t.chunk_gap)
+                        for event in events:
+                            yield event
+                if answer.done and not reader.at_eof():
+                    await _await_eof(reader, min(loop.time() + _DONE_GRACE, deadline))
+                finish = answer.end(eof=eof)
         except TimeoutError:
             raise ProviderTimeout("provider did not answer in time") from None
         except (aiohttp.ClientError, ConnectionError) as exc:
             raise ProviderConnectionError(type(exc).__name__) from None
         finally:
             if resp is not None:
-                # A fully read body returns the connection to the pool; anything else
-                # (a client that went away, an error) closes it, so the provider sees
+                # A fully read body returns the connection to the pool; anything else (a
+                # client that went away, an error, an answer cut at its limit, a server
+                # that keeps the stream open after [DONE]) closes it, so the provider sees
                 # the cancellation and stops generating.
-                resp.release()
-        yield Finish(reason, usage)
+                if resp.content.at_eof():
+                    resp.release()
+                else:
+                    resp.close()
+        yield finish
+
+    async def _body(
+        self, resp: aiohttp.ClientResponse, first_deadline: float, total_deadline: float
+    ) -> bytes:
+        """A JSON body, bounded like one SSE line; its pieces are joined once."""
+        loop = asyncio.get_running_loop()
+        parts: list[bytes] = []
+        size, limit, deadline = 0, self._limits.max_line_bytes, first_deadline
+        while True:
+            if loop.time() >= deadline:
+                raise TimeoutError
+            async with asyncio.timeout_at(deadline):
+                received = await resp.content.readany()
+            if not received:
+                return b"".join(parts)
+            size += len(received)
+            if size > limit:
+                raise ProviderInvalid("provider sent a JSON body over the size limit")
+            parts.append(received)
+            deadline = min(total_deadline, loop.time() + self._timeouts.chunk_gap)
+
+
+async def _take_in_slices(answer: Answer, lines: list[bytes]) -> None:
+    for start in range(0, len(lines), _SLICE):
+        if start:
+            await asyncio.sleep(0)  # let the other answers run
+        answer.take_lines(lines[start : start + _SLICE])
+        if answer.stopped:
+            return
+
+
+async def _await_eof(reader: aiohttp.StreamReader, until: float) -> None:
+    """Give the end of the body a moment to follow ``[DONE]``; whatever comes is not read.
+
+    The answer is complete already: nothing here can fail it. A server that goes on
+    sending, or keeps the connection open, only loses the connection (it is not reused).
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout_at(until):
+            while loop.time() < until and await reader.readany():
+                pass
+    except (TimeoutError, aiohttp.ClientError, ConnectionError):
+        pass
 
 
 def _status_error(resp: aiohttp.ClientResponse) -> ProviderError:
     if resp.status == 429 or resp.status >= 500:
         return ProviderStatus(resp.status, parse_retry_after(resp.headers.get("Retry-After")))
     return ProviderRejected(resp.status)
-
-
-def _sse_data(raw: bytes) -> bytes | None:
-    """The payload of an SSE ``data:`` line; None for blank lines, comments, other fields."""
-    if not raw.startswith(b"data:"):
-        return None
-    return raw[5:].strip()
-
-
-def _parse(data: bytes) -> dict[str, Any]:
-    try:
-        chunk = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise ProviderConnectionError("provider sent a malformed stream chunk") from None
-    if not isinstance(chunk, dict):
-        raise ProviderConnectionError("provider sent a malformed stream chunk")
-    if "error" in chunk:  # some providers report failures inside the stream
-        raise ProviderConnectionError("provider reported an error mid-stream")
-    return chunk
-
-
-def _read_chunk(chunk: dict[str, Any]) -> tuple[str, str | None, Usage | None]:
-    usage = None
-    raw_usage = chunk.get("usage")
-    if isinstance(raw_usage, dict):
-        usage = Usage(
-            int(raw_usage.get("prompt_tokens") or 0), int(raw_usage.get("completion_tokens") or 0)
-        )
-    choices = chunk.get("choices") or ()
-    if not choices:
-        return "", None, usage
-    choice = choices[0]
-    delta = choice.get("delta") or {}
-    return delta.get("content") or "", choice.get("finish_reason"), usage

@@ -8,7 +8,7 @@ import aiohttp
 
 from mpchat.providers.config import FileConfig
 from mpchat.providers.demo import DemoModel
-from mpchat.providers.openai import OpenAICompatible, Timeouts
+from mpchat.providers.openai import OpenAICompatible, StreamLimits, Timeouts
 from mpchat.providers.types import Provider
 from mpchat.settings import Settings
 
@@ -36,13 +36,15 @@ def build_providers(
         chunk_gap=settings.upstream_chunk_timeout,
         total=settings.upstream_total_timeout,
     )
+    # An answer past MPCHAT_MAX_ANSWER_CHARS ends there with finish reason "length".
+    limits = StreamLimits(max_answer_chars=settings.max_answer_chars)
     if config.providers:
         default_model = config.resolve("default")
         specs = []
         for p in config.providers:
             model = default_model if default_model in p.models else p.models[0]
             client = OpenAICompatible(session=http, base_url=p.base_url, api_key=p.key(),
-                                      model=model, name=p.name, timeouts=timeouts)
+                                      model=model, name=p.name, timeouts=timeouts, limits=limits)
             specs.append(ProviderSpec(client, p.priority, p.weight, p.rpm, p.tpm,
                                       p.max_concurrency))
         return specs
@@ -54,6 +56,7 @@ def build_providers(
             api_key=key.get_secret_value() if key else None,
             model=settings.upstream_model,
             timeouts=timeouts,
+            limits=limits,
         )
         return [ProviderSpec(client)]
     return [ProviderSpec(DemoModel())]

@@ -1,0 +1,138 @@
+"""One attempt's answer as it is read: bounded, and turned into the events the chat layer takes.
+
+Everything handled together (the lines of one network read) leaves as few events as it can:
+consecutive texts of one kind are joined, so deltas that arrived together leave as one
+`Delta` (one line and one write to the client), which under load lets the work per delta
+fall instead of piling up. Order between reasoning and answer text is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mpchat.providers.chunks import Piece, decode_chunk
+from mpchat.providers.sse import DEFAULT_MAX_LINE_BYTES, sse_data
+from mpchat.providers.types import (
+    Delta,
+    Finish,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderInvalid,
+    Reasoning,
+    StreamEvent,
+    Usage,
+)
+
+__all__ = ["Answer", "StreamLimits"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """What one answer may take, whatever the provider sends."""
+
+    max_answer_chars: int = 32000
+    # Thinking is usually longer than the answer it leads to (DeepSeek allows 32K tokens
+    # of it); None means four times the answer's limit.
+    max_reasoning_chars: int | None = None
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+
+    @property
+    def reasoning_chars(self) -> int:
+        if self.max_reasoning_chars is not None:
+            return self.max_reasoning_chars
+        return 4 * self.max_answer_chars
+
+
+class Answer:
+    """The state of one answer: what was said, how it ended, whether to read on."""
+
+    __slots__ = ("_events", "_kind", "_limits", "_texts", "chars", "cut", "done", "error",
+                 "finish", "reasoning_chars", "usage")
+
+    def __init__(self, limits: StreamLimits) -> None:
+        self._limits = limits
+        self.chars = 0
+        self.reasoning_chars = 0
+        self.finish: str | None = None
+        self.usage: Usage | None = None
+        self.done = False  # [DONE] was read
+        self.cut = False  # a limit was reached: the answer ends here with "length"
+        self.error: ProviderError | None = None  # raised once what came before it has left
+        self._events: list[StreamEvent] = []
+        self._kind: type[Delta] | type[Reasoning] = Delta
+        self._texts: list[str] = []
+
+    @property
+    def stopped(self) -> bool:
+        return self.done or self.cut or self.error is not None
+
+    def take_lines(self, lines: list[bytes]) -> None:
+        """Read SSE lines until the answer stops (``[DONE]``, a limit, an invalid chunk)."""
+        for line in lines:
+            data = sse_data(line)
+            if data is None:
+                continue
+            if data == b"[DONE]":
+                self.done = True
+                return
+            try:
+                self.take(decode_chunk(data))
+            except ProviderError as exc:
+                self.error = exc
+                return
+            if self.cut:
+                return
+
+    def take(self, piece: Piece) -> None:
+        if piece.usage is not None:
+            self.usage = piece.usage
+        if piece.finish is not None:
+            self.finish = piece.finish
+        if piece.reasoning:
+            room = self._limits.reasoning_chars - self.reasoning_chars
+            self._add(Reasoning, self._bounded(piece.reasoning, room))
+            self.reasoning_chars += len(piece.reasoning)
+        if piece.text and not self.cut:
+            room = self._limits.max_answer_chars - self.chars
+            text = self._bounded(piece.text, room)
+            self.chars += len(text)
+            self._add(Delta, text)
+
+    def _bounded(self, text: str, room: int) -> str:
+        if len(text) > room:
+            self.cut = True
+            return text[: max(room, 0)]
+        return text
+
+    def _add(self, kind: type[Delta] | type[Reasoning], text: str) -> None:
+        if not text:
+            return
+        if kind is not self._kind and self._texts:
+            self._events.append(self._kind("".join(self._texts)))
+            self._texts = []
+        self._kind = kind
+        self._texts.append(text)
+
+    def drain(self) -> list[StreamEvent]:
+        """The events gathered since the last drain, consecutive texts of a kind joined."""
+        if self._texts:
+            self._events.append(self._kind("".join(self._texts)))
+            self._texts = []
+        events, self._events = self._events, []
+        return events
+
+    def said_anything(self) -> bool:
+        return bool(self.chars or self.reasoning_chars)
+
+    def end(self, *, eof: bool) -> Finish:
+        """The `Finish` of an answer whose reading stopped, or the error it is."""
+        if self.error is not None:
+            raise self.error
+        if self.cut:
+            return Finish("length", self.usage)
+        if not (self.said_anything() or self.finish):
+            # Stored "complete", an empty answer would read as the model having nothing to say.
+            raise ProviderInvalid("provider ended the stream without an answer")
+        if eof and not self.done and self.finish is None:
+            raise ProviderConnectionError("stream ended before the answer did")
+        return Finish(self.finish or "stop", self.usage)

@@ -1,0 +1,141 @@
+"""Provider chunks decoded once, at the edge, into typed values (the dialects of docs/providers.md).
+
+One decoder admits every dialect of the OpenAI-compatible providers we know:
+
+- ``content`` as a string, or as a list of parts (``[{"type": "text", "text": "..."}]``);
+  parts of other types (images, audio) carry no text for a chat answer and are skipped;
+- the reasoning of thinking models as ``reasoning_content`` (DeepSeek, Qwen, Zhipu, Doubao,
+  Moonshot, older vLLM) or ``reasoning`` (Ollama, newer vLLM); a server that sends both
+  (vLLM's compatibility mode) sends the same text twice, so ``reasoning_content`` wins;
+- ``usage`` at the top level (in the last chunk, or in a chunk without choices) or inside
+  the choice (Moonshot), or nowhere;
+- an ``{"error": ...}`` object instead of a chunk.
+
+Anything else of the wrong type is `ProviderInvalid`: msgspec checks every field we read,
+so no provider input reaches a plain Python exception halfway through a stream.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+
+from mpchat.providers.types import ProviderInvalid, Usage
+
+__all__ = ["Piece", "decode_chunk", "decode_completion", "finish_reason"]
+
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _Part(msgspec.Struct):
+    type: str = "text"
+    text: str | None = None
+
+
+_Content = str | list[_Part] | None
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: _Count | None = None
+    completion_tokens: _Count | None = None
+
+
+class _Delta(msgspec.Struct):
+    content: _Content = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+    message: _Delta | None = None  # the non-streaming answer (a JSON body)
+    finish_reason: str | None = None
+    usage: _Usage | None = None  # Moonshot
+
+
+class _Chunk(msgspec.Struct):
+    choices: list[_Choice] | None = None
+    usage: _Usage | None = None
+    error: Any = None
+
+
+_decoder = msgspec.json.Decoder(_Chunk)
+
+# What a finish reason may look like (it is stored and sent to clients): short, plain.
+_REASON = re.compile(r"[a-z][a-z_]{0,39}")
+# Finish reasons that mean the provider failed, not that the answer ended.
+_FAILED = frozenset({"network_error", "insufficient_system_resource", "error"})
+# Another name for one that API.md knows.
+_SYNONYMS = {"sensitive": "content_filter"}  # Zhipu
+
+
+@dataclass(slots=True)
+class Piece:
+    """What one chunk says: text, reasoning, how it ended, what it cost (each may be empty)."""
+
+    text: str = ""
+    reasoning: str = ""
+    finish: str | None = None
+    usage: Usage | None = None
+
+
+def decode_chunk(data: bytes) -> Piece:
+    return _read(_decode(data), streaming=True)
+
+
+def decode_completion(body: bytes) -> Piece:
+    """A non-streaming ``chat.completion`` body (answered to a streaming request)."""
+    piece = _read(_decode(body), streaming=False)
+    if not (piece.text or piece.reasoning or piece.finish):
+        raise ProviderInvalid("provider answered a JSON body that is no chat completion")
+    return piece
+
+
+def finish_reason(raw: str) -> str:
+    """The finish reason to pass on; a failure the provider names as one is an error."""
+    if raw in _FAILED:
+        raise ProviderInvalid(f"provider ended the answer with {raw!r}")
+    if not _REASON.fullmatch(raw):
+        raise ProviderInvalid("provider sent a finish reason that is none")
+    return _SYNONYMS.get(raw, raw)
+
+
+def _decode(data: bytes) -> _Chunk:
+    try:
+        chunk = _decoder.decode(data)
+    # ValueError: msgspec's DecodeError and ValidationError, and bytes that are not UTF-8;
+    # RecursionError: JSON nested deeper than the decoder goes.
+    except (ValueError, RecursionError):
+        raise ProviderInvalid("provider sent a chunk that is not a valid chunk") from None
+    if chunk.error is not None:
+        raise ProviderInvalid("provider reported an error in the stream")
+    return chunk
+
+
+def _read(chunk: _Chunk, *, streaming: bool) -> Piece:
+    piece = Piece(usage=_usage(chunk.usage))
+    if not chunk.choices:
+        return piece
+    choice = chunk.choices[0]  # we never ask for more than one
+    delta = choice.delta if streaming else choice.message
+    if delta is not None:
+        content = delta.content
+        if isinstance(content, str):
+            piece.text = content
+        elif content:
+            piece.text = "".join(p.text for p in content if p.type == "text" and p.text)
+        piece.reasoning = delta.reasoning_content or delta.reasoning or ""
+    if choice.finish_reason is not None:
+        piece.finish = finish_reason(choice.finish_reason)
+    if choice.usage is not None:
+        piece.usage = _usage(choice.usage)
+    return piece
+
+
+def _usage(raw: _Usage | None) -> Usage | None:
+    if raw is None:
+        return None
+    return Usage(raw.prompt_tokens or 0, raw.completion_tokens or 0)

@@ -23,9 +23,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, help="processes (default MPCHAT_WORKERS, 1)")
     sub.add_parser("migrate", help="apply database migrations (Alembic) and exit")
-    fake = sub.add_parser("fake-upstream", help="run the fake OpenAI-compatible provider")
-    fake.add_argument("--host", default="127.0.0.1")
-    fake.add_argument("--port", type=int, default=9100)
+    fake = sub.add_parser("fake-upstream", help="run the fake OpenAI-compatible provider",
+                          description=_fake_upstream_doc(),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    fake.add_argument("--host", default="127.0.0.1", help="default %(default)s")
+    fake.add_argument("--port", type=int, default=9100, help="default %(default)s")
     fake.add_argument("--ttft-ms", type=float, default=0.0, help="time to first token")
     fake.add_argument("--chunks", type=int, default=20, help="deltas per answer")
     fake.add_argument("--gap-ms", type=float, default=0.0, help="time between deltas")
@@ -67,6 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "rotate-keys":
         return asyncio.run(_rotate_keys(settings, max(args.batch_size, 1)))
     return _serve(settings, args.host, args.port, args.workers)
+
+
+def _fake_upstream_doc() -> str:
+    """The fake provider's script steps and control API, for ``fake-upstream --help``."""
+    from mpchat.fakes import upstream
+
+    return upstream.__doc__ or ""
 
 
 def _secret_values(settings: Settings) -> list[str]:

@@ -1,17 +1,57 @@
 """A fake OpenAI-compatible provider, for the tests, the benchmark and offline demos.
 
-Streams ``chunks`` deltas after ``ttft`` seconds, ``gap`` seconds apart. Scripted
-behaviours are consumed one per request, in order, then the default applies:
+``mpchat fake-upstream`` serves it (default ``127.0.0.1:9100``, base URL
+``http://127.0.0.1:9100/v1``); tests use ``async with FakeUpstream() as fake``. By default
+it streams ``chunks`` deltas after ``ttft`` seconds, ``gap`` seconds apart, then a finish
+chunk, a usage chunk and ``[DONE]``.
+
+Scripted behaviours are consumed one per request, in order, then the default applies. A
+step is a JSON object; keys combine where that makes sense (``{"reasoning": 3, "parts":
+true, "usage": "choice"}``). Failures:
 
     {"status": 429, "retry_after": 2}   answer with that status (and Retry-After)
     {"status": 500}
     {"hang": true}                      accept and never answer
     {"drop_after": 3}                   send 3 deltas, then cut the connection
-    {"trickle": 0.5}                    one delta every 0.5 s
+    {"trickle": 0.5}                    one delta (or reasoning chunk) every 0.5 s
     {"text": ["a", "b"]}                these deltas instead of the default text
 
-Script and counters are reachable over HTTP (``POST /_control/script``,
-``GET /_control/stats``, ``POST /_control/reset``) so other processes can drive it.
+Dialects (what real providers send; see docs/providers.md):
+
+    {"reasoning": ["想", "好了"]}        reasoning chunks before the content (an int: that
+                                        many); with "trickle", a DeepSeek-reasoner that
+                                        thinks for a long time before its first word
+    {"reasoning_field": "reasoning"}    Ollama's / newer vLLM's field (default
+                                        "reasoning_content": DeepSeek, Qwen, vLLM's older one)
+    {"parts": true}                     content as [{"type": "text", "text": ...}]
+    {"usage": "chunk"}                  usage placement: "chunk" (default: a chunk without
+                                        choices), "last" (in the finish chunk), "choice"
+                                        (inside the choice, Moonshot), "none"
+    {"finish_reason": "length"}         the finish reason sent (default "stop")
+    {"json_body": true}                 a non-streaming chat.completion (application/json)
+    {"crlf": true} {"nospace": true}    CRLF line ends; "data:" without its space
+    {"comments": true}                  keep-alive comments, event:/id:/retry: lines
+
+Misbehaviour:
+
+    {"garbage_after": 1}                a line of non-JSON before the 2nd delta (0: first)
+    {"wrong_types_after": 1}            a chunk whose content is a number, likewise
+    {"error_after": 1}                  an {"error": {...}} object mid-stream, likewise
+    {"oversized": 25000000}             after the deltas, one chunk of that many bytes
+                                        (written in 64 KiB pieces, never held whole)
+    {"no_newline": 2000000}             after the deltas, a line of that many bytes that
+                                        never ends, then nothing (connection open)
+    {"endless": "content"}              after the deltas, content forever, as fast as the
+                                        client reads ("reasoning", "keepalive" likewise)
+    {"done_then_hang": true}            [DONE], then keep the connection open
+    {"raw": "data: ...\n\n"}            these bytes verbatim (UTF-8; a list: one write
+                                        each), status 200, "content_type" (default
+                                        text/event-stream); replays recorded transcripts
+
+Script and counters are reachable over HTTP so other processes can drive it:
+``POST /_control/script`` (a JSON list of steps, replacing the queue),
+``GET /_control/stats`` (requests, in_flight, max_in_flight, completed, cancelled),
+``POST /_control/reset`` (empty script, zero counters).
 """
 
 from __future__ import annotations
@@ -24,6 +64,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
+from mpchat.fakes.upstream_script import Drop, Pause, Plan, completion_body, plan
 
 __all__ = ["FakeUpstream", "FakeUpstreamConfig", "serve_forever"]
 
@@ -154,35 +196,50 @@ class FakeUpstream:
             )
         if step.get("hang"):
             await asyncio.Event().wait()  # until the client goes away
-        texts: list[str] = step.get("text") or [f"片段{i} " for i in range(cfg.chunks)]
-        gap = float(step.get("trickle", cfg.gap))
-        drop_after = step.get("drop_after")
         if cfg.ttft:
             await asyncio.sleep(cfg.ttft)
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
         model = body.get("model", cfg.model)
-        for i, text in enumerate(texts):
-            if drop_after is not None and i == drop_after:
+        texts: list[str] = step.get("text") or [f"片段{i} " for i in range(cfg.chunks)]
+        prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
+        if step.get("json_body"):
+            self.stats.completed += 1
+            return web.Response(body=completion_body(step, texts=texts, model=model,
+                                                     prompt_chars=prompt),
+                                content_type="application/json")
+        if "raw" in step:
+            raw = step["raw"]
+            actions: Plan = iter([p.encode() for p in ([raw] if isinstance(raw, str) else raw)])
+            content_type = str(step.get("content_type", "text/event-stream"))
+        else:
+            actions = plan(step, texts=texts, gap=float(step.get("trickle", cfg.gap)),
+                           model=model, prompt_chars=prompt)
+            content_type = "text/event-stream"
+        resp = web.StreamResponse(headers={"Content-Type": content_type})
+        await resp.prepare(request)
+        try:
+            await self._play(request, resp, actions)
+        except ConnectionError:  # the client left while a write was on its way
+            self.stats.cancelled += 1
+        return resp
+
+    async def _play(self, request: web.Request, resp: web.StreamResponse, actions: Plan) -> None:
+        for n, action in enumerate(actions, 1):
+            if isinstance(action, bytes):
+                await resp.write(action)
+                if n % 64 == 0:
+                    # A write returns at once while the socket takes it: an endless plan
+                    # must still let the client (often in this very loop) read.
+                    await asyncio.sleep(0)
+            elif isinstance(action, Pause):
+                await asyncio.sleep(action.seconds)
+            elif isinstance(action, Drop):
                 assert request.transport is not None
                 request.transport.close()  # cut mid-stream, no terminating chunk
-                return resp
-            if i and gap:
-                await asyncio.sleep(gap)
-            await resp.write(_chunk(model, {"content": text}, None))
-        completion = len(texts)
-        prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
-        await resp.write(_chunk(model, {}, "stop"))
-        usage = {"prompt_tokens": prompt, "completion_tokens": completion,
-                 "total_tokens": prompt + completion}
-        await resp.write(
-            b"data: " + orjson.dumps({"id": "fake", "object": "chat.completion.chunk",
-                                      "model": model, "choices": [], "usage": usage}) + b"\n\n"
-        )
-        await resp.write(b"data: [DONE]\n\n")
+                return
+            else:
+                await asyncio.Event().wait()  # Hang: until the client goes away
         await resp.write_eof()
         self.stats.completed += 1
-        return resp
 
     async def _models(self, _request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [
@@ -199,16 +256,6 @@ class FakeUpstream:
         self.stats = Stats()
         self.script = []
         return web.json_response({"ok": True})
-
-
-def _chunk(model: str, delta: dict[str, str], finish: str | None) -> bytes:
-    payload = {
-        "id": "fake",
-        "object": "chat.completion.chunk",
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
 def serve_forever(host: str, port: int, config: FakeUpstreamConfig) -> None:

@@ -4,7 +4,9 @@
  *
  * Plain CommonJS with no dependencies, so it runs in the mini program runtime as it is:
  * copy this file (and mpchat.d.ts for editors) into the mini program and `require` it.
- * The wire contract is API.md of the mpchat service (v1).
+ * The wire contract is API.md of the mpchat service (v1.1): an answer outlives its connection, so
+ * a cut stream (the ~60 s wx.request limit, the app in the background, a network change) is
+ * followed again from the last `seq` it delivered, and the caller sees one uninterrupted answer.
  */
 
 var DEFAULT_STORAGE_KEY = 'mpchat_session';
@@ -12,7 +14,20 @@ var DEFAULT_MAX_RETRY_DELAY = 10; // seconds
 var DEFAULT_MAX_RETRIES = 2;
 // Renew a little before the server would refuse the token, so a chat never starts with one
 // that expires half-way through the request.
+// Never more than a quarter of the token's lifetime: a short-lived token would otherwise look
+// expired from the start and every call would log in again.
 var EXPIRY_MARGIN_MS = 60 * 1000;
+var EXPIRY_MARGIN_FRACTION = 0.25;
+// Resume (seconds): reconnections after a cut, the first at once, then waits doubling from
+// DEFAULT_RESUME_DELAY up to DEFAULT_RESUME_MAX_DELAY; at most DEFAULT_RESUME_ATTEMPTS in a row
+// without a new event. A stream silent for DEFAULT_IDLE_TIMEOUT (server pings keep it alive) is
+// taken as dead; an app hidden DEFAULT_BACKGROUND_TIMEOUT or more has lost its request.
+var DEFAULT_RESUME_ATTEMPTS = 6;
+var DEFAULT_RESUME_DELAY = 1;
+var DEFAULT_RESUME_MAX_DELAY = 10;
+var DEFAULT_IDLE_TIMEOUT = 30;
+var DEFAULT_BACKGROUND_TIMEOUT = 5;
+var INTERRUPTED_MESSAGE = '连接中断，回答不完整';
 var RETRYABLE = { rate_limited: true, busy: true };
 var REJECTED_MESSAGE = '内容包含不适宜的词语，请修改后再试';
 
@@ -298,14 +313,59 @@ function createClient(options) {
   var schedule = options.setTimeout || function (fn, ms) { return setTimeout(fn, ms); };
   var unschedule = options.clearTimeout || function (id) { clearTimeout(id); };
   var now = options.now || function () { return Date.now(); };
+  /** @param {any} v @param {number} d */
+  function seconds(v, d) { return v != null && Number(v) >= 0 ? Number(v) : d; }
+  var resumeAttempts = seconds(options.resumeAttempts, DEFAULT_RESUME_ATTEMPTS);
+  var resumeDelay = seconds(options.resumeDelay, DEFAULT_RESUME_DELAY);
+  var resumeMaxDelay = seconds(options.resumeMaxDelay, DEFAULT_RESUME_MAX_DELAY);
+  var idleTimeoutMs = seconds(options.idleTimeout, DEFAULT_IDLE_TIMEOUT) * 1000;
+  var backgroundTimeoutMs = seconds(options.backgroundTimeout, DEFAULT_BACKGROUND_TIMEOUT) * 1000;
+  /** @type {typeof wx.onAppShow | undefined} */
+  var onAppShow = /** @type {any} */ (options.onAppShow) || (w && typeof w.onAppShow === 'function' ? w.onAppShow.bind(w) : undefined);
+  /** @type {typeof wx.onAppHide | undefined} */
+  var onAppHide = /** @type {any} */ (options.onAppHide) || (w && typeof w.onAppHide === 'function' ? w.onAppHide.bind(w) : undefined);
   var isRejected = buildPrecheck(options.wordList);
   if (typeof request !== 'function') throw new Error('mpchat: no wx.request and no request option');
   var doRequest = request;
 
-  /** @type {{token: string, expiresAt: number} | null} */
+  /** @type {{token: string, expiresAt: number, ttl?: number} | null} */
   var session = null;
   /** @type {Promise<string> | null} */
   var loggingIn = null;
+
+  // The app's visibility (wx.onAppHide / wx.onAppShow), watched from the first chat on.
+  var appHidden = false;
+  var hiddenAt = 0;
+  var lifecycleHooked = false;
+  /** @type {{onShow: (hiddenForMs: number) => void}[]} */
+  var activeChats = [];
+
+  function hookLifecycle() {
+    if (lifecycleHooked) return;
+    lifecycleHooked = true;
+    if (typeof onAppHide === 'function') {
+      onAppHide(function () {
+        appHidden = true;
+        hiddenAt = now();
+      });
+    }
+    if (typeof onAppShow === 'function') {
+      onAppShow(function () {
+        var hiddenFor = appHidden ? now() - hiddenAt : 0;
+        appHidden = false;
+        var chats = activeChats.slice();
+        for (var i = 0; i < chats.length; i++) chats[i].onShow(hiddenFor);
+      });
+    }
+  }
+
+  /** @param {{expiresAt: number, ttl?: number} | null} s */
+  function fresh(s) {
+    if (!s) return false;
+    var margin = EXPIRY_MARGIN_MS;
+    if (s.ttl && s.ttl > 0) margin = Math.min(margin, s.ttl * EXPIRY_MARGIN_FRACTION);
+    return s.expiresAt - margin > now();
+  }
 
   function readSession() {
     if (session) return session;
@@ -318,7 +378,7 @@ function createClient(options) {
     return session;
   }
 
-  /** @param {{token: string, expiresAt: number} | null} value */
+  /** @param {{token: string, expiresAt: number, ttl?: number} | null} value */
   function writeSession(value) {
     session = value;
     try {
@@ -367,7 +427,7 @@ function createClient(options) {
         throw responseError(res, body);
       }
       var ttl = Number(body.expires_in) > 0 ? Number(body.expires_in) * 1000 : 3600 * 1000;
-      writeSession({ token: body.token, expiresAt: now() + ttl });
+      writeSession({ token: body.token, expiresAt: now() + ttl, ttl: ttl });
       return body.token;
     });
     if (code === undefined) {
@@ -381,7 +441,7 @@ function createClient(options) {
   /** @returns {Promise<string>} */
   function ensureToken() {
     var s = readSession();
-    if (s && s.expiresAt - EXPIRY_MARGIN_MS > now()) return Promise.resolve(s.token);
+    if (s && fresh(s)) return Promise.resolve(s.token);
     return doLogin();
   }
 
@@ -470,16 +530,34 @@ function createClient(options) {
    * @returns {import('./mpchat').ChatHandle}
    */
   function chat(opts) {
+    hookLifecycle();
+    // Only the caller's abort() sets this: a runtime's "abort" in an errMsg is a cut, not a stop.
     var aborted = false;
     var finished = false;
+    // Aborted before `start` named the message: the request stays open, unseen, until it does,
+    // so that the cancel endpoint can stop the answer (a closed connection no longer stops it).
+    var cancelWhenStarted = false;
     /** @type {any} */
-    var task = null;
+    var conn = null; // the connection being read: {task, kind, dead, started, lines, ...}
     /** @type {any} */
-    var timer = null;
+    var timer = null; // a retry or reconnect wait
+    /** @type {any} */
+    var idleTimer = null;
+    var lastActivity = 0;
     var retries = 0;
     var renewed = false;
     var text = '';
-    var conversationId = opts.conversationId;
+    var reasoning = '';
+    var conversationId = opts && opts.conversationId;
+    /** @type {string | null} */
+    var messageId = null;
+    var lastSeq = -1; // the highest `seq` seen; -1: none yet
+    var resumable = false; // `start` carried a seq: this server resumes
+    var retracted = false;
+    var failures = 0; // reconnections since the last new event
+    var resumeRenewed = false;
+    var waitingForShow = false;
+    var listener = { onShow: onAppShown };
 
     /** @param {string} name @param {any} [arg] */
     function emit(name, arg) {
@@ -494,20 +572,61 @@ function createClient(options) {
       }
     }
 
+    function cleanup() {
+      if (timer !== null) unschedule(timer);
+      timer = null;
+      clearIdle();
+      var i = activeChats.indexOf(listener);
+      if (i !== -1) activeChats.splice(i, 1);
+    }
+
+    /** The last callback of a chat: onDone or onError. @param {string} name @param {any} arg */
+    function end(name, arg) {
+      if (aborted || finished) return;
+      emit(name, arg);
+      finished = true;
+      if (conn) closeConn(conn);
+      cleanup();
+    }
+
     /** @param {any} err */
     function fail(err) {
-      emit('onError', err);
-      finished = true;
+      end('onError', err);
+    }
+
+    /** Stop reading a connection; its callbacks are ignored from now on. @param {any} c */
+    function closeConn(c) {
+      if (!c || c.dead) return;
+      c.dead = true;
+      if (conn === c) conn = null;
+      clearIdle();
+      if (c.task && typeof c.task.abort === 'function') c.task.abort();
+    }
+
+    function sendCancel() {
+      if (!messageId) return;
+      call('POST', '/api/v1/messages/' + encodeURIComponent(messageId) + '/cancel').then(null, function () {
+        // Nothing to tell: the caller has stopped listening. The answer ends by itself anyway.
+      });
     }
 
     var handle = {
       abort: function () {
         if (aborted || finished) return;
         aborted = true;
-        if (timer !== null) unschedule(timer);
-        if (task && typeof task.abort === 'function') task.abort();
+        cleanup();
+        if (messageId) {
+          if (conn) closeConn(conn);
+          sendCancel();
+        } else if (conn && conn.kind === 'chat' && conn.streaming) {
+          cancelWhenStarted = true;
+        } else if (conn) {
+          closeConn(conn);
+        }
       },
-      get text() { return text; }
+      get text() { return text; },
+      get reasoning() { return reasoning; },
+      get messageId() { return messageId; }
     };
 
     if (!opts || typeof opts.content !== 'string' || !opts.content.trim()) {
@@ -522,13 +641,23 @@ function createClient(options) {
       });
       return handle;
     }
+    activeChats.push(listener);
 
     /** @param {any} ev */
     function dispatch(ev) {
       if (!ev || finished || aborted) return;
+      if (typeof ev.seq === 'number') {
+        // Resumed streams may repeat what was already shown: each event counts once.
+        if (ev.seq <= lastSeq) return;
+        lastSeq = ev.seq;
+        failures = 0;
+        resumeRenewed = false;
+      }
       switch (ev.type) {
         case 'start':
           conversationId = ev.conversation_id;
+          messageId = ev.message_id || null;
+          resumable = typeof ev.seq === 'number' && !!messageId;
           emit('onStart', ev);
           break;
         case 'queued':
@@ -538,20 +667,122 @@ function createClient(options) {
           text += ev.text || '';
           emit('onDelta', { text: ev.text || '', full: text });
           break;
+        case 'reasoning':
+          reasoning += ev.text || '';
+          emit('onReasoning', { text: ev.text || '', full: reasoning });
+          break;
+        case 'snapshot':
+          // The exact events are gone: this is the whole answer so far, replacing what was shown.
+          text = typeof ev.text === 'string' ? ev.text : '';
+          if (typeof (/** @type {any} */ (opts)).onSnapshot === 'function') emit('onSnapshot', { text: text });
+          else emit('onDelta', { text: text, full: text, reset: true });
+          break;
         case 'retract':
           text = '';
+          retracted = true;
           emit('onRetract', ev);
           break;
         case 'done':
-          emit('onDone', { finish_reason: ev.finish_reason, usage: ev.usage, quota: ev.quota, text: text });
-          finished = true;
+          end('onDone', {
+            finish_reason: ev.finish_reason, usage: ev.usage, quota: ev.quota, timings: ev.timings,
+            text: text, reasoning: reasoning
+          });
           break;
         case 'error':
           fail({ code: ev.code, message: ev.message, retry_after: ev.retry_after, status: ev.status });
           break;
         default:
-          // Unknown event types are newer than this SDK: ignore them.
+          // `ping` and event types newer than this SDK: ignore them.
           break;
+      }
+    }
+
+    // ---- idle watch: a stream that says nothing (not even a ping) for idleTimeout is dead ----
+
+    function clearIdle() {
+      if (idleTimer !== null) unschedule(idleTimer);
+      idleTimer = null;
+    }
+
+    function armIdle() {
+      if (!(idleTimeoutMs > 0) || idleTimer !== null || !resumable) return;
+      idleTimer = schedule(checkIdle, idleTimeoutMs);
+    }
+
+    function checkIdle() {
+      idleTimer = null;
+      if (aborted || finished || !conn || !conn.started) return;
+      var quiet = now() - lastActivity;
+      if (quiet >= idleTimeoutMs) {
+        closeConn(conn);
+        connectionLost('idle');
+      } else {
+        idleTimer = schedule(checkIdle, idleTimeoutMs - quiet);
+      }
+    }
+
+    // ---- resume ----
+
+    /**
+     * The connection ended (or was given up) without `done`, `retract` or `error`.
+     * @param {string} reason @param {number} [retryAfter]
+     */
+    function connectionLost(reason, retryAfter) {
+      clearIdle();
+      if (aborted || finished) return;
+      if (retracted) {
+        // A follower's stream may end at `retract`: the answer is over.
+        dispatch({ type: 'done', finish_reason: 'content_filter' });
+        return;
+      }
+      if (!resumable || resumeAttempts <= 0) {
+        fail({ code: 'interrupted', message: INTERRUPTED_MESSAGE });
+        return;
+      }
+      if (appHidden) {
+        // WeChat cuts a hidden app's requests: reconnect when it is shown again.
+        waitingForShow = true;
+        return;
+      }
+      scheduleResume(reason, retryAfter);
+    }
+
+    /** @param {string} reason @param {number} [retryAfter] */
+    function scheduleResume(reason, retryAfter) {
+      if (failures >= resumeAttempts) {
+        fail({ code: 'interrupted', message: INTERRUPTED_MESSAGE });
+        return;
+      }
+      failures += 1;
+      // The first reconnection is immediate (the ~60 s cut is routine), then the waits double.
+      var wait = failures === 1 ? 0 : Math.min(resumeDelay * Math.pow(2, failures - 2), resumeMaxDelay);
+      if (retryAfter && retryAfter > wait) wait = Math.min(retryAfter, resumeMaxDelay);
+      emit('onReconnect', { attempt: failures, delay: wait, reason: reason });
+      timer = schedule(function () {
+        timer = null;
+        resume();
+      }, wait * 1000);
+    }
+
+    function resume() {
+      if (aborted || finished) return;
+      ensureToken().then(function (token) {
+        if (!aborted && !finished) open('resume', token);
+      }, function (err) {
+        fail({ code: err.code || 'login_failed', message: err.message, status: err.status });
+      });
+    }
+
+    /** @param {number} hiddenForMs */
+    function onAppShown(hiddenForMs) {
+      if (aborted || finished) return;
+      if (waitingForShow) {
+        waitingForShow = false;
+        scheduleResume('background');
+      } else if (conn && conn.started && resumable && hiddenForMs >= backgroundTimeoutMs) {
+        // Hidden that long, the request is dead even when no callback said so (iOS).
+        closeConn(conn);
+        connectionLost('background');
       }
     }
 
@@ -560,6 +791,7 @@ function createClient(options) {
      * @param {any} err
      */
     function endBeforeStart(err) {
+      if (aborted || finished) return;
       if (err.code === 'unauthorized' || err.status === 401) {
         if (!renewed) {
           renewed = true;
@@ -568,124 +800,249 @@ function createClient(options) {
           return;
         }
       } else if (RETRYABLE[/** @type {'busy'} */ (err.code)] && retries < maxRetries) {
-        retries += 1;
-        var wait = Math.min(Math.max(Number(err.retry_after) || 1, 0), maxRetryDelay);
-        emit('onRetry', { code: err.code, attempt: retries, delay: wait });
-        timer = schedule(function () {
-          timer = null;
-          run();
-        }, wait * 1000);
-        return;
-      }
-      dispatch({ type: 'error', code: err.code, message: err.message, retry_after: err.retry_after, status: err.status });
-    }
-
-    /** @param {string} token @param {boolean} streaming */
-    function attempt(token, streaming) {
-      var lines = new LineBuffer();
-      var chunksSeen = false;
-      /** @type {any} */
-      var earlyError = null;
-      var attemptStarted = false;
-
-      /** @param {string} line */
-      function onLine(line) {
-        var ev = parseLine(line);
-        if (!ev) return;
-        if (!attemptStarted && ev.type === 'error') {
-          // Errors before `start` may be retried: keep it until the response ends.
-          earlyError = earlyError || ev;
+        var advised = Math.max(Number(err.retry_after) || 0, 0);
+        // A rate limit says when it lifts: retrying sooner is certain to be refused again.
+        if (!(err.code === 'rate_limited' && advised > maxRetryDelay)) {
+          retries += 1;
+          var wait = Math.min(advised || 1, maxRetryDelay);
+          emit('onRetry', { code: err.code, attempt: retries, delay: wait });
+          timer = schedule(function () {
+            timer = null;
+            run();
+          }, wait * 1000);
           return;
         }
-        if (ev.type === 'start') attemptStarted = true;
+      }
+      fail({ code: err.code, message: err.message, retry_after: err.retry_after, status: err.status });
+    }
+
+    /** A resumed connection answered with an HTTP error. @param {any} err */
+    function resumeRefused(err) {
+      if (err.status === 401 && !resumeRenewed) {
+        resumeRenewed = true;
+        writeSession(null);
+        resume();
+        return;
+      }
+      if (err.status === 401 || err.status === 403 || err.status === 404 || err.status === 400) {
+        // The answer cannot be followed (deleted, another user's, blocked): it stays incomplete.
+        fail({ code: 'interrupted', message: INTERRUPTED_MESSAGE, status: err.status, cause: err.code });
+        return;
+      }
+      connectionLost('status', Number(err.retry_after) || 0);
+    }
+
+    // ---- one connection: the chat request itself, or a resumed follower of its events ----
+
+    /** @param {'chat' | 'resume'} kind @param {string} token @param {boolean} [streaming] */
+    function open(kind, token, streaming) {
+      var c = {
+        task: /** @type {any} */ (null), kind: kind, streaming: kind === 'resume' || !!streaming,
+        dead: false, started: kind === 'resume', lines: new LineBuffer(), chunksSeen: false,
+        early: /** @type {any} */ (null), sawSeq: false, reconnected: false
+      };
+      conn = c;
+      lastActivity = now();
+
+      /** @param {any} ev */
+      function onEvent(ev) {
+        if (!ev) return;
+        if (cancelWhenStarted) {
+          // Aborted before `start`: read on only to learn the message id, then cancel.
+          if (ev.type === 'start' && ev.message_id) {
+            messageId = ev.message_id;
+            cancelWhenStarted = false;
+            closeConn(c);
+            sendCancel();
+          }
+          return;
+        }
+        if (typeof ev.seq === 'number') c.sawSeq = true;
+        else if (ev.type === 'error' && (kind === 'chat' ? !c.started : !c.sawSeq)) {
+          // An HTTP error body (before `start`, or refusing a resume): judged with the status.
+          c.early = c.early || ev;
+          return;
+        }
+        if (ev.type === 'start') {
+          c.started = true;
+          if (kind === 'resume') return; // replayed without `after`: nothing new in it
+        }
+        if (kind === 'resume' && !c.reconnected) {
+          c.reconnected = true;
+          emit('onReconnected', { attempt: failures });
+        }
         dispatch(ev);
+        if (c.started && !c.dead) armIdle();
       }
 
       /** @param {ArrayBuffer | Uint8Array} chunk */
       function feed(chunk) {
-        var got = lines.push(chunk);
-        for (var i = 0; i < got.length; i++) onLine(got[i]);
+        lastActivity = now();
+        var got = c.lines.push(chunk);
+        for (var i = 0; i < got.length && !c.dead; i++) onEvent(parseLine(got[i]));
       }
 
       /** @param {any} res */
       function complete(res) {
-        task = null;
-        if (aborted || finished) return;
+        if (c.dead) return;
         var status = res.statusCode;
-        if (!streaming) {
-          var body = bodyJson(res.data);
-          if (status === 200 && body && typeof body.content === 'string') {
-            dispatch({
-              type: 'start', conversation_id: body.conversation_id, message_id: body.message_id,
-              model: body.model, ai_generated: body.ai_generated !== false, label: body.label
-            });
-            if (body.content) dispatch({ type: 'delta', text: body.content });
-            dispatch({ type: 'done', finish_reason: body.finish_reason, usage: body.usage, quota: body.quota });
-            return;
-          }
-          var e = body && body.error ? body.error : null;
-          earlyError = e ? { code: e.code, message: e.message, retry_after: e.retry_after } : null;
-          if (!earlyError) feed(typeof res.data === 'string' ? encodeUtf8(res.data) : res.data || new ArrayBuffer(0));
-        } else if (!chunksSeen && res.data) {
+        if (!c.streaming) {
+          completePlain(res);
+          return;
+        }
+        if (!c.chunksSeen && res.data) {
           // No chunk callback fired: this runtime buffered the whole body.
           feed(typeof res.data === 'string' ? encodeUtf8(res.data) : res.data);
         }
-        var rest = lines.flush();
-        if (rest !== null) onLine(rest);
+        if (c.dead) return;
+        var rest = c.lines.flush();
+        var cut = false;
+        if (rest !== null && rest.replace(/\s+/g, '')) {
+          // A last line without `\n` counts when it is whole; otherwise the body was cut mid-line
+          // (reported as success on some devices).
+          var ev = null;
+          try {
+            ev = JSON.parse(rest);
+          } catch (e) {
+            cut = true;
+          }
+          if (ev) onEvent(parseLine(rest));
+        }
+        if (c.dead) return;
+        c.dead = true;
+        conn = null;
+        clearIdle();
         if (aborted || finished) return;
-        if (!attemptStarted) {
-          var err = earlyError || errorFromStatus(status, res.header);
+        var err = c.early;
+        if (status !== 200 || (err && !c.sawSeq)) {
+          err = err || errorFromStatus(status, res.header);
           if (!err.status) err.status = status;
           if (!err.retry_after) err.retry_after = errorFromStatus(status, res.header).retry_after;
-          if (status === 200 && !earlyError) err = { code: 'bad_response', message: '服务返回了无法识别的内容', status: status };
-          endBeforeStart(err);
+          if (kind === 'resume') resumeRefused(err);
+          else if (!c.started) endBeforeStart(err);
+          else connectionLost('cut');
+          return;
+        }
+        if (!c.started) {
+          // 200 and no `start`: cut before the answer began (empty or half a line), or not ours.
+          if (cut || rest === null) fail({ code: 'interrupted', message: INTERRUPTED_MESSAGE, status: status });
+          else fail({ code: 'bad_response', message: '服务返回了无法识别的内容', status: status });
           return;
         }
         // The connection ended without `done`: WeChat cuts requests at ~60 s or in the background.
-        dispatch({ type: 'error', code: 'interrupted', message: '连接中断，回答不完整' });
+        connectionLost('cut');
       }
 
-      /** @type {Record<string, any>} */
-      var data = { content: opts.content, stream: streaming };
-      if (conversationId) data.conversation_id = conversationId;
-      if (opts.profile) data.profile = opts.profile;
-      /** @type {WechatMiniprogram.RequestOption} */
-      var req = {
-        url: baseUrl + '/api/v1/chat',
-        method: 'POST',
-        data: data,
-        header: { 'content-type': 'application/json', Authorization: 'Bearer ' + token },
-        responseType: streaming ? 'arraybuffer' : 'text',
-        dataType: streaming ? 'ndjson' : 'json',
-        success: complete,
-        /** @param {any} err */
-        fail: function (err) {
-          task = null;
-          if (aborted || finished) return;
-          var msg = (err && err.errMsg) || '网络错误';
-          if (/abort/i.test(msg)) return;
-          dispatch({ type: 'error', code: 'network_error', message: msg });
+      /** The `stream: false` fallback: one JSON body (or, from some servers, NDJSON lines). @param {any} res */
+      function completePlain(res) {
+        c.dead = true;
+        conn = null;
+        if (aborted || finished) return;
+        var status = res.statusCode;
+        var body = bodyJson(res.data);
+        if (status === 200 && body && typeof body.content === 'string') {
+          dispatch({
+            type: 'start', conversation_id: body.conversation_id, message_id: body.message_id,
+            model: body.model, ai_generated: body.ai_generated !== false, label: body.label
+          });
+          if (body.content) dispatch({ type: 'delta', text: body.content });
+          if (body.finish_reason === 'content_filter') dispatch({ type: 'retract', reason: 'content_safety' });
+          dispatch({ type: 'done', finish_reason: body.finish_reason, usage: body.usage, quota: body.quota });
+          return;
         }
+        if (body && body.error && typeof body.error === 'object') {
+          var e = body.error;
+          endBeforeStart({ code: e.code || errorFromStatus(status, res.header).code, message: e.message,
+            retry_after: e.retry_after || errorFromStatus(status, res.header).retry_after, status: status });
+          return;
+        }
+        // Not the JSON answer: read it as NDJSON lines (wx may have parsed a one-line body already).
+        var lines = bodyText(res.data).split('\n');
+        var started = false;
+        /** @type {any} */
+        var early = null;
+        for (var i = 0; i < lines.length && !finished; i++) {
+          var ev = parseLine(lines[i]);
+          if (!ev) continue;
+          if (ev.type === 'error' && !started) {
+            early = early || ev;
+            continue;
+          }
+          if (ev.type === 'start') started = true;
+          dispatch(ev);
+        }
+        if (finished || aborted) return;
+        if (!started) {
+          var err = early || errorFromStatus(status, res.header);
+          if (status === 200 && !early) err = { code: 'bad_response', message: '服务返回了无法识别的内容' };
+          err.status = status;
+          if (!err.retry_after) err.retry_after = errorFromStatus(status, res.header).retry_after;
+          endBeforeStart(err);
+          return;
+        }
+        if (retracted) dispatch({ type: 'done', finish_reason: 'content_filter' });
+        else fail({ code: 'interrupted', message: INTERRUPTED_MESSAGE });
+      }
+
+      /** @type {WechatMiniprogram.RequestOption} */
+      var req;
+      if (kind === 'chat') {
+        /** @type {Record<string, any>} */
+        var data = { content: opts.content, stream: c.streaming };
+        if (conversationId) data.conversation_id = conversationId;
+        if (opts.profile) data.profile = opts.profile;
+        req = {
+          url: baseUrl + '/api/v1/chat',
+          method: 'POST',
+          data: data,
+          header: { 'content-type': 'application/json', Authorization: 'Bearer ' + token },
+          responseType: c.streaming ? 'arraybuffer' : 'text',
+          dataType: c.streaming ? 'ndjson' : 'json',
+          success: complete
+        };
+      } else {
+        req = {
+          url: baseUrl + '/api/v1/messages/' + encodeURIComponent(/** @type {string} */ (messageId)) + '/events?after=' + lastSeq,
+          method: 'GET',
+          header: { Authorization: 'Bearer ' + token },
+          responseType: 'arraybuffer',
+          dataType: 'ndjson',
+          success: complete
+        };
+      }
+      /** @param {any} err */
+      req.fail = function (err) {
+        if (c.dead) return;
+        c.dead = true;
+        conn = null;
+        clearIdle();
+        if (aborted || finished) return;
+        // Whatever the errMsg says ("abort" included: Android's ERR_CONNECTION_ABORTED), this is a
+        // failure of the connection, never the caller's abort (that one is `aborted`).
+        var msg = (err && err.errMsg) || '网络错误';
+        if (c.started) connectionLost('network');
+        else fail({ code: 'network_error', message: msg });
       };
-      if (streaming) req.enableChunked = true;
-      task = doRequest(req);
-      if (streaming && task && typeof task.onChunkReceived === 'function') {
-        task.onChunkReceived(function (/** @type {any} */ res) {
-          if (aborted || finished) return;
-          chunksSeen = true;
+      if (c.streaming) req.enableChunked = true;
+      c.task = doRequest(req);
+      if (c.streaming && c.task && typeof c.task.onChunkReceived === 'function') {
+        c.task.onChunkReceived(function (/** @type {any} */ res) {
+          if (c.dead) return;
+          c.chunksSeen = true;
           if (res && res.data) feed(res.data);
         });
       }
-      if (aborted && task && typeof task.abort === 'function') task.abort();
+      if (c.dead && c.task && typeof c.task.abort === 'function') c.task.abort();
+      else if (kind === 'resume') armIdle();
     }
 
     function run() {
       if (aborted || finished) return;
       var streaming = opts.stream !== false && chunkedSupported();
       ensureToken().then(function (token) {
-        if (!aborted && !finished) attempt(token, streaming);
+        if (!aborted && !finished) open('chat', token, streaming);
       }, function (err) {
-        dispatch({ type: 'error', code: err.code || 'login_failed', message: err.message, status: err.status });
+        fail({ code: err.code || 'login_failed', message: err.message, status: err.status });
       });
     }
 
@@ -698,7 +1055,7 @@ function createClient(options) {
     logout: function () { writeSession(null); },
     hasSession: function () {
       var s = readSession();
-      return !!(s && s.expiresAt - EXPIRY_MARGIN_MS > now());
+      return fresh(s);
     },
     chat: chat,
     listConversations: function (q) { return call('GET', '/api/v1/conversations' + query(q)); },

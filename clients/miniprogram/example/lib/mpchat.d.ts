@@ -20,12 +20,34 @@ export interface ClientOptions {
   wordList?: string[];
   /** Cap, in seconds, on the wait before retrying a 429/503; default 10. */
   maxRetryDelay?: number;
-  /** How many times a 429/503 before `start` is retried; default 2. */
+  /** How many times a 429/503 before `start` is retried; default 2. A 429 whose `retry_after`
+   * exceeds `maxRetryDelay` is reported at once (a sooner retry would be refused again). */
   maxRetries?: number;
+
+  // Resume: after `start`, a cut stream is followed again with
+  // `GET /api/v1/messages/{id}/events?after=<last seq>`; the caller sees one answer.
+  /** Reconnections in a row that bring no new event before the chat ends with `interrupted`;
+   * default 6. `0` turns resume off (a cut after `start` is reported as `interrupted`). */
+  resumeAttempts?: number;
+  /** Seconds before the second reconnection (the first is immediate); doubled each time; default 1. */
+  resumeDelay?: number;
+  /** Cap, in seconds, on the wait between reconnections (a server's `retry_after` included); default 10. */
+  resumeMaxDelay?: number;
+  /** Seconds without a byte (the server's `ping` keep-alives count) after which a stream is taken
+   * as dead and resumed; default 30; `0` turns the watch off. Catches connections a device dropped
+   * without calling `fail` (iOS). */
+  idleTimeout?: number;
+  /** Seconds in the background after which the app's request is taken as cut (WeChat kills a hidden
+   * app's requests after about 5 s); on `wx.onAppShow` the SDK then resumes at once; default 5.
+   * A cut noticed while the app is hidden waits for `onAppShow` to reconnect. */
+  backgroundTimeout?: number;
   request?: RequestFn;
   login?: LoginFn;
   canIUse?: (schema: string) => boolean;
   storage?: StorageLike;
+  /** wx.onAppShow / wx.onAppHide (injectable for tests). */
+  onAppShow?: (listener: (res?: any) => void) => void;
+  onAppHide?: (listener: (res?: any) => void) => void;
   setTimeout?: (fn: () => void, ms: number) => any;
   clearTimeout?: (id: any) => void;
   now?: () => number;
@@ -42,10 +64,34 @@ export interface StartEvent {
 }
 export interface QueuedEvent { type: 'queued'; position: number }
 export interface DeltaEvent {
-  /** The new piece of the answer. */
+  /** The new piece of the answer; with `reset`, the whole answer so far. */
   text: string;
   /** The whole answer so far. */
   full: string;
+  /** Set when a `snapshot` replaced the answer and no `onSnapshot` is given: replace what is
+   * shown with `text` (== `full`) instead of appending it. Consumers that show `full` need
+   * nothing special. */
+  reset?: boolean;
+}
+export interface SnapshotEvent {
+  /** The whole answer so far: replaces everything shown for it (a resumed stream whose exact
+   * events were no longer kept). Later `onDelta`s append to it. */
+  text: string;
+}
+export interface ReasoningEvent {
+  /** The new piece of the model's thinking: show it apart (folded), never as the answer. */
+  text: string;
+  /** All the thinking so far. */
+  full: string;
+}
+export interface ReconnectInfo {
+  /** 1 for the first reconnection since the last new event. */
+  attempt: number;
+  /** Seconds the SDK waits before reconnecting. */
+  delay: number;
+  /** `network` (request failed), `cut` (ended without `done`), `idle` (silent stream),
+   * `background` (the app was hidden), `status` (the resume request got an HTTP error). */
+  reason: string;
 }
 export interface RetractEvent { type: 'retract'; reason: string }
 export interface Usage { prompt_tokens: number; completion_tokens: number }
@@ -53,12 +99,17 @@ export interface DoneEvent {
   finish_reason: string;
   usage?: Usage;
   quota?: Record<string, unknown>;
+  timings?: Record<string, number>;
   /** The whole answer. */
   text: string;
+  /** The model's whole thinking ('' for other models). */
+  reasoning: string;
 }
 export interface ChatError {
   /** A code of API.md (`rate_limited`, `busy`, `content_rejected`, ...) or a client-side one:
-   * `network_error`, `interrupted` (the connection ended before `done`), `bad_response`, `login_failed`. */
+   * `network_error` (failed before `start`), `interrupted` (the connection ended before `done` and
+   * could not be resumed: before `start`, after `resumeAttempts` reconnections without progress, or
+   * the resume request was refused, then `status`/`cause` say how), `bad_response`, `login_failed`. */
   code: string;
   message: string;
   /** Seconds, when the server advised a wait. */
@@ -67,6 +118,8 @@ export interface ChatError {
   status?: number;
   /** True when the local word list rejected the content (nothing was sent). */
   local?: boolean;
+  /** With `interrupted` from a refused resume request: the server's code, e.g. `not_found`. */
+  cause?: string;
 }
 export interface RetryInfo { code: string; attempt: number; delay: number }
 
@@ -81,19 +134,36 @@ export interface ChatOptions {
   onStart?(ev: StartEvent): void;
   onQueued?(ev: QueuedEvent): void;
   onDelta?(ev: DeltaEvent): void;
+  /** A resumed stream replaced the answer so far with `ev.text`: show it instead of what was
+   * shown. Without this callback the SDK calls `onDelta` with `reset: true`. */
+  onSnapshot?(ev: SnapshotEvent): void;
+  /** A reasoning model's thinking (not part of the answer): show it apart, folded. */
+  onReasoning?(ev: ReasoningEvent): void;
   /** Remove everything shown for this answer. */
   onRetract?(ev: RetractEvent): void;
   onDone?(ev: DoneEvent): void;
   onError?(err: ChatError): void;
   /** A 429/503 came before `start`; the SDK waits `delay` seconds and tries again. */
   onRetry?(info: RetryInfo): void;
+  /** The stream was cut after `start`; the SDK reconnects after `delay` seconds and goes on
+   * from the last event it delivered (show e.g. "重新连接中…"). */
+  onReconnect?(info: ReconnectInfo): void;
+  /** A resumed stream answered: the answer goes on (clear the "reconnecting" state). */
+  onReconnected?(info: { attempt: number }): void;
 }
 
 export interface ChatHandle {
-  /** Cancel the request; no callback fires afterwards. */
+  /** The user's stop: no callback fires afterwards, and the SDK sends
+   * `POST /api/v1/messages/{id}/cancel` so the service stops the answer (stored `truncated`); a
+   * closed connection alone no longer stops it. Called before `start`, the SDK reads the response
+   * on, unseen, until `start` names the message, then cancels it. */
   abort(): void;
   /** The answer received so far. */
   readonly text: string;
+  /** The reasoning received so far. */
+  readonly reasoning: string;
+  /** The answer's id once `start` arrived, else null. */
+  readonly messageId: string | null;
 }
 
 export interface Page<T> { items: T[]; next: string | null }

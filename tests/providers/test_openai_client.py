@@ -1,4 +1,4 @@
-"""The OpenAI-compatible client against the fake: SSE parsing, split timeouts, errors."""
+"""The OpenAI-compatible client against the fake: SSE parsing, split timeouts, errors, reuse."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from mpchat.providers.types import (
     Delta,
     Finish,
     ProviderConnectionError,
+    ProviderInvalid,
     ProviderRejected,
     ProviderStatus,
     ProviderTimeout,
@@ -137,7 +138,7 @@ async def test_sse_comments_crlf_and_error_payloads():
             assert events == [Delta("ok"), Finish("stop", None)]
             bad = _client(http, f"http://127.0.0.1:{port}/v1")
             bad._url += "?fail=1"
-            with pytest.raises(ProviderConnectionError):
+            with pytest.raises(ProviderInvalid):
                 await _collect(bad)
     finally:
         await runner.cleanup()

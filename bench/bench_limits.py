@@ -34,14 +34,11 @@ from redis.asyncio import Redis
 from mpchat.limits import ProviderBudget, RateLimiter, UpstreamGate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_chat import (  # the bench directory is not a package: found via sys.path
-    MpchatClient,
-    PhaseResult,
-    new_session,
-    run_phase,
-    start_fake,
-    start_mpchat,
-)
+# bench/ is not an installed package: its parts are found via sys.path.
+from chatbench.drivers import run_phase
+from chatbench.load import MpchatClient, new_session
+from chatbench.stats import PhaseResult
+from chatbench.targets import start_fake, start_mpchat
 
 
 async def _measure(op: Callable[[int], Awaitable[object]], n: int) -> tuple[float, float]:
@@ -104,7 +101,7 @@ async def _chat_phase(
 ) -> PhaseResult:
     child, port, _cold = start_mpchat(tmp, fake_port, env, None)
     try:
-        async with new_session(args.concurrency) as session:
+        async with new_session(args.concurrency + 16) as session:
             client = MpchatClient(session, f"http://127.0.0.1:{port}", turns=4)
             await client.login(args.concurrency, run_id=run_id)
             # A short warm-up (connections, script caches, first-use imports), not counted.

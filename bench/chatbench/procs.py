@@ -1,4 +1,4 @@
-"""Child processes for the benchmarks: free ports, start, wait for health, memory, stop.
+"""Child processes for the benchmarks: free ports, start, wait for health, memory, CPU, stop.
 
 Standard library only, so the benchmark runs from any Python with aiohttp. Every
 process started here is stopped by its own pid (never by name).
@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import http.client
 import os
+import resource
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Child", "base_env", "cpu_seconds", "free_port", "memory_kib", "start_child"]
+__all__ = [
+    "Child",
+    "base_env",
+    "cpu_seconds",
+    "free_port",
+    "memory_kib",
+    "raise_nofile",
+    "start_child",
+    "tree_cpu_seconds",
+]
 
 
 def free_port() -> int:
@@ -39,6 +49,47 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     # After the command name: state is field 3, utime and stime are fields 14 and 15.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            text = (task / "children").read_text()
+            found.extend(int(child) for child in text.split())
+    except OSError:
+        pass
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """`cpu_seconds` of a process and all its live descendants (a server's worker processes)."""
+    total, todo, seen = 0.0, [pid], set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            total += cpu_seconds(current)
+        except OSError:  # exited meanwhile
+            continue
+        todo.extend(_children(current))
+    return total
+
+
+def raise_nofile(wanted: int) -> int:
+    """Raise this process's soft limit on open files towards ``wanted`` (up to the hard limit).
+
+    Children inherit it, so call it before starting servers that will hold many sockets.
+    Returns the soft limit now in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return int(soft)
 
 
 @dataclass

@@ -611,14 +611,16 @@ function createClient(options) {
     }
 
     var handle = {
-      abort: function () {
+      /** @param {{cancel?: boolean}} [how] */
+      abort: function (how) {
         if (aborted || finished) return;
         aborted = true;
         cleanup();
+        var cancel = !(how && how.cancel === false);
         if (messageId) {
           if (conn) closeConn(conn);
-          sendCancel();
-        } else if (conn && conn.kind === 'chat' && conn.streaming) {
+          if (cancel) sendCancel();
+        } else if (cancel && conn && conn.kind === 'chat' && conn.streaming) {
           cancelWhenStarted = true;
         } else if (conn) {
           closeConn(conn);

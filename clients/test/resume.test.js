@@ -463,3 +463,14 @@ test('abort before start reads on, unseen, until start names the message, then c
   assert.equal(fake.chatCalls()[0].aborted, true);
   assert.deepEqual(events.map(([n]) => n), ['queued']);
 });
+
+test('abort({cancel: false}) only stops listening: no cancel is sent (leaving a page)', async () => {
+  const fake = createFakeWx({ chat: () => ({ body: ndjson(EVENTS.slice(0, 6)), end: 'hang' }) });
+  const { events, handle } = record(createClient(fake.options), { content: 'hi' });
+  await waitFor(() => events.some(([n]) => n === 'delta'));
+  handle.abort({ cancel: false });
+  await fake.settle();
+  assert.equal(fake.chatCalls()[0].aborted, true);
+  assert.deepEqual(fake.cancels, []);
+  assert.equal(fake.pendingTimers().length, 0);
+});

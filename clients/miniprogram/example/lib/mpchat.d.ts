@@ -156,8 +156,10 @@ export interface ChatHandle {
   /** The user's stop: no callback fires afterwards, and the SDK sends
    * `POST /api/v1/messages/{id}/cancel` so the service stops the answer (stored `truncated`); a
    * closed connection alone no longer stops it. Called before `start`, the SDK reads the response
-   * on, unseen, until `start` names the message, then cancels it. */
-  abort(): void;
+   * on, unseen, until `start` names the message, then cancels it.
+   * `abort({cancel: false})` only stops listening (e.g. the page is left): the answer goes on and
+   * is stored, and the conversation's history shows it. */
+  abort(options?: { cancel?: boolean }): void;
   /** The answer received so far. */
   readonly text: string;
   /** The reasoning received so far. */

@@ -1,6 +1,8 @@
 'use strict';
 // Chat page: sends a message, renders the answer as it streams, shows the AI label, removes a
-// retracted answer. Opened with ?id=<conversation id> it first loads that conversation.
+// retracted answer, shows a reasoning model's thinking folded apart, says "reconnecting" while the
+// SDK resumes a cut stream, and stops an answer with 停止 (the SDK cancels it on the server).
+// Opened with ?id=<conversation id> it first loads that conversation.
 
 /** @returns {import('../../lib/mpchat').Client} */
 function client() {
@@ -9,10 +11,12 @@ function client() {
 
 /** @type {import('../../lib/mpchat').ChatHandle | null} */
 let current = null;
+/** Index of the answer being received in `messages`, or -1. */
+let pendingIndex = -1;
 
 Page({
   data: {
-    /** @type {{id: string, role: string, content: string, pending?: boolean}[]} */
+    /** @type {{id: string, role: string, content: string, pending?: boolean, reasoning?: string, showReasoning?: boolean, stopped?: boolean}[]} */
     messages: [],
     input: '',
     label: '',
@@ -39,13 +43,14 @@ Page({
   },
 
   onUnload() {
-    if (current) current.abort();
+    // Leaving is not stopping: the answer goes on, is stored, and shows up in the history.
+    if (current) current.abort({ cancel: false });
     current = null;
   },
 
   /** @param {string} id */
   open(id) {
-    if (current) current.abort();
+    if (current) current.abort({ cancel: false });
     this.setData({ conversationId: id, messages: [], notice: '', sending: false });
     client()
       .listMessages(id, { limit: 50 })
@@ -59,7 +64,7 @@ Page({
   },
 
   newConversation() {
-    if (current) current.abort();
+    if (current) current.abort({ cancel: false });
     this.setData({ conversationId: '', messages: [], notice: '', label: '', sending: false });
   },
 
@@ -79,6 +84,7 @@ Page({
     const key = 'messages[' + index + ']';
     this.setData({ messages, input: '', sending: true, notice: '', scrollTo: 'm' + index });
     let retracted = false;
+    pendingIndex = index;
 
     current = client().chat({
       content,
@@ -93,8 +99,19 @@ Page({
         this.setData({ notice: '服务繁忙，' + info.delay + ' 秒后重试' });
       },
       onDelta: (ev) => {
-        // One path update per delta: the view layer gets only the changed text.
+        // One path update per delta: the view layer gets only the changed text. `full` is the
+        // whole answer, so a snapshot after a resume (ev.reset) needs nothing special here.
         this.setData({ [key + '.content']: ev.full, notice: '' });
+      },
+      onReasoning: (ev) => {
+        // The model's thinking: kept apart from the answer, folded until tapped.
+        this.setData({ [key + '.reasoning']: ev.full });
+      },
+      onReconnect: () => {
+        this.setData({ notice: '连接中断，正在重新连接…' });
+      },
+      onReconnected: () => {
+        this.setData({ notice: '' });
       },
       onRetract: () => {
         retracted = true;
@@ -108,6 +125,7 @@ Page({
     /** @param {string} notice */
     const finish = (notice) => {
       current = null;
+      pendingIndex = -1;
       /** @type {Record<string, any>} */
       const update = { sending: false };
       if (notice) update.notice = notice;
@@ -121,9 +139,33 @@ Page({
     };
   },
 
+  /** @param {WechatMiniprogram.BaseEvent} e */
+  toggleReasoning(e) {
+    const index = Number(e.currentTarget.dataset.index);
+    const item = this.data.messages[index];
+    if (item) this.setData({ ['messages[' + index + '].showReasoning']: !item.showReasoning });
+  },
+
+  // 停止: the SDK sends the cancel endpoint (a closed connection no longer stops the answer) and
+  // fires no callback afterwards, so the page settles the answer's bubble itself.
   stop() {
     if (current) current.abort();
     current = null;
-    this.setData({ sending: false });
+    /** @type {Record<string, any>} */
+    const update = { sending: false, notice: '' };
+    const index = pendingIndex;
+    const answer = index >= 0 ? this.data.messages[index] : undefined;
+    if (answer && answer.pending) {
+      if (answer.content) {
+        update['messages[' + index + '].pending'] = false;
+        update['messages[' + index + '].stopped'] = true;
+      } else {
+        // Stopped before the first word: no empty "…" bubble left behind.
+        update.messages = this.data.messages.filter((_, i) => i !== index);
+        update.notice = '已停止';
+      }
+    }
+    pendingIndex = -1;
+    this.setData(update);
   },
 });

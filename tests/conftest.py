@@ -43,6 +43,18 @@ def require_service(url: str, default_port: int, what: str) -> None:
     pytest.skip(message)
 
 
+@pytest.fixture(autouse=True)
+def _no_mpchat_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's ``MPCHAT_*`` variables cannot change a test's result.
+
+    ``MPCHAT_TEST_*`` (where the test services are, docs/configuration.md) are not settings
+    and stay; PG_URL and REDIS_URL above have read them already anyway.
+    """
+    for name in list(os.environ):
+        if name.startswith("MPCHAT_") and not name.startswith("MPCHAT_TEST_"):
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def private_pg_url() -> Iterator[str]:
     """A database of this test run's own, beside the configured one, dropped at the end.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from pydantic import ValidationError
 
@@ -52,3 +54,10 @@ def test_production_refuses_unsafe_defaults(values, message):
 def test_production_accepts_a_complete_configuration():
     make(env="production", wechat_appid="wx1", wechat_secret="s", secret_key="k" * 40,
          encryption_keys=generate_key_spec("k1")).refuse_unsafe()
+
+
+def test_a_developers_environment_does_not_reach_the_tests():
+    # tests/conftest.py removes MPCHAT_* (but the test services' MPCHAT_TEST_*) per test.
+    leaked = [k for k in os.environ if k.startswith("MPCHAT_") and not k.startswith("MPCHAT_TEST_")]
+    assert leaked == []
+    assert make().rate_limit == "5/minute" and make().env == "development"

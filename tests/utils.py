@@ -1,11 +1,13 @@
-"""Test helpers: run the real app over loopback HTTP, log in, read NDJSON streams."""
+"""Test helpers: run the real app over loopback HTTP, log in, read NDJSON streams, poll."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,31 @@ import uvicorn
 
 from mpchat.app import create_app
 from mpchat.settings import Settings
+
+
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]],
+    *,
+    timeout: float,  # noqa: ASYNC109 - the deadline is the point of this helper
+    interval: float = 0.01,
+    what: str | None = None,
+) -> None:
+    """Poll ``predicate`` (plain or async) until it is true; `TimeoutError` after ``timeout`` s.
+
+    For state that offers no event to wait on (another process, a server starting, a
+    background task's effect). The error names what was awaited and for how long.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = predicate()
+        if inspect.isawaitable(outcome):
+            outcome = await outcome
+        if outcome:
+            return
+        if time.monotonic() >= deadline:
+            name = what or getattr(predicate, "__qualname__", repr(predicate))
+            raise TimeoutError(f"wait_until: {name} still false after {timeout:g} s")
+        await asyncio.sleep(interval)
 
 
 def free_port() -> int:

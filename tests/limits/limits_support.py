@@ -1,4 +1,4 @@
-"""Helpers for the limits tests: a private redis-server, and polling with a deadline."""
+"""Helpers for the limits tests: a private redis-server that a test may stop and start."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import asyncio
 import os
 import shutil
 import socket
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-__all__ = ["IN_CI", "PrivateRedis", "wait_until"]
+from tests.utils import wait_until
+
+__all__ = ["IN_CI", "PrivateRedis"]
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -41,14 +41,14 @@ class PrivateRedis:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
-        await wait_until(self._accepts, within=10)
+        await wait_until(self._accepts, timeout=10, what=f"redis-server on :{self.port} up")
 
     async def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
             proc.terminate()
             await asyncio.wait_for(proc.wait(), 10)
-        await wait_until(self._refuses, within=10)
+        await wait_until(self._refuses, timeout=10, what=f"redis-server on :{self.port} down")
 
     async def _accepts(self) -> bool:
         return await asyncio.to_thread(self._accepts_sync)
@@ -70,13 +70,3 @@ class PrivateRedis:
             proc.kill()
             await proc.wait()
 
-
-async def wait_until(
-    predicate: Callable[[], Awaitable[bool]], *, within: float, interval: float = 0.02
-) -> None:
-    """Poll ``predicate`` until it is true; fail the test after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not await predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {within}s")
-        await asyncio.sleep(interval)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import cast
 
 import pytest
 from redis.asyncio import Redis
@@ -62,23 +63,55 @@ async def test_peek_consumes_nothing() -> None:
     assert (await limiter.peek("u")).remaining == 4
 
 
-async def _retry_after_is_exact(limiters: list[RateLimiter]) -> None:
+class Clock:
+    """An injected monotonic clock that moves only when a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+Advance = Callable[[float], Awaitable[None]]
+
+
+async def _retry_after_is_exact(limiters: list[RateLimiter], advance: Advance) -> None:
     """3/second: refused hits say when to come back, and coming back then works."""
     hits = [limiters[i % len(limiters)].hit("user") for i in range(12)]
     decisions = await asyncio.gather(*hits)
     _check_refusals(decisions, allowed=3, window=1.0)
     retry = max(d.retry_after or 0 for d in decisions)
     # Slightly early is refused (the window really is sliding, not reset early)...
-    await asyncio.sleep(max(0.0, retry - 0.15))
+    await advance(max(0.0, retry - 0.15))
     early = await limiters[0].hit("user")
     assert not early.allowed and early.retry_after is not None and early.retry_after <= 0.2
     # ...and waiting the announced time is accepted, on whichever instance.
-    await asyncio.sleep(early.retry_after)
+    await advance(early.retry_after)
     assert (await limiters[-1].hit("user")).allowed
 
 
 async def test_in_process_retry_after_is_exact() -> None:
-    await _retry_after_is_exact([RateLimiter("3/second")])
+    clock = Clock()
+
+    async def advance(seconds: float) -> None:
+        clock.now += seconds
+
+    await _retry_after_is_exact([RateLimiter("3/second", clock=clock)], advance)
+
+
+async def test_in_process_window_slides_on_the_injected_clock() -> None:
+    clock = Clock()
+    limiter = RateLimiter("2/minute", clock=clock)
+    assert (await limiter.hit("u")).allowed
+    clock.now += 30
+    assert (await limiter.hit("u")).allowed
+    refused = await limiter.hit("u")
+    assert not refused.allowed and refused.retry_after == pytest.approx(30.001)
+    clock.now += 30.001  # the first hit leaves the window, the second stays
+    again = await limiter.hit("u")
+    assert again.allowed and again.remaining == 0
+    assert (await limiter.peek("u")).reset_s == pytest.approx(30.0)  # the second hit's turn
 
 
 async def test_redis_three_instances_share_exactly(
@@ -95,4 +128,13 @@ async def test_redis_three_instances_share_exactly(
 
 async def test_redis_retry_after_is_exact(redis_factory: RedisFactory, prefix: str) -> None:
     limiters = [RateLimiter("3/second", redis=redis_factory(), prefix=prefix) for _ in range(3)]
-    await _retry_after_is_exact(limiters)
+    key = f"{prefix}rl:user"
+    ager = redis_factory()
+
+    async def advance(seconds: float) -> None:
+        # Redis decides on its own clock, which a test cannot move: move the log back instead.
+        hits = cast(list[tuple[bytes, float]], await ager.zrange(key, 0, -1, withscores=True))
+        shift = round(seconds * 1_000_000)
+        await ager.zadd(key, {member: score - shift for member, score in hits})
+
+    await _retry_after_is_exact(limiters, advance)

@@ -9,7 +9,8 @@ import pytest
 from redis.asyncio import Redis
 
 from mpchat.limits import ProviderBudget, RateLimiter, UpstreamGate
-from tests.limits.limits_support import PrivateRedis, wait_until
+from tests.limits.limits_support import PrivateRedis
+from tests.utils import wait_until
 
 
 async def test_outage_and_recovery(
@@ -38,31 +39,26 @@ async def test_outage_and_recovery(
             decisions += 1
             await asyncio.sleep(0.005)  # pacing, so the stream does not starve the test
 
-    async def decided_more_than(n: int) -> bool:
-        return decisions > n
-
     caplog.set_level(logging.WARNING, logger="mpchat.limits")
     task = asyncio.create_task(stream())
     try:
-        await wait_until(lambda: decided_more_than(10), within=5)
+        await wait_until(lambda: decisions > 10, timeout=5)
         assert (await other.peek("stream")).remaining < 100000  # shared before the outage
         assert not limiter.degraded
 
         await private_redis.stop()
 
-        async def all_degraded() -> bool:
-            return limiter.degraded and gate.degraded and budget.degraded
-
-        await wait_until(all_degraded, within=5)
+        await wait_until(
+            lambda: limiter.degraded and gate.degraded and budget.degraded, timeout=5
+        )
         during = decisions
-        await wait_until(lambda: decided_more_than(during + 20), within=5)  # still serving
+        await wait_until(lambda: decisions > during + 20, timeout=5)  # still serving
 
         await private_redis.start()
 
-        async def all_back() -> bool:
-            return not (limiter.degraded or gate.degraded or budget.degraded)
-
-        await wait_until(all_back, within=10)
+        await wait_until(
+            lambda: not (limiter.degraded or gate.degraded or budget.degraded), timeout=10
+        )
         assert not task.done()
     finally:
         stop.set()
@@ -77,14 +73,14 @@ async def test_outage_and_recovery(
     async def shared_again() -> bool:
         return (await other.peek("after")).remaining == 100000 - 3
 
-    await wait_until(shared_again, within=5)
+    await wait_until(shared_again, timeout=5)
 
     async def no_slot_leaked() -> bool:  # slots released during the outage were cleaned up
         lease = await gate.reserve("after")
         await lease.release()
         return await clients[0].zcard("mpchat:gate:p:leases") == 0
 
-    await wait_until(no_slot_leaked, within=5)
+    await wait_until(no_slot_leaked, timeout=5)
     await gate.aclose()
     for client in clients:
         await client.aclose()

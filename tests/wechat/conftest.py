@@ -1,11 +1,14 @@
-"""Fixtures for the WeChat client tests: the fake WeChat, an HTTP session, Redis."""
+"""Fixtures for the WeChat client tests: the fake WeChat, an HTTP session, Redis (a real one
+and one that never answers)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
@@ -13,11 +16,27 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from mpchat.fakes.wechat import FakeWeChat
-from mpchat.wechat import Backoff
+from mpchat.providers.retry import RetryPolicy
 
 APPID = "wx_test_appid"
 SECRET = "test-secret-never-logged"
-FAST_BACKOFF = Backoff(attempts=3, initial=0.01, max_wait=0.05)
+FAST_BACKOFF = RetryPolicy(attempts=3, initial=0.01, max_wait=0.05)
+
+
+class Clock:
+    """An injected clock that moves only when a test moves it."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        """A sleep that moves this clock instead of waiting."""
+        self.slept.append(seconds)
+        self.now += seconds
 
 
 @pytest.fixture
@@ -31,7 +50,7 @@ def secret() -> str:
 
 
 @pytest.fixture
-def fast_backoff() -> Backoff:
+def fast_backoff() -> RetryPolicy:
     return FAST_BACKOFF
 
 
@@ -78,3 +97,35 @@ async def redis_prefix(redis: Redis) -> AsyncIterator[str]:
     keys = [key async for key in redis.scan_iter(match=prefix + "*")]
     if keys:
         await redis.delete(*keys)
+
+
+@dataclass
+class HangingRedis:
+    """A TCP server that reads Redis commands and never answers: a hung Redis."""
+
+    client: Redis
+    received: list[bytes] = field(default_factory=list)
+
+    @property
+    def bytes_received(self) -> int:
+        return sum(len(chunk) for chunk in self.received)
+
+
+@pytest.fixture
+async def hanging_redis() -> AsyncIterator[HangingRedis]:
+    received: list[bytes] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while chunk := await reader.read(4096):
+            received.append(chunk)
+        writer.close()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hanging = HangingRedis(Redis(host="127.0.0.1", port=port), received)
+    try:
+        yield hanging
+    finally:
+        await hanging.client.aclose()
+        server.close()
+        await server.wait_closed()

@@ -10,15 +10,9 @@ from redis.asyncio import Redis
 
 from mpchat.errors import ServiceUnavailable
 from mpchat.fakes.wechat import FakeWeChat
-from mpchat.wechat import AccessTokenProvider, Backoff
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from mpchat.providers.retry import RetryPolicy
+from mpchat.wechat import AccessTokenProvider
+from tests.wechat.conftest import Clock, HangingRedis
 
 
 @pytest.fixture
@@ -120,7 +114,7 @@ async def test_system_busy_is_retried_with_backoff(provider_factory, fake: FakeW
 
 
 async def test_retries_are_bounded(provider_factory, fake: FakeWeChat) -> None:
-    tokens = provider_factory(backoff=Backoff(attempts=2, initial=0.01))
+    tokens = provider_factory(backoff=RetryPolicy(attempts=2, initial=0.01))
     fake.fail("stable_token", 5, errcode=-1)
     with pytest.raises(ServiceUnavailable):
         await tokens.get()
@@ -189,10 +183,28 @@ async def test_invalidation_is_shared_through_redis(
 
 async def test_redis_down_falls_back_to_memory(provider_factory, fake: FakeWeChat) -> None:
     broken = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    changes: list[bool] = []
     try:
-        tokens = provider_factory(redis=broken)
+        tokens = provider_factory(redis=broken, on_degraded=changes.append)
         token = await tokens.get()
         assert token == fake.current_token
         await tokens.invalidate(token)  # must not raise either
+        assert tokens.degraded and changes == [True]  # reported once, for the gauge
     finally:
         await broken.aclose()
+
+
+async def test_a_hung_redis_costs_one_timeout_not_one_per_renewal(
+    provider_factory, fake: FakeWeChat, hanging_redis: HangingRedis
+) -> None:
+    tokens = provider_factory(redis=hanging_redis.client)
+    first = await tokens.get()  # waits out the guard's timeout once, then renews alone
+    assert tokens.degraded and first == fake.current_token
+    sent = hanging_redis.bytes_received
+    assert sent > 0  # it was asked, once
+    fake.expire_token(first)
+    await tokens.invalidate(first)
+    assert await tokens.get() != first
+    # Within the probe interval Redis is not asked again: nothing more reached it.
+    assert hanging_redis.bytes_received == sent
+    assert fake.stats.stable_token_calls == 2

@@ -9,17 +9,24 @@ import pytest
 from redis.asyncio import Redis
 
 from mpchat.fakes.wechat import FakeWeChat, run
-from mpchat.wechat import RedisRateLimiter
+from mpchat.wechat import CallQuota
+from tests.utils import wait_until
+from tests.wechat.conftest import Clock
 
 
 async def _wait_until_up(http: aiohttp.ClientSession, url: str) -> dict:
-    for _ in range(200):
+    answers: list[dict] = []
+
+    async def up() -> bool:
         try:
             async with http.get(url) as response:
-                return await response.json(content_type=None)
+                answers.append(await response.json(content_type=None))
         except aiohttp.ClientConnectionError:
-            await asyncio.sleep(0.01)  # polling for the server to listen, bounded
-    raise AssertionError("fake WeChat did not start")
+            return False
+        return True
+
+    await wait_until(up, timeout=5, what="the fake WeChat listening")
+    return answers[0]
 
 
 async def test_standalone_server_answers(http, closed_url: str) -> None:
@@ -63,15 +70,15 @@ async def test_reset_over_http(http, fake: FakeWeChat) -> None:
         assert "access_token" in await response.json(content_type=None)
 
 
-async def test_redis_limiter_falls_back_to_a_local_window() -> None:
+async def test_quota_falls_back_to_a_local_window() -> None:
     broken = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    clock = Clock()
     try:
-        limiter = RedisRateLimiter(broken, limit=2, period=60)
-        await limiter.acquire()
-        await limiter.acquire()
-        third = asyncio.create_task(limiter.acquire())
-        done, _ = await asyncio.wait({third}, timeout=0.3)
-        assert not done  # queued, not failed
-        third.cancel()
+        quota = CallQuota(redis=broken, limit=2, period=60, clock=clock, sleep=clock.sleep)
+        await quota.acquire()
+        await quota.acquire()
+        assert quota.degraded and clock.slept == []
+        await quota.acquire()  # queued until the window allows it, not failed
+        assert clock.slept == [pytest.approx(60.001)]
     finally:
         await broken.aclose()

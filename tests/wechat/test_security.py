@@ -11,13 +11,9 @@ from redis.asyncio import Redis
 
 from mpchat.errors import ServiceUnavailable
 from mpchat.fakes.wechat import FakeWeChat
-from mpchat.wechat import (
-    AccessTokenProvider,
-    ContentSecurity,
-    LocalRateLimiter,
-    RedisRateLimiter,
-)
+from mpchat.wechat import AccessTokenProvider, CallQuota, ContentSecurity
 from mpchat.wechat.security import split_content
+from tests.wechat.conftest import Clock, HangingRedis
 
 OPENID = "o_test_user"
 
@@ -191,24 +187,37 @@ def test_a_token_provider_is_required_unless_credential_free(http) -> None:
         ContentSecurity(http)
 
 
-async def test_rate_limit_queues_instead_of_failing(security, fake: FakeWeChat) -> None:
-    checker = security(limiter=LocalRateLimiter(limit=3, period=0.3))
-    started = time.monotonic()
+async def test_quota_queues_instead_of_failing(security, fake: FakeWeChat) -> None:
+    clock = Clock()
+    started = clock.now
+    checker = security(quota=CallQuota(limit=3, period=60, clock=clock, sleep=clock.sleep))
     verdicts = await asyncio.gather(
         *(checker.check(f"message {i}", openid=OPENID, scene=2) for i in range(7))
     )
-    elapsed = time.monotonic() - started
     assert all(v.passed for v in verdicts)
     assert fake.stats.sec_checks == 7
-    assert elapsed >= 0.55  # 3 now, 3 after one period, 1 after two
+    # 3 now, 3 when the first minute's calls leave the window, 1 after the second minute;
+    # only the head of the queue waited, each time exactly until the oldest call left.
+    assert clock.slept == [pytest.approx(60.001), pytest.approx(60.001)]
+    assert clock.now - started == pytest.approx(120.002)
 
 
-async def test_shared_rate_limit_through_redis(
+async def test_every_attempt_takes_a_slot(security, fake: FakeWeChat) -> None:
+    clock = Clock()
+    quota = CallQuota(limit=2, period=60, clock=clock, sleep=clock.sleep)
+    fake.fail("msg_sec_check", 2, errcode=-1)
+    assert (await security(quota=quota).check("hello", openid=OPENID, scene=2)).passed
+    assert fake.stats.sec_checks == 3
+    assert clock.slept == [pytest.approx(60.001)]  # the third attempt waited for a slot
+
+
+async def test_shared_quota_through_redis(
     security, fake: FakeWeChat, redis: Redis, redis_prefix: str
 ) -> None:
-    limiter = RedisRateLimiter(redis, key=f"{redis_prefix}:window", limit=2, period=0.3)
-    # Two "instances" sharing one window.
-    first, second = security(limiter=limiter), security(limiter=limiter)
+    # Two instances sharing one window in Redis, timed by the Redis server's clock.
+    quotas = [CallQuota(redis=redis, prefix=f"{redis_prefix}:", limit=2, period=0.3)
+              for _ in range(2)]
+    first, second = (security(quota=q) for q in quotas)
     started = time.monotonic()
     verdicts = await asyncio.gather(
         *(
@@ -220,6 +229,32 @@ async def test_shared_rate_limit_through_redis(
     assert all(v.passed for v in verdicts)
     assert fake.stats.sec_checks == 6
     assert elapsed >= 0.55  # 2 now, 2 after one period, 2 after two
+    assert not any(q.degraded for q in quotas)
+    assert await redis.exists(f"{redis_prefix}:rl:msg_sec_check")
+
+
+async def test_a_hung_redis_does_not_slow_every_check(
+    security, fake: FakeWeChat, hanging_redis: HangingRedis
+) -> None:
+    clock = Clock()
+    changes: list[bool] = []
+    quota = CallQuota(redis=hanging_redis.client, limit=100, period=60, clock=clock,
+                      sleep=clock.sleep, on_degraded=changes.append)
+    checker = security(quota=quota)
+    assert (await checker.check("first", openid=OPENID, scene=2)).passed  # one timeout
+    assert quota.degraded and changes == [True]
+    asked = hanging_redis.bytes_received
+    assert asked > 0
+    # Within the probe interval the in-process window decides: Redis is not asked again.
+    for i in range(5):
+        assert (await checker.check(f"m{i}", openid=OPENID, scene=2)).passed
+    assert hanging_redis.bytes_received == asked
+    # After it, one check probes (and pays the timeout again); still degraded, still served.
+    clock.now += 2.0
+    assert (await checker.check("probe", openid=OPENID, scene=2)).passed
+    assert hanging_redis.bytes_received > asked
+    assert quota.degraded and changes == [True] and fake.stats.sec_checks == 7
+    assert clock.slept == []
 
 
 def test_credential_free_defaults_to_the_cloud_run_open_api(http, tokens) -> None:

@@ -43,12 +43,14 @@ class RedisGuard:
         op_timeout: float = 0.5,
         probe_interval: float = 2.0,
         on_change: Callable[[bool], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis = redis
         self.name = name
         self.op_timeout = op_timeout
         self.probe_interval = probe_interval
         self.on_change = on_change
+        self._clock = clock
         self._degraded = False
         self._next_probe = 0.0
         self._probing = False
@@ -74,7 +76,7 @@ class RedisGuard:
         if self._degraded:
             # Only one caller probes, and only when the interval has passed; the others
             # keep using local state so a dead Redis never slows every request down.
-            if self._probing or time.monotonic() < self._next_probe:
+            if self._probing or self._clock() < self._next_probe:
                 return UNAVAILABLE
             self._probing = probing = True
         try:
@@ -96,7 +98,7 @@ class RedisGuard:
 
     def _set_degraded(self, degraded: bool, exc: BaseException | None) -> None:
         if degraded:
-            self._next_probe = time.monotonic() + self.probe_interval
+            self._next_probe = self._clock() + self.probe_interval
         if degraded == self._degraded:
             return
         self._degraded = degraded

@@ -93,6 +93,9 @@ class RateLimiter:
 
     ``hit`` consumes one unit when allowed; ``peek`` only reports. Neither raises: the caller
     turns a refusal into ``RateLimited(retry_after=decision.retry_after)``.
+
+    ``clock`` times the in-process window and the Redis probe interval (tests inject one); a
+    shared decision is timed by the Redis server's clock.
     """
 
     def __init__(
@@ -104,15 +107,19 @@ class RateLimiter:
         op_timeout: float = 0.5,
         probe_interval: float = 2.0,
         on_degraded: Callable[[bool], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "rate limit",
     ) -> None:
         self.rate = parse_rate(rate) if isinstance(rate, str) else rate
         self._prefix = f"{prefix}rl:"
+        self._clock = clock
         self._guard = RedisGuard(
             redis,
-            name="rate limit",
+            name=name,
             op_timeout=op_timeout,
             probe_interval=probe_interval,
             on_change=on_degraded,
+            clock=clock,
         )
         self._script = redis.register_script(_SCRIPT) if redis is not None else None
         self._local: dict[str, deque[float]] = {}
@@ -148,7 +155,7 @@ class RateLimiter:
         return self._decide_locally(key, consume=consume)
 
     def _decide_locally(self, key: str, *, consume: bool) -> Decision:
-        now = time.monotonic()
+        now = self._clock()
         log = self._local.get(key)
         if log is None:
             log = self._local[key] = deque()

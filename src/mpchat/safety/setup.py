@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -15,16 +16,12 @@ from mpchat.safety.wordfilter import WordFilter
 from mpchat.settings import Settings
 from mpchat.storage.audit import AuditWriter, audit_key
 from mpchat.storage.tables import users
-from mpchat.wechat import (
-    DEFAULT_BASE_URL,
-    AccessTokenProvider,
-    ContentSecurity,
-    LocalRateLimiter,
-    RateLimiter,
-    RedisRateLimiter,
-)
+from mpchat.wechat import DEFAULT_BASE_URL, AccessTokenProvider, CallQuota, ContentSecurity
 
 __all__ = ["RELOAD_INTERVAL", "build_moderation", "wordlist_paths"]
+
+# Given a part's name, the callback that reports it losing (True) or regaining Redis.
+DegradedReport = Callable[[str], Callable[[bool], None]]
 
 # How often at most the word list files are stat'ed for changes (seconds).
 RELOAD_INTERVAL = 5.0
@@ -43,20 +40,26 @@ async def build_moderation(
     redis: Redis | None,
     metrics: Metrics,
     secret: str,
+    degraded: DegradedReport | None = None,
 ) -> Moderator:
     """The local filter always; WeChat msgSecCheck when ``wechat_security_enabled``.
 
     A missing word list file raises ``OSError`` here, so a typo stops the start-up.
+    ``degraded`` names the parts that use Redis (``wechat_token``, ``wechat_quota``) for
+    the degraded gauge.
     """
     word_filter = WordFilter.from_files(
         wordlist_paths(settings.wordlist), min_interval=RELOAD_INTERVAL
     )
     security: ContentSecurity | None = None
     openids: OpenidCache | None = None
-    tokens: AccessTokenProvider | None = None
+    closers: list[Callable[[], Awaitable[None]]] = []
     if settings.wechat_security_enabled:
-        security, tokens = _content_security(settings, http, redis)
+        security, quota, tokens = _content_security(settings, http, redis, degraded)
         openids = OpenidCache(_openid_lookup(engine))
+        closers.append(quota.aclose)
+        if tokens is not None:
+            closers.append(tokens.aclose)
     return Moderator(
         word_filter=word_filter,
         security=security,
@@ -67,22 +70,27 @@ async def build_moderation(
         unavailable_policy=settings.safety_unavailable,
         audit_text=settings.audit_text,
         metrics=metrics,
-        closers=[tokens.aclose] if tokens is not None else [],
+        closers=closers,
     )
 
 
 def _content_security(
-    settings: Settings, http: aiohttp.ClientSession, redis: Redis | None
-) -> tuple[ContentSecurity, AccessTokenProvider | None]:
-    limiter: RateLimiter = RedisRateLimiter(redis) if redis is not None else LocalRateLimiter()
+    settings: Settings,
+    http: aiohttp.ClientSession,
+    redis: Redis | None,
+    degraded: DegradedReport | None,
+) -> tuple[ContentSecurity, CallQuota, AccessTokenProvider | None]:
+    def report(part: str) -> Callable[[bool], None] | None:
+        return degraded(part) if degraded is not None else None
+
+    quota = CallQuota(redis=redis, on_degraded=report("wechat_quota"))
     if settings.resolved_auth_mode == "cloudrun":
         # The platform's open API adds the credentials (plain http inside Cloud Run); a base
         # set explicitly (a fake, a proxy) wins over that default.
         base = settings.wechat_api_base.rstrip("/")
         explicit = base if base != DEFAULT_BASE_URL else None
-        security = ContentSecurity(http, credential_free=True, base_url=explicit,
-                                   limiter=limiter)
-        return security, None
+        security = ContentSecurity(http, credential_free=True, base_url=explicit, quota=quota)
+        return security, quota, None
     if not settings.wechat_appid or settings.wechat_secret is None:
         raise ValueError(
             "WeChat content security needs MPCHAT_WECHAT_APPID and MPCHAT_WECHAT_SECRET "
@@ -94,10 +102,11 @@ def _content_security(
         secret=settings.wechat_secret.get_secret_value(),
         base_url=settings.wechat_api_base,
         redis=redis,
+        on_degraded=report("wechat_token"),
     )
     security = ContentSecurity(http, tokens=tokens, base_url=settings.wechat_api_base,
-                               limiter=limiter)
-    return security, tokens
+                               quota=quota)
+    return security, quota, tokens
 
 
 def _openid_lookup(engine: AsyncEngine) -> OpenidLookup:

@@ -1,13 +1,16 @@
 """WeChat server API client: login, the access token, text content security.
 
 Every call goes through an injected ``aiohttp.ClientSession`` and a configurable base
-URL (tests point it at `mpchat.fakes.wechat`). See ``docs/wechat.md``.
+URL (tests point it at `mpchat.fakes.wechat`); retries follow the project's
+`RetryPolicy`, the msgSecCheck quota is the project's sliding-window limiter, and Redis
+is reached through `RedisGuard`. See ``docs/wechat.md``.
 """
 
-from mpchat.wechat._http import DEFAULT_BASE_URL, Backoff
+from mpchat.providers.retry import RetryPolicy
+from mpchat.wechat._http import DEFAULT_BASE_URL, WECHAT_RETRY
 from mpchat.wechat.access_token import AccessTokenProvider
 from mpchat.wechat.login import LoginClient, WxSession
-from mpchat.wechat.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from mpchat.wechat.quota import SEC_CHECK_PER_MINUTE, CallQuota
 from mpchat.wechat.security import (
     CLOUDRUN_BASE_URL,
     MAX_CONTENT_CHARS,
@@ -17,17 +20,21 @@ from mpchat.wechat.security import (
     Verdict,
 )
 
+# The name the WeChat clients' retry settings had before they took the provider's policy;
+# kept only until tests/safety imports RetryPolicy itself.
+Backoff = RetryPolicy
+
 __all__ = [
     "CLOUDRUN_BASE_URL",
     "DEFAULT_BASE_URL",
     "MAX_CONTENT_CHARS",
+    "SEC_CHECK_PER_MINUTE",
+    "WECHAT_RETRY",
     "AccessTokenProvider",
     "Backoff",
+    "CallQuota",
     "ContentSecurity",
-    "LocalRateLimiter",
     "LoginClient",
-    "RateLimiter",
-    "RedisRateLimiter",
     "Scene",
     "Suggest",
     "Verdict",

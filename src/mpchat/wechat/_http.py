@@ -1,4 +1,4 @@
-"""One WeChat call: JSON in, JSON out, ``errcode`` turned into an exception.
+"""What every WeChat client shares: one JSON call, the retry loop, the constructor.
 
 Failures are logged by type only: aiohttp puts the request URL in some exception
 messages, and our URLs carry the app secret or the access token in the query.
@@ -6,30 +6,37 @@ messages, and our URLs carry the app secret or the access token in the query.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import random
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import aiohttp
 
 from mpchat.errors import ServiceUnavailable
+from mpchat.providers.retry import RetryPolicy
 
 __all__ = [
-    "DEFAULT_BACKOFF",
     "DEFAULT_BASE_URL",
     "DEFAULT_TIMEOUT",
-    "Backoff",
+    "NO_RETRY",
+    "SYSTEM_BUSY",
+    "WECHAT_RETRY",
+    "Endpoint",
     "WeChatApiError",
     "call_json",
 ]
+
+T = TypeVar("T")
 
 log = logging.getLogger("mpchat.wechat")
 
 DEFAULT_BASE_URL = "https://api.weixin.qq.com"
 # WeChat answers in tens of milliseconds; a few seconds means it is in trouble.
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=2, sock_connect=2, sock_read=4)
+# The provider's policy (full jitter, bounded), with WeChat's shorter waits.
+WECHAT_RETRY = RetryPolicy(attempts=3, initial=0.2, max_wait=2.0)
+NO_RETRY = RetryPolicy(attempts=1)
 
 # errcode -1: "system busy, retry later" in every WeChat API.
 SYSTEM_BUSY = -1
@@ -42,22 +49,6 @@ class WeChatApiError(Exception):
         self.errcode = errcode
         self.errmsg = errmsg
         super().__init__(f"errcode={errcode} errmsg={errmsg}")
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Bounded exponential backoff with full jitter for ``-1`` and network failures."""
-
-    attempts: int = 3
-    initial: float = 0.2
-    max_wait: float = 2.0
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return random.random() * min(self.max_wait, self.initial * 2 ** (attempt - 1))
-
-
-DEFAULT_BACKOFF = Backoff()
 
 
 async def call_json(
@@ -90,3 +81,62 @@ async def call_json(
     if errcode != 0:
         raise WeChatApiError(int(errcode), str(body.get("errmsg", "")))
     return body
+
+
+class Endpoint:
+    """One WeChat API path behind an injected session: the base of every client here."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        path: str,
+        *,
+        what: str,
+        base_url: str,
+        timeout: aiohttp.ClientTimeout,
+        retry: RetryPolicy = NO_RETRY,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._session = session
+        self._url = base_url.rstrip("/") + path
+        self._what = what
+        self._timeout = timeout
+        self._retry = retry
+        self._sleep = sleep
+
+    async def _call(
+        self,
+        method: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        return await call_json(
+            self._session, method, self._url, what=self._what, params=params, json=json,
+            client_timeout=self._timeout,
+        )
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()`` under the retry policy.
+
+        Retried: errcode -1 and `ServiceUnavailable` (network, timeout, HTTP error, an
+        answer without the expected fields). Any other errcode is a configuration or
+        request error: logged with its errmsg and raised as `ServiceUnavailable` at once.
+        Attempts exhausted: `ServiceUnavailable(retry_after=1)`.
+        """
+        attempts = max(1, self._retry.attempts)
+        for n in range(1, attempts + 1):
+            try:
+                return await attempt()
+            except WeChatApiError as exc:
+                if exc.errcode != SYSTEM_BUSY:
+                    log.error(
+                        "wechat %s failed: errcode=%s errmsg=%s", self._what, exc.errcode,
+                        exc.errmsg,
+                    )
+                    raise ServiceUnavailable() from None
+            except ServiceUnavailable:
+                pass
+            if n < attempts:
+                await self._sleep(self._retry.wait(n, None))
+        raise ServiceUnavailable(retry_after=1)

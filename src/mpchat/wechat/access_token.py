@@ -4,8 +4,9 @@
 * Single-flight: concurrent callers during a renewal await one shared task, so a burst of
   requests on an expired token costs WeChat one call.
 * With Redis: the token lives in a hash shared by every instance, and a lock with a TTL
-  (``SET NX PX``) lets one instance renew while the others poll for the new value.
-  A Redis failure is logged and the provider carries on in memory.
+  (``SET NX PX``) lets one instance renew while the others poll for the new value. Redis is
+  used through `RedisGuard` (short timeout, probe interval, degraded report): while it is
+  unreachable the provider renews in memory without waiting on it.
 * ``invalidate(token)`` after errcode 40001/42001: the next ``get()`` fetches with
   ``force_refresh=false``; only if WeChat hands back the same rejected token is the
   fetch repeated with ``force_refresh=true`` (WeChat allows 20 of those a day).
@@ -25,18 +26,11 @@ from typing import Any, Literal
 
 import aiohttp
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from mpchat.errors import ServiceUnavailable
-from mpchat.wechat._http import (
-    DEFAULT_BACKOFF,
-    DEFAULT_BASE_URL,
-    DEFAULT_TIMEOUT,
-    SYSTEM_BUSY,
-    Backoff,
-    WeChatApiError,
-    call_json,
-)
+from mpchat.limits._redis import UNAVAILABLE, RedisGuard
+from mpchat.providers.retry import RetryPolicy
+from mpchat.wechat._http import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, WECHAT_RETRY, Endpoint
 
 __all__ = ["AccessTokenProvider"]
 
@@ -60,7 +54,7 @@ class _Token:
     refresh_at: float
 
 
-class AccessTokenProvider:
+class AccessTokenProvider(Endpoint):
     def __init__(
         self,
         session: aiohttp.ClientSession,
@@ -73,23 +67,24 @@ class AccessTokenProvider:
         refresh_margin: float = 300.0,
         lock_ttl: float = 10.0,
         poll_interval: float = 0.05,
-        backoff: Backoff = DEFAULT_BACKOFF,
+        backoff: RetryPolicy = WECHAT_RETRY,
         timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
+        on_degraded: Callable[[bool], None] | None = None,
     ) -> None:
-        self._session = session
+        super().__init__(
+            session, "/cgi-bin/stable_token", what="stable_token", base_url=base_url,
+            timeout=timeout, retry=backoff,
+        )
         self._appid = appid
         self._secret = secret
-        self._url = base_url.rstrip("/") + "/cgi-bin/stable_token"
-        self._redis = redis
+        self._guard = RedisGuard(redis, name="wechat access token", on_change=on_degraded)
         self._token_key = f"{key_prefix}:{appid}:access_token"
         self._lock_key = f"{key_prefix}:{appid}:access_token:lock"
         self._stale_key = f"{key_prefix}:{appid}:access_token:stale"
         self._margin = refresh_margin
         self._lock_ttl = lock_ttl
         self._poll = poll_interval
-        self._backoff = backoff
-        self._timeout = timeout
         self._clock = clock
         self._cached: _Token | None = None
         self._stale: deque[str] = deque(maxlen=8)
@@ -107,6 +102,11 @@ class AccessTokenProvider:
         if self._cached is None:
             return "empty"
         return "fresh" if self._clock() < self._cached.refresh_at else "due"
+
+    @property
+    def degraded(self) -> bool:
+        """True while the configured Redis is unreachable and the token is kept in memory."""
+        return self._guard.degraded
 
     async def get(self) -> str:
         if self._closed:
@@ -126,12 +126,14 @@ class AccessTokenProvider:
             self._stale.append(stale_token)
         if self._cached is not None and self._cached.value == stale_token:
             self._cached = None
-        if self._redis is not None:
-            try:
-                await self._redis.set(self._stale_key, stale_token, ex=600)
-                await self._redis.eval(_DEL_IF_FIELD, 1, self._token_key, stale_token)
-            except RedisError as exc:
-                log.warning("redis unavailable while invalidating the token: %s", exc)
+
+        async def share(redis: Redis) -> None:
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.set(self._stale_key, stale_token, ex=600)
+                pipe.eval(_DEL_IF_FIELD, 1, self._token_key, stale_token)
+                await pipe.execute()
+
+        await self._guard.run(share)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -144,68 +146,72 @@ class AccessTokenProvider:
     # -- renewal ---------------------------------------------------------------------
 
     async def _renew(self) -> _Token:
-        token: _Token | None = None
-        if self._redis is not None:
-            try:
-                token = await self._renew_shared(self._redis)
-            except RedisError as exc:
-                log.warning("redis unavailable, renewing the token in memory: %s", exc)
+        token = await self._renew_shared()
         if token is None:
             token = await self._fetch(self._stale)
         self._cached = token
         return token
 
-    async def _renew_shared(self, redis: Redis) -> _Token | None:
-        """The shared token, renewed by whichever instance takes the lock; ``None`` when
-        the lock holder looks stuck, and the caller renews on its own."""
+    async def _renew_shared(self) -> _Token | None:
+        """The shared token, renewed by whichever instance takes the lock; ``None`` without
+        a usable Redis, or when the lock holder looks stuck, and the caller renews alone."""
         give_up_at = time.monotonic() + 2 * self._lock_ttl
         while True:
-            stale = set(self._stale)
-            shared_stale = await redis.get(self._stale_key)
-            if shared_stale is not None:
-                stale.add(_text(shared_stale))
-            shared = await self._read_shared(redis)
+            seen = await self._guard.run(self._read_shared)
+            if seen is UNAVAILABLE:
+                return None
+            shared, stale = seen
             if shared is not None and self._usable(shared, stale):
                 return shared
             lock_id = secrets.token_hex(8)
-            if await redis.set(self._lock_key, lock_id, nx=True, px=int(self._lock_ttl * 1000)):
+            lock_ms = int(self._lock_ttl * 1000)
+            locked = await self._guard.run(
+                lambda r: r.set(self._lock_key, lock_id, nx=True, px=lock_ms)  # noqa: B023
+            )
+            if locked is UNAVAILABLE:
+                return None
+            if locked:
                 try:
-                    shared = await self._read_shared(redis)
-                    if shared is not None and self._usable(shared, stale):
-                        return shared
-                    token = await self._fetch(stale)
-                    try:
-                        await self._write_shared(redis, token)
-                    except RedisError as exc:
-                        # The token is good; only sharing it failed. Keep it, do not refetch.
-                        log.warning("redis unavailable, token kept in memory only: %s", exc)
-                    return token
+                    return await self._renew_locked(stale)
                 finally:
-                    with contextlib.suppress(RedisError):
-                        await redis.eval(_DEL_IF_VALUE, 1, self._lock_key, lock_id)
+                    await self._guard.run(
+                        lambda r: r.eval(_DEL_IF_VALUE, 1, self._lock_key, lock_id)  # noqa: B023
+                    )
             if time.monotonic() > give_up_at:
                 # The holder is stuck beyond its lock's life: renew without it.
                 log.warning("token renewal lock held too long; renewing without it")
                 return None
             await asyncio.sleep(self._poll)
 
+    async def _renew_locked(self, stale: set[str]) -> _Token:
+        # Another instance may have renewed between our read and our lock.
+        seen = await self._guard.run(self._read_shared)
+        if seen is not UNAVAILABLE:
+            shared, stale = seen
+            if shared is not None and self._usable(shared, stale):
+                return shared
+        token = await self._fetch(stale)
+        ttl_ms = int((token.expires_at - self._clock()) * 1000)
+        if ttl_ms > 0:
+            # A failure here only costs the sharing (logged by the guard); keep the token.
+            await self._guard.run(lambda r: self._write_shared(r, token, ttl_ms))
+        return token
+
     def _usable(self, token: _Token, stale: Collection[str]) -> bool:
         return token.value not in stale and self._clock() < token.refresh_at
 
-    async def _read_shared(self, redis: Redis) -> _Token | None:
-        fields: dict[Any, Any] = await redis.hgetall(self._token_key)
-        if not fields:
-            return None
-        try:
-            data = {_text(k): _text(v) for k, v in fields.items()}
-            return _Token(data["v"], float(data["exp"]), float(data["ref"]))
-        except (KeyError, ValueError):
-            return None
+    async def _read_shared(self, redis: Redis) -> tuple[_Token | None, set[str]]:
+        """The shared token (if well-formed) and every token known to be stale."""
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self._token_key)
+            pipe.get(self._stale_key)
+            fields, shared_stale = await pipe.execute()
+        stale = set(self._stale)
+        if shared_stale is not None:
+            stale.add(_text(shared_stale))
+        return _parse_shared(fields), stale
 
-    async def _write_shared(self, redis: Redis, token: _Token) -> None:
-        ttl_ms = int((token.expires_at - self._clock()) * 1000)
-        if ttl_ms <= 0:
-            return
+    async def _write_shared(self, redis: Redis, token: _Token, ttl_ms: int) -> None:
         async with redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 self._token_key,
@@ -229,30 +235,12 @@ class AccessTokenProvider:
             "secret": self._secret,
             "force_refresh": force_refresh,
         }
-        attempts = max(1, self._backoff.attempts)
-        for attempt in range(1, attempts + 1):
+
+        async def attempt() -> _Token:
             self.requests += 1
-            try:
-                body = await call_json(
-                    self._session,
-                    "POST",
-                    self._url,
-                    what="stable_token",
-                    json=payload,
-                    client_timeout=self._timeout,
-                )
-                return self._parse(body)
-            except WeChatApiError as exc:
-                if exc.errcode != SYSTEM_BUSY:
-                    log.error(
-                        "wechat stable_token failed: errcode=%s errmsg=%s", exc.errcode, exc.errmsg
-                    )
-                    raise ServiceUnavailable() from None
-            except ServiceUnavailable:
-                pass  # network trouble: same bounded backoff as errcode -1
-            if attempt < attempts:
-                await asyncio.sleep(self._backoff.delay(attempt))
-        raise ServiceUnavailable(retry_after=1)
+            return self._parse(await self._call("POST", json=payload))
+
+        return await self._retrying(attempt)
 
     def _parse(self, body: dict[str, Any]) -> _Token:
         value = body.get("access_token")
@@ -265,6 +253,16 @@ class AccessTokenProvider:
         # is used for half of what is left rather than refetched at once.
         margin = min(self._margin, expires_in / 2)
         return _Token(value, now + expires_in, now + expires_in - margin)
+
+
+def _parse_shared(fields: dict[Any, Any]) -> _Token | None:
+    if not fields:
+        return None
+    try:
+        data = {_text(k): _text(v) for k, v in fields.items()}
+        return _Token(data["v"], float(data["exp"]), float(data["ref"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def _text(value: bytes | str) -> str:

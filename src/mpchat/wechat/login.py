@@ -22,8 +22,8 @@ from mpchat.wechat._http import (
     DEFAULT_BASE_URL,
     DEFAULT_TIMEOUT,
     SYSTEM_BUSY,
+    Endpoint,
     WeChatApiError,
-    call_json,
 )
 
 __all__ = ["LOGIN_RATE_LIMIT_RETRY_AFTER", "LoginClient", "WxSession"]
@@ -44,7 +44,7 @@ class WxSession:
     session_key: str = field(repr=False)
 
 
-class LoginClient:
+class LoginClient(Endpoint):
     """``jscode2session`` through an injected session; stateless apart from configuration."""
 
     def __init__(
@@ -56,11 +56,12 @@ class LoginClient:
         base_url: str = DEFAULT_BASE_URL,
         timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
     ) -> None:
-        self._session = session
+        super().__init__(
+            session, "/sns/jscode2session", what="jscode2session", base_url=base_url,
+            timeout=timeout,
+        )
         self._appid = appid
         self._secret = secret
-        self._url = base_url.rstrip("/") + "/sns/jscode2session"
-        self._timeout = timeout
 
     def __repr__(self) -> str:
         return f"LoginClient(appid={self._appid!r}, url={self._url!r})"
@@ -73,14 +74,7 @@ class LoginClient:
             "grant_type": "authorization_code",
         }
         try:
-            body = await call_json(
-                self._session,
-                "GET",
-                self._url,
-                what="jscode2session",
-                params=params,
-                client_timeout=self._timeout,
-            )
+            body = await self._call("GET", params=params)
         except WeChatApiError as exc:
             raise _map_error(exc) from None
         openid = body.get("openid")

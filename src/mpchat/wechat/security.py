@@ -5,31 +5,32 @@ v2 answers errcode 0 for risky text too; the verdict is ``result.suggest``
 longer text goes in overlapping pieces, checked concurrently; the worst verdict wins.
 
 Per call: 40001/42001 -> invalidate the token and retry once; -1 or a network failure ->
-bounded backoff; anything else -> `ServiceUnavailable`. ``on_unavailable`` turns that
-into a verdict for callers that prefer a policy to an exception.
+the retry policy (`mpchat.providers.retry.RetryPolicy`); anything else ->
+`ServiceUnavailable`. ``on_unavailable`` turns that into a verdict for callers that prefer a
+policy to an exception. Every HTTP call first takes a slot of the app-wide `CallQuota`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
 
 from mpchat.errors import ServiceUnavailable
+from mpchat.providers.retry import RetryPolicy
 from mpchat.wechat._http import (
-    DEFAULT_BACKOFF,
     DEFAULT_BASE_URL,
     DEFAULT_TIMEOUT,
-    SYSTEM_BUSY,
-    Backoff,
+    WECHAT_RETRY,
+    Endpoint,
     WeChatApiError,
-    call_json,
 )
 from mpchat.wechat.access_token import AccessTokenProvider
-from mpchat.wechat.ratelimit import RateLimiter
+from mpchat.wechat.quota import CallQuota
 
 __all__ = [
     "CLOUDRUN_BASE_URL",
@@ -87,7 +88,7 @@ def split_content(
     return pieces
 
 
-class ContentSecurity:
+class ContentSecurity(Endpoint):
     def __init__(
         self,
         session: aiohttp.ClientSession,
@@ -95,8 +96,8 @@ class ContentSecurity:
         tokens: AccessTokenProvider | None = None,
         base_url: str | None = None,
         credential_free: bool = False,
-        limiter: RateLimiter | None = None,
-        backoff: Backoff = DEFAULT_BACKOFF,
+        quota: CallQuota | None = None,
+        backoff: RetryPolicy = WECHAT_RETRY,
         on_unavailable: Literal["raise", "open", "closed"] = "raise",
         piece_size: int = MAX_CONTENT_CHARS,
         timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
@@ -105,16 +106,16 @@ class ContentSecurity:
             raise ValueError("msgSecCheck needs an AccessTokenProvider unless credential_free")
         if not 0 < piece_size <= MAX_CONTENT_CHARS or piece_size <= _OVERLAP:
             raise ValueError(f"piece_size must be in ({_OVERLAP}, {MAX_CONTENT_CHARS}]")
-        self._session = session
-        self._tokens = None if credential_free else tokens
         if base_url is None:
             base_url = CLOUDRUN_BASE_URL if credential_free else DEFAULT_BASE_URL
-        self._url = base_url.rstrip("/") + "/wxa/msg_sec_check"
-        self._limiter = limiter
-        self._backoff = backoff
+        super().__init__(
+            session, "/wxa/msg_sec_check", what="msg_sec_check", base_url=base_url,
+            timeout=timeout, retry=backoff,
+        )
+        self._tokens = None if credential_free else tokens
+        self._quota = quota
         self._on_unavailable = on_unavailable
         self._piece_size = piece_size
-        self._timeout = timeout
 
     def __repr__(self) -> str:
         mode = "credential_free" if self._tokens is None else "access_token"
@@ -129,7 +130,7 @@ class ContentSecurity:
             return _PASS  # WeChat refuses empty content; there is nothing to judge
         pieces = split_content(text, size=self._piece_size)
         try:
-            verdicts = await _gather_all(
+            verdicts = await _all_or_nothing(
                 [self._check_piece(piece, openid=openid, scene=scene) for piece in pieces]
             )
         except ServiceUnavailable:
@@ -142,43 +143,27 @@ class ContentSecurity:
 
     async def _check_piece(self, piece: str, *, openid: str, scene: Scene) -> Verdict:
         payload = {"content": piece, "version": 2, "scene": scene, "openid": openid}
+        tokens = self._tokens
         token_retried = False
-        failures = 0
-        while True:
-            if self._limiter is not None:
-                await self._limiter.acquire()
-            token = await self._tokens.get() if self._tokens is not None else None
-            params = {"access_token": token} if token is not None else None
-            try:
-                body = await call_json(
-                    self._session,
-                    "POST",
-                    self._url,
-                    what="msg_sec_check",
-                    params=params,
-                    json=payload,
-                    client_timeout=self._timeout,
-                )
-                return _parse(body)
-            except WeChatApiError as exc:
-                if exc.errcode in _TOKEN_REJECTED and token is not None and not token_retried:
-                    assert self._tokens is not None  # token is only set when tokens exist
-                    await self._tokens.invalidate(token)
+
+        async def attempt() -> Verdict:
+            nonlocal token_retried
+            while True:
+                if self._quota is not None:
+                    await self._quota.acquire()
+                token = await tokens.get() if tokens is not None else None
+                params = {"access_token": token} if token is not None else None
+                try:
+                    return _parse(await self._call("POST", params=params, json=payload))
+                except WeChatApiError as exc:
+                    rejected = exc.errcode in _TOKEN_REJECTED
+                    if not rejected or tokens is None or token is None or token_retried:
+                        raise
+                    # Not a failure of WeChat: renew the token and ask again, once.
+                    await tokens.invalidate(token)
                     token_retried = True
-                    continue
-                if exc.errcode != SYSTEM_BUSY:
-                    log.error(
-                        "wechat msg_sec_check failed: errcode=%s errmsg=%s",
-                        exc.errcode,
-                        exc.errmsg,
-                    )
-                    raise ServiceUnavailable() from None
-            except ServiceUnavailable:
-                pass  # unreachable: retried like errcode -1
-            failures += 1
-            if failures >= self._backoff.attempts:
-                raise ServiceUnavailable(retry_after=1)
-            await asyncio.sleep(self._backoff.delay(failures))
+
+        return await self._retrying(attempt)
 
 
 def _parse(body: dict[str, Any]) -> Verdict:
@@ -197,13 +182,22 @@ def _parse(body: dict[str, Any]) -> Verdict:
     )
 
 
-async def _gather_all(coros: list[Any]) -> list[Verdict]:
-    """Run the pieces concurrently; on the first failure cancel the rest."""
+async def _all_or_nothing(coros: list[Coroutine[Any, Any, Verdict]]) -> list[Verdict]:
+    """Run the pieces concurrently; the first failure cancels the rest and is raised."""
     if len(coros) == 1:
         return [await coros[0]]
-    tasks = [asyncio.create_task(c) for c in coros]
     try:
-        return list(await asyncio.gather(*tasks))
-    finally:
-        for task in tasks:
-            task.cancel()
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(c) for c in coros]
+    except BaseExceptionGroup as failed:
+        # Every piece raises ServiceUnavailable or nothing; anything else is a bug, kept whole.
+        unavailable, rest = failed.split(ServiceUnavailable)
+        if rest is not None or unavailable is None:
+            raise
+        raise _first(unavailable) from None
+    return [task.result() for task in tasks]
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    exc = group.exceptions[0]
+    return _first(exc) if isinstance(exc, BaseExceptionGroup) else exc

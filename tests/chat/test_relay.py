@@ -44,9 +44,9 @@ class Instances:
         self.relays: list[EventRelay] = []
         self.admin = self.client()
 
-    def client(self, url: str = REDIS_URL) -> Redis:
+    def client(self, url: str = REDIS_URL, connect_timeout: float = 0.5) -> Redis:
         # The app's settings: short socket timeouts, which XREAD BLOCK must outlive.
-        client = Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5,
+        client = Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=connect_timeout,
                                 client_name=f"relay-test-{uuid.uuid4().hex[:8]}")
         self.clients.append(client)
         return client
@@ -354,3 +354,39 @@ async def test_many_answers_share_round_trips(instances: Instances) -> None:
     lengths = await pipe.execute()
     assert lengths == [per_answer] * answers
     assert await collect(b.follow("m123", after=-1)) == answer(per_answer)
+
+
+async def test_followers_do_not_use_up_the_shared_pool(instances: Instances) -> None:
+    a, shared = instances.relay(), instances.client(connect_timeout=5)  # many connect at once
+    b = instances.relay(shared)
+    a.publish("m1", "u1", [{"type": "start", "seq": 0}])
+    await a.flush()
+    many = shared.connection_pool.max_connections + 20
+    followers = [asyncio.create_task(collect(b.follow("m1", after=-1))) for _ in range(many)]
+    name = shared.get_connection_kwargs()["client_name"]
+
+    async def blocked() -> int:
+        return sum(c["name"] == name and c["cmd"] == "xread" and "b" in c["flags"]
+                   for c in await instances.admin.client_list())
+
+    async with asyncio.timeout(10):
+        while await blocked() < many:
+            pass
+    assert await b.owner("m1") == "u1"  # the client's own pool still serves
+    a.publish("m1", "u1", [{"type": "done", "seq": 1}])
+    async with asyncio.timeout(10):
+        results = await asyncio.gather(*followers)
+    assert results == [[{"type": "start", "seq": 0}, {"type": "done", "seq": 1}]] * many
+
+
+async def test_aclose_ends_waiting_followers(instances: Instances) -> None:
+    a, reader = instances.relay(), instances.client()
+    b = instances.relay(reader)
+    a.publish("m1", "u1", answer(3)[:1])
+    await a.flush()
+    task = asyncio.create_task(collect(b.follow("m1", after=0)))
+    await instances.wait_blocked(reader)
+    async with asyncio.timeout(2):
+        await b.aclose()
+        with pytest.raises(RelayGone):
+            await task

@@ -10,8 +10,8 @@ Keys (``prefix`` = ``mpchat:answer:``)::
 
 The life of an answer's events::
 
-    publish() -> per-answer list in memory -> writer task: one pipeline per round for every
-    answer with pending events (XADD..., PEXPIRE, SET owner) -> end(): PEXPIRE ttl
+    publish() -> per-answer list in memory -> writer task: one pipeline per round for all the
+    answers with pending events (a script: XADD..., PEXPIRE, SET owner) -> end(): PEXPIRE ttl
     follow() on any instance: XREAD the events after `after`, then XREAD BLOCK for live ones,
     until a terminal event; a missing key, a gap in the seqs or Redis failing -> RelayGone.
 
@@ -26,11 +26,11 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
@@ -38,10 +38,10 @@ from mpchat.limits._redis import UNAVAILABLE, RedisGuard
 
 __all__ = ["TERMINAL_TYPES", "EventRelay", "RelayGone"]
 
-T = TypeVar("T")
 log = logging.getLogger("mpchat.relay")
 TERMINAL_TYPES = frozenset({"done", "retract", "error"})
 _READ_COUNT = 1000  # entries per XREAD
+_MAX_FOLLOWERS = 1000  # connections of this instance waiting in XREAD BLOCK at once
 _SCRIPT_ARGS = 1000  # a script call carries about this many arguments (Redis waits meanwhile)
 _MAX_DELETES = 1000  # streams of lost answers deleted per round
 _CLOSE_TIMEOUT = 2.0
@@ -118,6 +118,7 @@ class EventRelay:
         self._handlers: list[Callable[[str | None, str | None], None]] = []
         self._subscriber: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()  # set while the stop channel is subscribed
+        self._follow_pool = _follow_pool(redis)
         self._closed = False
 
     def _key(self, message_id: str) -> str:
@@ -244,25 +245,28 @@ class EventRelay:
     ) -> AsyncIterator[dict[str, Any]]:
         """The events with seq > after, then the live ones, until a terminal event.
 
-        Raises RelayGone when they are not all kept, or Redis fails. Holds one pooled
-        connection (for ``XREAD BLOCK``, beyond the client's short socket timeout).
+        Raises RelayGone when they are not all kept, or Redis fails. Holds a connection of
+        the relay's own pool meanwhile. Close it (``contextlib.aclosing``) or cancel it.
         """
         key, last = self._key(message_id), max(after, -1)
         block = ["BLOCK", max(1, int(poll * 1000))]
         limit = poll + 1.0
-        pool = self._redis.connection_pool
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
+        pool = self._follow_pool
         try:
-            conn = await _checked(pool.get_connection())
+            conn = await pool.get_connection()
         except _Failure as exc:
             raise RelayGone(message_id) from exc
         try:
             blocking: list[Any] = []  # the first read returns at once: a missing key fails fast
             while True:
                 args = ["XREAD", "COUNT", _READ_COUNT, *blocking, "STREAMS", key, f"0-{last + 1}"]
-                entries = _entries(await _call(conn, args, limit))
+                entries = _entries(await _call(conn, args, limit, task, cancels))
                 blocking = block
                 if not entries:
-                    tail = await _call(conn, ["XREVRANGE", key, "+", "-", "COUNT", 1], limit)
+                    args = ["XREVRANGE", key, "+", "-", "COUNT", 1]
+                    tail = await _call(conn, args, limit, task, cancels)
                     if not tail:
                         raise RelayGone(message_id)
                     if _seq(tail[0][0]) <= last and _event(tail[0]).get("type") in TERMINAL_TYPES:
@@ -361,6 +365,18 @@ class EventRelay:
         if subscriber is not None:
             await _cancel(subscriber)
         self._writer = self._subscriber = None
+        await self._follow_pool.aclose()  # followers still waiting get RelayGone
+
+
+def _follow_pool(redis: Redis) -> ConnectionPool:
+    """Followers wait in XREAD BLOCK for seconds, beyond the client's short socket timeout
+    (``_call`` bounds each read instead), and hold their connection meanwhile: they get a pool
+    of their own, so they can never use up the one that rate limits and quotas draw on."""
+    pool = redis.connection_pool
+    kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+    return ConnectionPool(
+        connection_class=pool.connection_class, max_connections=_MAX_FOLLOWERS, **kwargs
+    )
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -369,27 +385,19 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def _call(conn: Any, args: list[Any], limit: float) -> Any:
-    """One command on a connection we hold, bounded by ``limit`` rather than the socket
-    timeout. A timeout or cancel mid-read disconnects it (redis-py), so no reply is left over."""
-
-    async def command() -> Any:
-        async with asyncio.timeout(limit):
-            await conn.send_command(*args)
-            return await conn.read_response(timeout=limit + 5.0)
-
-    return await _checked(command())
-
-
-async def _checked(op: Awaitable[T]) -> T:
-    """``await op``, but a cancel that redis-py swallowed is raised anyway (see RedisGuard):
-    a follower whose client left must not go on waiting for events nobody reads."""
-    task = asyncio.current_task()
-    cancels = task.cancelling() if task is not None else 0
-    result = await op
+async def _call(
+    conn: Any, args: list[Any], limit: float, task: asyncio.Task[Any] | None, cancels: int
+) -> Any:
+    """One command on a connection we hold, bounded by ``limit``. A timeout or cancel mid-read
+    disconnects it (redis-py), so no reply is left over for the next user of the connection."""
+    async with asyncio.timeout(limit):
+        await conn.send_command(*args)
+        reply = await conn.read_response(timeout=limit + 5.0)
     if task is not None and task.cancelling() > cancels:
+        # redis-py can swallow a cancel that lands early in a command (see RedisGuard): a
+        # follower whose client left must not go on waiting for events nobody reads.
         raise asyncio.CancelledError
-    return result
+    return reply
 
 
 def _entries(reply: Any) -> list[Any]:

@@ -46,10 +46,17 @@ def rss_bytes() -> int:
 
 class Probe:
     """Measures, while it runs, the longest the event loop was kept from a 1 ms sleeper
-    (the loop's lag) and the highest RSS above where it started."""
+    (the loop's lag) and the highest RSS above where it started.
+
+    ``max_lag`` counts the CPU time this thread spent between two wake-ups of the sleeper:
+    the time the loop was busy elsewhere, which a machine shared with other test runs does
+    not inflate (being descheduled costs wall time, not CPU time). ``max_wall_lag`` is the
+    wall-clock figure, for the record.
+    """
 
     def __init__(self) -> None:
         self.max_lag = 0.0
+        self.max_wall_lag = 0.0
         self.rss_growth = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -57,9 +64,10 @@ class Probe:
         base = rss_bytes()
         n = 0
         while True:
-            before = time.monotonic()
+            before, cpu_before = time.monotonic(), time.thread_time()
             await asyncio.sleep(0.001)
-            self.max_lag = max(self.max_lag, time.monotonic() - before - 0.001)
+            self.max_wall_lag = max(self.max_wall_lag, time.monotonic() - before - 0.001)
+            self.max_lag = max(self.max_lag, time.thread_time() - cpu_before)
             n += 1
             if n % 10 == 0:
                 self.rss_growth = max(self.rss_growth, rss_bytes() - base)

@@ -100,7 +100,8 @@ def plan(step: dict[str, Any], *, texts: list[str], gap: float, model: str,
     if step.get("oversized"):
         yield from _oversized(int(step["oversized"]), f)
     if step.get("no_newline"):
-        yield from _pieces(f.prefix + b"x" * int(step["no_newline"]))
+        yield f.prefix
+        yield from _filler(b"x", int(step["no_newline"]))
         yield Hang()
         return
     if step.get("endless"):
@@ -129,13 +130,17 @@ def _ending(step: dict[str, Any], f: _Framing, model: str, prompt_chars: int,
 
 def _oversized(size: int, f: _Framing) -> Plan:
     yield f.prefix + b'{"choices":[{"index":0,"delta":{"content":"'
-    yield from _pieces(b"a" * size)
+    yield from _filler(b"a", size)
     yield b'"},"finish_reason":null}]}' + f.end + f.end
 
 
-def _pieces(data: bytes) -> Plan:
-    for start in range(0, len(data), _PIECE):
-        yield data[start : start + _PIECE]
+def _filler(byte: bytes, size: int) -> Plan:
+    """``size`` bytes in pieces: the whole is never held, here or in the test process."""
+    piece = byte * _PIECE
+    for _ in range(size // _PIECE):
+        yield piece
+    if size % _PIECE:
+        yield byte * (size % _PIECE)
 
 
 def _endless(kind: str, f: _Framing, model: str, field: str) -> Plan:

@@ -1,4 +1,4 @@
-"""Any JSON in any field of a chunk ends as events with str texts and one Finish, or a ProviderError.
+"""Any JSON in any field of a chunk ends as str texts and one Finish, or as a ProviderError.
 
 Driven through `OpenAICompatible.stream` against the fake serving the bytes verbatim, so
 the whole path (SSE reader, decoding, the answer's bounds) is under test, not the decoder alone.

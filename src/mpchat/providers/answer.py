@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mpchat.providers.chunks import Piece, decode_chunk
-from mpchat.providers.sse import DEFAULT_MAX_LINE_BYTES, sse_data
+from mpchat.providers.sse import DEFAULT_MAX_LINE_BYTES
 from mpchat.providers.types import (
     Delta,
     Finish,
@@ -46,11 +46,12 @@ class StreamLimits:
 class Answer:
     """The state of one answer: what was said, how it ended, whether to read on."""
 
-    __slots__ = ("_events", "_kind", "_limits", "_texts", "chars", "cut", "done", "error",
-                 "finish", "reasoning_chars", "usage")
+    __slots__ = ("_events", "_kind", "_limits", "_max_chars", "_texts", "chars", "cut", "done",
+                 "error", "finish", "reasoning_chars", "usage")
 
     def __init__(self, limits: StreamLimits) -> None:
         self._limits = limits
+        self._max_chars = limits.max_answer_chars
         self.chars = 0
         self.reasoning_chars = 0
         self.finish: str | None = None
@@ -69,34 +70,55 @@ class Answer:
     def take_lines(self, lines: list[bytes]) -> None:
         """Read SSE lines until the answer stops (``[DONE]``, a limit, an invalid chunk)."""
         for line in lines:
-            data = sse_data(line)
-            if data is None:
+            # The SSE reader's sse_data, inlined: this loop is the hot path of every answer.
+            if not line.startswith(b"data:"):
                 continue
+            data = line[5:].strip()
             if data == b"[DONE]":
                 self.done = True
                 return
             try:
-                self.take(decode_chunk(data))
+                text, reasoning, finish, usage = decode_chunk(data)
             except ProviderError as exc:
                 self.error = exc
                 return
+            if usage is not None:
+                self.usage = usage
+            if finish is not None:
+                self.finish = finish
+            if reasoning:
+                self._reason(reasoning)
+            if text:
+                if self._kind is Delta and self.chars + len(text) <= self._max_chars:
+                    self._texts.append(text)
+                    self.chars += len(text)
+                else:
+                    self._answer(text)
             if self.cut:
                 return
 
     def take(self, piece: Piece) -> None:
-        if piece.usage is not None:
-            self.usage = piece.usage
-        if piece.finish is not None:
-            self.finish = piece.finish
-        if piece.reasoning:
-            room = self._limits.reasoning_chars - self.reasoning_chars
-            self._add(Reasoning, self._bounded(piece.reasoning, room))
-            self.reasoning_chars += len(piece.reasoning)
-        if piece.text and not self.cut:
-            room = self._limits.max_answer_chars - self.chars
-            text = self._bounded(piece.text, room)
-            self.chars += len(text)
-            self._add(Delta, text)
+        text, reasoning, finish, usage = piece
+        if usage is not None:
+            self.usage = usage
+        if finish is not None:
+            self.finish = finish
+        if reasoning:
+            self._reason(reasoning)
+        if text:
+            self._answer(text)
+
+    def _reason(self, text: str) -> None:
+        room = self._limits.reasoning_chars - self.reasoning_chars
+        self._add(Reasoning, self._bounded(text, room))
+        self.reasoning_chars += len(text)
+
+    def _answer(self, text: str) -> None:
+        if self.cut:
+            return
+        text = self._bounded(text, self._max_chars - self.chars)
+        self.chars += len(text)
+        self._add(Delta, text)
 
     def _bounded(self, text: str, room: int) -> str:
         if len(text) > room:

@@ -18,7 +18,6 @@ so no provider input reaches a plain Python exception halfway through a stream.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
@@ -30,7 +29,7 @@ __all__ = ["Piece", "decode_chunk", "decode_completion", "finish_reason"]
 _Count = Annotated[int, msgspec.Meta(ge=0)]
 
 
-class _Part(msgspec.Struct):
+class _Part(msgspec.Struct, gc=False):
     type: str = "text"
     text: str | None = None
 
@@ -38,25 +37,25 @@ class _Part(msgspec.Struct):
 _Content = str | list[_Part] | None
 
 
-class _Usage(msgspec.Struct):
+class _Usage(msgspec.Struct, gc=False):
     prompt_tokens: _Count | None = None
     completion_tokens: _Count | None = None
 
 
-class _Delta(msgspec.Struct):
+class _Delta(msgspec.Struct, gc=False):
     content: _Content = None
     reasoning_content: str | None = None
     reasoning: str | None = None
 
 
-class _Choice(msgspec.Struct):
+class _Choice(msgspec.Struct, gc=False):
     delta: _Delta | None = None
     message: _Delta | None = None  # the non-streaming answer (a JSON body)
     finish_reason: str | None = None
     usage: _Usage | None = None  # Moonshot
 
 
-class _Chunk(msgspec.Struct):
+class _Chunk(msgspec.Struct, gc=False):
     choices: list[_Choice] | None = None
     usage: _Usage | None = None
     error: Any = None
@@ -72,24 +71,19 @@ _FAILED = frozenset({"network_error", "insufficient_system_resource", "error"})
 _SYNONYMS = {"sensitive": "content_filter"}  # Zhipu
 
 
-@dataclass(slots=True)
-class Piece:
-    """What one chunk says: text, reasoning, how it ended, what it cost (each may be empty)."""
-
-    text: str = ""
-    reasoning: str = ""
-    finish: str | None = None
-    usage: Usage | None = None
+Piece = tuple[str, str, str | None, Usage | None]
+"""What one chunk says: text, reasoning, how it ended, what it cost (each may be empty)."""
 
 
 def decode_chunk(data: bytes) -> Piece:
+    """One streamed chunk (the hot path: a few small chunks per network read)."""
     return _read(_decode(data), streaming=True)
 
 
 def decode_completion(body: bytes) -> Piece:
     """A non-streaming ``chat.completion`` body (answered to a streaming request)."""
     piece = _read(_decode(body), streaming=False)
-    if not (piece.text or piece.reasoning or piece.finish):
+    if not (piece[0] or piece[1] or piece[2]):
         raise ProviderInvalid("provider answered a JSON body that is no chat completion")
     return piece
 
@@ -116,26 +110,24 @@ def _decode(data: bytes) -> _Chunk:
 
 
 def _read(chunk: _Chunk, *, streaming: bool) -> Piece:
-    piece = Piece(usage=_usage(chunk.usage))
+    usage = None if chunk.usage is None else _usage(chunk.usage)
     if not chunk.choices:
-        return piece
+        return "", "", None, usage
     choice = chunk.choices[0]  # we never ask for more than one
     delta = choice.delta if streaming else choice.message
+    text = reasoning = ""
     if delta is not None:
         content = delta.content
         if isinstance(content, str):
-            piece.text = content
+            text = content
         elif content:
-            piece.text = "".join(p.text for p in content if p.type == "text" and p.text)
-        piece.reasoning = delta.reasoning_content or delta.reasoning or ""
-    if choice.finish_reason is not None:
-        piece.finish = finish_reason(choice.finish_reason)
+            text = "".join(p.text for p in content if p.type == "text" and p.text)
+        reasoning = delta.reasoning_content or delta.reasoning or ""
+    finish = None if choice.finish_reason is None else finish_reason(choice.finish_reason)
     if choice.usage is not None:
-        piece.usage = _usage(choice.usage)
-    return piece
+        usage = _usage(choice.usage)
+    return text, reasoning, finish, usage
 
 
-def _usage(raw: _Usage | None) -> Usage | None:
-    if raw is None:
-        return None
+def _usage(raw: _Usage) -> Usage:
     return Usage(raw.prompt_tokens or 0, raw.completion_tokens or 0)

@@ -7,7 +7,7 @@ import contextlib
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +44,10 @@ class Instances:
         self.relays: list[EventRelay] = []
         self.admin = self.client()
 
-    def client(self, url: str = REDIS_URL, connect_timeout: float = 0.5) -> Redis:
+    def client(self, url: str = REDIS_URL, **options: Any) -> Redis:
         # The app's settings: short socket timeouts, which XREAD BLOCK must outlive.
-        client = Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=connect_timeout,
-                                client_name=f"relay-test-{uuid.uuid4().hex[:8]}")
+        client = Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5,
+                                client_name=f"relay-test-{uuid.uuid4().hex[:8]}", **options)
         self.clients.append(client)
         return client
 
@@ -63,9 +63,7 @@ class Instances:
     async def wait_blocked(self, client: Redis) -> None:
         """Until one of ``client``'s connections waits in XREAD BLOCK on the server."""
         name = client.get_connection_kwargs()["client_name"]
-        async with asyncio.timeout(5):
-            while not await self.blocked(name):
-                pass  # each pass is a round trip to Redis
+        await until_async(lambda: self.blocked(name))
 
     async def blocked(self, name: str) -> bool:
         return any(c["name"] == name and c["cmd"] == "xread" and "b" in c["flags"]
@@ -267,6 +265,13 @@ async def until(predicate: Callable[[], bool]) -> None:
             await asyncio.sleep(0.01)
 
 
+async def until_async(predicate: Callable[[], Awaitable[bool]]) -> None:
+    """Poll another process's state (Redis's); TimeoutError after 10 s."""
+    async with asyncio.timeout(10):
+        while not await predicate():  # noqa: ASYNC110 (the state is Redis's)
+            await asyncio.sleep(0.01)
+
+
 async def test_redis_down_degrades_quietly(instances: Instances) -> None:
     changes: list[bool] = []
     relay = instances.relay(instances.client(closed_port_url()), on_degraded=changes.append)
@@ -357,21 +362,20 @@ async def test_many_answers_share_round_trips(instances: Instances) -> None:
 
 
 async def test_followers_do_not_use_up_the_shared_pool(instances: Instances) -> None:
-    a, shared = instances.relay(), instances.client(connect_timeout=5)  # many connect at once
+    a, shared = instances.relay(), instances.client(max_connections=10)
     b = instances.relay(shared)
     a.publish("m1", "u1", [{"type": "start", "seq": 0}])
     await a.flush()
-    many = shared.connection_pool.max_connections + 20
+    many = shared.connection_pool.max_connections + 10
     followers = [asyncio.create_task(collect(b.follow("m1", after=-1))) for _ in range(many)]
     name = shared.get_connection_kwargs()["client_name"]
 
-    async def blocked() -> int:
-        return sum(c["name"] == name and c["cmd"] == "xread" and "b" in c["flags"]
-                   for c in await instances.admin.client_list())
+    async def all_blocked() -> bool:  # every follower's connection waits in XREAD BLOCK
+        clients = await instances.admin.client_list()
+        return many == sum(c["name"] == name and c["cmd"] == "xread" and "b" in c["flags"]
+                           for c in clients)
 
-    async with asyncio.timeout(10):
-        while await blocked() < many:
-            pass
+    await until_async(all_blocked)
     assert await b.owner("m1") == "u1"  # the client's own pool still serves
     a.publish("m1", "u1", [{"type": "done", "seq": 1}])
     async with asyncio.timeout(10):

@@ -27,6 +27,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -78,13 +79,11 @@ class RelayGone(Exception):
     """The events after `after` are no longer all kept (expired, trimmed, never mirrored)."""
 
 
+@dataclass(slots=True)
 class _Pending:
-    __slots__ = ("ended", "events", "user_id")
-
-    def __init__(self, user_id: str | None) -> None:
-        self.user_id = user_id
-        self.events: list[dict[str, Any]] = []
-        self.ended = False
+    user_id: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    ended: bool = False
 
 
 class EventRelay:
@@ -133,11 +132,8 @@ class EventRelay:
         """Queue events (with increasing ``seq``) for the writer; never raises or blocks."""
         if self._closed or not events:
             return
-        pending = self._pending.get(message_id)
-        if pending is None:
-            pending = self._pending[message_id] = _Pending(user_id)
-        else:
-            pending.user_id = user_id
+        pending = self._pending.setdefault(message_id, _Pending())
+        pending.user_id = user_id
         pending.events.extend(events)
         self._kick()
 
@@ -145,10 +141,7 @@ class EventRelay:
         """The terminal event was published: the keys expire ``ttl`` after it is written."""
         if self._closed:
             return
-        pending = self._pending.get(message_id)
-        if pending is None:
-            pending = self._pending[message_id] = _Pending(None)
-        pending.ended = True
+        self._pending.setdefault(message_id, _Pending()).ended = True
         self._kick()
 
     async def flush(self) -> None:
@@ -281,7 +274,7 @@ class EventRelay:
                     yield event
                     if event.get("type") in TERMINAL_TYPES:
                         return
-        except _Failure as exc:
+        except (*_Failure, ValueError, LookupError) as exc:  # not our entries: as good as gone
             raise RelayGone(message_id) from exc
         finally:
             # Shielded: a second cancel must not leak the connection out of the pool.
@@ -331,10 +324,10 @@ class EventRelay:
                             log.warning("answer relay: stop requests are shared again")
                     elif message["type"] == "message":
                         self._on_message(message["data"])
-            except _Failure as exc:
+            except Exception as exc:  # whatever it was, the app goes on; so do we, a bit later
                 if not failing:
                     failing = True
-                    log.warning("answer relay: stop channel lost, retrying: %s", type(exc).__name__)
+                    log.warning("answer relay: stop channel lost, retrying: %r", exc)
             finally:
                 self._subscribed.clear()
                 with contextlib.suppress(*_Failure):

@@ -4,13 +4,10 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const os = require('node:os');
-const net = require('node:net');
 const path = require('node:path');
-const { spawn } = require('node:child_process');
 
-const ROOT = path.resolve(__dirname, '..', '..');
-const MPCHAT = path.join(ROOT, '.venv', 'bin', 'mpchat');
+const { ROOT, MPCHAT, startStack } = require('../helpers/servers.js');
+
 const CHROMIUM = '/usr/bin/chromium';
 const SCREENSHOT = path.join(ROOT, 'docs', 'img', 'demo-page.png');
 const CI = process.env.CI === 'true';
@@ -25,81 +22,20 @@ function missing() {
   return '';
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** Start a child process; keep its output for the failure message. */
-function start(args, env) {
-  const child = spawn(MPCHAT, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  child.log = '';
-  child.stdout.on('data', (d) => (child.log += d));
-  child.stderr.on('data', (d) => (child.log += d));
-  return child;
-}
-
-async function stop(child) {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(timer);
-}
-
-/** Poll until `url` answers 200, the child dies, or the time runs out. */
-async function waitReady(url, child, seconds) {
-  const until = Date.now() + seconds * 1000;
-  while (Date.now() < until) {
-    if (child.exitCode !== null) throw new Error(`${url}: the process exited (${child.exitCode}):\n${child.log}`);
-    try {
-      const res = await fetch(url);
-      if (res.ok) return;
-    } catch (e) {
-      // not listening yet
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`${url} did not answer 200 within ${seconds}s:\n${child.log}`);
-}
-
-const servers = { base: '', upstream: null, server: null, dataDir: '' };
+const servers = { base: '', stack: null };
 
 test.before(async () => {
   if (missing()) return;
-  servers.dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpchat-e2e-'));
-  const fakePort = await freePort();
-  const port = await freePort();
-  servers.base = `http://127.0.0.1:${port}`;
   // Several spaced deltas, so the answer visibly streams in.
-  servers.upstream = start(['fake-upstream', '--host', '127.0.0.1', '--port', String(fakePort), '--chunks', '6', '--gap-ms', '60'], {});
-  servers.server = start(['serve'], {
-    MPCHAT_HOST: '127.0.0.1',
-    MPCHAT_PORT: String(port),
-    MPCHAT_DATA_DIR: servers.dataDir,
-    MPCHAT_UPSTREAM_BASE_URL: `http://127.0.0.1:${fakePort}/v1`,
-    MPCHAT_UPSTREAM_API_KEY: 'test',
-    MPCHAT_UPSTREAM_MODEL: 'fake-model',
-    MPCHAT_ENV: 'development',
-    MPCHAT_AUTH_MODE: 'dev',
-    MPCHAT_WEB_DEMO: 'true',
+  servers.stack = await startStack({
+    upstreamArgs: ['--chunks', '6', '--gap-ms', '60'],
+    env: { MPCHAT_WEB_DEMO: 'true', MPCHAT_RATE_LIMIT: '1000/minute' },
   });
-  await waitReady(`http://127.0.0.1:${fakePort}/v1/models`, servers.upstream, 30);
-  await waitReady(`${servers.base}/healthz`, servers.server, 60);
+  servers.base = servers.stack.base;
 });
 
 test.after(async () => {
-  await stop(servers.server);
-  await stop(servers.upstream);
-  if (servers.dataDir) fs.rmSync(servers.dataDir, { recursive: true, force: true });
+  if (servers.stack) await servers.stack.stop();
 });
 
 /** Skip when a prerequisite is missing; fail instead under CI=true. */

@@ -1,0 +1,130 @@
+'use strict';
+// Start a real mpchat (`mpchat serve`, dev auth) and a fake provider (`mpchat fake-upstream`) on
+// free ports with a temporary data dir, for the e2e and real-HTTP tests.
+
+const fs = require('node:fs');
+const os = require('node:os');
+const net = require('node:net');
+const path = require('node:path');
+const { spawn } = require('node:child_process');
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const MPCHAT = path.join(ROOT, '.venv', 'bin', 'mpchat');
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Start a child process; keep its output for the failure message. */
+function start(args, env) {
+  const child = spawn(MPCHAT, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.log = '';
+  child.stdout.on('data', (d) => (child.log += d));
+  child.stderr.on('data', (d) => (child.log += d));
+  return child;
+}
+
+async function stop(child) {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Poll until `url` answers 200, the child dies, or the time runs out. */
+async function waitReady(url, child, seconds) {
+  const until = Date.now() + seconds * 1000;
+  while (Date.now() < until) {
+    if (child.exitCode !== null) throw new Error(`${url}: the process exited (${child.exitCode}):\n${child.log}`);
+    try {
+      const res = await fetch(url);
+      if (res.ok) return;
+    } catch (e) {
+      // not listening yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`${url} did not answer 200 within ${seconds}s:\n${child.log}`);
+}
+
+/**
+ * Start the fake provider and mpchat. Returns {base, upstream: base URL of the fake's /v1 and
+ * /_control, stop()}.
+ * @param {{upstreamArgs?: string[], env?: Record<string, string>}} [options]
+ */
+async function startStack(options = {}) {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpchat-clients-'));
+  const fakePort = await freePort();
+  const port = await freePort();
+  const upstream = start(['fake-upstream', '--host', '127.0.0.1', '--port', String(fakePort), ...(options.upstreamArgs || [])], {});
+  const server = start(['serve'], {
+    MPCHAT_HOST: '127.0.0.1',
+    MPCHAT_PORT: String(port),
+    MPCHAT_DATA_DIR: dataDir,
+    MPCHAT_UPSTREAM_BASE_URL: `http://127.0.0.1:${fakePort}/v1`,
+    MPCHAT_UPSTREAM_API_KEY: 'test',
+    MPCHAT_UPSTREAM_MODEL: 'fake-model',
+    MPCHAT_ENV: 'development',
+    MPCHAT_AUTH_MODE: 'dev',
+    ...(options.env || {}),
+  });
+  const stack = {
+    base: `http://127.0.0.1:${port}`,
+    upstream: `http://127.0.0.1:${fakePort}`,
+    server,
+    fake: upstream,
+    async stop() {
+      await stop(server);
+      await stop(upstream);
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+    /** Script the fake provider's next answers (its `/_control/script`). */
+    async script(steps) {
+      const res = await fetch(`http://127.0.0.1:${fakePort}/_control/script`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify(steps),
+      });
+      if (!res.ok) throw new Error('fake-upstream script: HTTP ' + res.status);
+    },
+  };
+  try {
+    await waitReady(`http://127.0.0.1:${fakePort}/v1/models`, upstream, 30);
+    await waitReady(`${stack.base}/healthz`, server, 60);
+  } catch (err) {
+    await stack.stop();
+    throw err;
+  }
+  return stack;
+}
+
+/**
+ * Whether this mpchat numbers its events (API v1.1 resume): '' when it does, else why not.
+ * Costs one short chat of a `probe` user.
+ */
+async function resumeMissing(base) {
+  const login = await (await fetch(base + '/api/v1/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"code":"probe"}' })).json();
+  const res = await fetch(base + '/api/v1/chat', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', Authorization: 'Bearer ' + login.token },
+    body: JSON.stringify({ content: 'probe' }),
+  });
+  const first = JSON.parse((await res.text()).split('\n')[0]);
+  return typeof first.seq === 'number' ? '' : 'this mpchat has no resume yet (its `start` carries no seq)';
+}
+
+function missingServer() {
+  return fs.existsSync(MPCHAT) ? '' : 'no .venv/bin/mpchat (run make in the project root first)';
+}
+
+module.exports = { ROOT, MPCHAT, freePort, start, stop, waitReady, startStack, missingServer, resumeMissing };

@@ -107,6 +107,15 @@ async def test_replay_on_another_instance(instances: Instances) -> None:
     assert await b.owner("unknown") is None
 
 
+@pytest.mark.parametrize("terminal", ["retract", "error"])
+async def test_every_terminal_type_ends_a_follow(instances: Instances, terminal: str) -> None:
+    events = [*answer(3)[:2], {"type": terminal, "seq": 2}, {"type": "delta", "seq": 3}]
+    a, b = instances.relay(), instances.relay()
+    a.publish("m1", "u1", events)
+    await a.flush()
+    assert await collect(b.follow("m1", after=-1)) == events[:3]
+
+
 async def test_follow_live_until_terminal(instances: Instances) -> None:
     events = answer(5)
     a, reader = instances.relay(), instances.client()
@@ -352,7 +361,7 @@ async def test_many_answers_share_round_trips(instances: Instances) -> None:
         for i in range(answers):
             group.create_task(stream(f"m{i}"))
     await a.flush()
-    assert rounds[0] <= answers * per_answer // 20
+    assert rounds[0] <= answers * per_answer // 100  # a handful, in practice
     pipe = instances.admin.pipeline(transaction=False)
     for i in range(answers):
         pipe.xlen(instances.key(f"m{i}"))

@@ -12,6 +12,7 @@ from mpchat.errors import ServiceUnavailable
 from mpchat.fakes.wechat import FakeWeChat
 from mpchat.providers.retry import RetryPolicy
 from mpchat.wechat import AccessTokenProvider
+from tests.utils import wait_until
 from tests.wechat.conftest import Clock, HangingRedis
 
 
@@ -64,7 +65,8 @@ async def test_caller_leaving_does_not_cancel_the_shared_renewal(
     fake.latency["stable_token"] = 0.1
     impatient = asyncio.create_task(tokens.get())
     patient = asyncio.create_task(tokens.get())
-    await asyncio.sleep(0)  # let both join the renewal
+    # Both have joined the renewal once WeChat is being asked (the first step of each ran).
+    await wait_until(lambda: fake.stats.in_flight["stable_token"] == 1, timeout=5)
     impatient.cancel()
     assert await patient
     assert fake.stats.stable_token_calls == 1

@@ -146,7 +146,9 @@ def _serve(settings: Settings, host: str | None, port: int | None, workers: int 
         log_config=None,
         access_log=False,
         server_header=False,
-        timeout_graceful_shutdown=10,
+        # Streams follow answers under way; the answers themselves get the same bound
+        # again in the lifespan's shutdown (docs/chat.md, "Shutdown").
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
     )
     return 0
 

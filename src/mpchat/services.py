@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from redis.asyncio import Redis
@@ -19,6 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.auth.login import Authenticator, CodeExchange
 from mpchat.auth.tokens import TokenSigner
+from mpchat.chat.answers import Answers
+from mpchat.chat.producer import AnswerContext
 from mpchat.chat.service import ChatService
 from mpchat.chat.summarize import Summarizer
 from mpchat.chat.upstream import Route, Upstream
@@ -69,9 +73,10 @@ async def open_services(
         stack.push_async_callback(engine.dispose)
         if migrate if migrate is not None else settings.env == "development":
             await upgrade(engine)
+        config = load_config(settings.config)
         http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
-                limit=settings.upstream_pool_size, ttl_dns_cache=300, enable_cleanup_closed=True
+                limit=_pool_size(settings, config), ttl_dns_cache=300, enable_cleanup_closed=True
             ),
             # Per-request timeouts are set by each client; none is global.
             timeout=aiohttp.ClientTimeout(total=None),
@@ -79,7 +84,6 @@ async def open_services(
         )
         stack.push_async_callback(http.close)
         metrics = Metrics()
-        config = load_config(settings.config)
         redis = _redis(settings)
         if redis is not None:
             stack.push_async_callback(redis.aclose)
@@ -113,20 +117,34 @@ async def open_services(
         stack.push_async_callback(login_limiter.aclose)
         summarizer = Summarizer(engine=engine, keyring=keyring, upstream=upstream)
         stack.push_async_callback(summarizer.aclose)
+        owner = uuid.uuid4().hex
+        relay = _relay(settings, redis, degraded)
+        if relay is not None:
+            stack.push_async_callback(relay.aclose)
+        # Entered after everything the answers use, so it closes first: answers under way
+        # finish (or are stopped and stored) while the database, providers and relay are up.
+        answers = await stack.enter_async_context(Answers(
+            engine=engine, keyring=keyring, owner=owner, lease=settings.answer_lease,
+            resume_ttl=settings.resume_ttl, shutdown_timeout=settings.shutdown_timeout,
+            relay=relay,
+        ))
+        ctx = AnswerContext(
+            engine=engine, keyring=keyring, metrics=metrics, label=settings.ai_label,
+            owner=owner, first_delta_deadline=settings.first_delta_deadline,
+            save_interval=settings.answer_save_interval, lease=settings.answer_lease,
+        )
         chat = ChatService(
-            engine=engine,
+            ctx=ctx,
+            answers=answers,
             summarizer=summarizer,
             moderation=moderation,
-            keyring=keyring,
             upstream=upstream,
             limiter=limiter,
-            label=settings.ai_label,
             system_prompt=settings.system_prompt,
             profiles={name: p.system_prompt for name, p in config.profiles.items()},
             context_budget=settings.context_token_budget,
             max_answer_tokens=settings.max_answer_tokens,
             max_content_chars=settings.max_content_chars,
-            metrics=metrics,
         )
         if settings.retention_days:
             retention = asyncio.create_task(
@@ -136,9 +154,28 @@ async def open_services(
         _log_startup(settings, upstream, keyring)
         yield Services(settings, engine, http, redis, keyring, auth, chat, upstream, limiter,
                        login_limiter, metrics)
-        # Answers cut short by shutdown are stored before the engine closes.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(chat.wait_idle(), timeout=10)
+
+
+def _pool_size(settings: Settings, config: FileConfig) -> int:
+    """Provider connections: never fewer than the calls the gates let be in flight.
+
+    A call admitted by its gate must not then wait for a pooled connection: that wait
+    would count against the provider's first-token timeout and open its breaker, so local
+    congestion would take a healthy provider out for everyone.
+    """
+    in_flight = sum(p.max_concurrency or settings.upstream_max_concurrency
+                    for p in config.providers) or settings.upstream_max_concurrency
+    return max(settings.upstream_pool_size, in_flight)
+
+
+def _relay(
+    settings: Settings, redis: Redis | None, degraded: Callable[[str], Callable[[bool], None]]
+) -> Any:
+    if redis is None:
+        return None
+    from mpchat.chat.relay import EventRelay
+
+    return EventRelay(redis, ttl=settings.resume_ttl, on_degraded=degraded("relay"))
 
 
 def _upstream(

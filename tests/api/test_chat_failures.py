@@ -75,12 +75,15 @@ async def test_exhausted_retries_end_in_error_event_and_question_kept(
         fake_upstream.script = [{"status": 500}] * 3
         token = await app.login()
         status, events = await app.chat_events(token, {"content": "hi"})
-        assert status == 200
-        assert [e["type"] for e in events] == ["start", "error"]
+        # Failed before its start: the HTTP status says so, with the one error line.
+        assert status == 502
+        assert [e["type"] for e in events] == ["error"]
         assert events[-1]["code"] == "upstream_error"
         assert "scripted" not in orjson.dumps(events).decode()  # no provider body leaks
         assert fake_upstream.stats.requests == 3
-        conv = events[0]["conversation_id"]
+        async with app.http.get(f"{app.base_url}/api/v1/conversations",
+                                headers={"Authorization": f"Bearer {token}"}) as r:
+            conv = (await r.json())["items"][0]["id"]
         async with app.http.get(f"{app.base_url}/api/v1/conversations/{conv}/messages",
                                 headers={"Authorization": f"Bearer {token}"}) as r:
             items = (await r.json())["items"]
@@ -147,7 +150,8 @@ async def test_client_disconnect_cancels_provider_and_stores_partial(
     settings_factory, fake_upstream
 ):
     fake_upstream.config.gap = 0.05  # slow enough that the client leaves mid-answer
-    async with running_app(_settings(settings_factory, fake_upstream)) as app:
+    settings = _settings(settings_factory, fake_upstream, on_disconnect="cancel")
+    async with running_app(settings) as app:
         token = await app.login()
         seen: list[dict[str, Any]] = []
         async with app.http.post(f"{app.base_url}/api/v1/chat", json={"content": "hi"},
@@ -172,7 +176,8 @@ async def test_client_disconnect_cancels_provider_and_stores_partial(
 
 
 async def test_a_client_leaving_frees_its_upstream_slot(settings_factory, fake_upstream):
-    settings = _settings(settings_factory, fake_upstream, upstream_max_concurrency=1)
+    settings = _settings(settings_factory, fake_upstream, upstream_max_concurrency=1,
+                         on_disconnect="cancel")
     async with running_app(settings) as app:
         gate = app.services.upstream.routes[0].gate
         token = await app.login()

@@ -121,5 +121,9 @@ async def test_stored_answer_carries_the_implicit_ai_label(settings_factory, fak
             meta = (await conn.execute(
                 select(messages.c.meta).where(messages.c.id == events[0]["message_id"])
             )).scalar_one()
+            question = (await conn.execute(
+                select(messages.c.id).where(messages.c.role == "user")
+            )).scalar_one()
     assert meta == {"ai_generated": True, "content_id": events[0]["message_id"],
-                    "provider": "upstream", "model": "fake-model"}
+                    "provider": "upstream", "model": "fake-model", "reply_to": question,
+                    "finish_reason": "stop"}

@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 from mpchat.storage.tables import conversations, messages
 from tests.utils import Running, running_app
 
-# (name, method, path template, body template): {cid} is the conversation id under test.
+# (name, method, path template, body template): {cid} is the conversation id under test,
+# {mid} the id of its answer.
 ID_ENDPOINTS: list[tuple[str, str, str, dict[str, Any] | None]] = [
     ("list messages", "GET", "/api/v1/conversations/{cid}/messages", None),
     ("list messages, paged", "GET", "/api/v1/conversations/{cid}/messages?limit=1&before=999",
@@ -21,6 +22,9 @@ ID_ENDPOINTS: list[tuple[str, str, str, dict[str, Any] | None]] = [
      {"content": "hi", "conversation_id": "{cid}"}),
     ("chat into it (json)", "POST", "/api/v1/chat",
      {"content": "hi", "conversation_id": "{cid}", "stream": False}),
+    ("follow an answer", "GET", "/api/v1/messages/{mid}/events", None),
+    ("resume an answer", "GET", "/api/v1/messages/{mid}/events?after=0", None),
+    ("cancel an answer", "POST", "/api/v1/messages/{mid}/cancel", None),
 ]
 # Headers that differ between any two responses.
 _VOLATILE = {"date", "x-request-id", "content-length"}
@@ -29,7 +33,8 @@ _VOLATILE = {"date", "x-request-id", "content-length"}
 def _fill(body: dict[str, Any] | None, cid: str) -> dict[str, Any] | None:
     if body is None:
         return None
-    return {k: (v.format(cid=cid) if isinstance(v, str) else v) for k, v in body.items()}
+    return {k: (v.format(cid=cid, mid=cid) if isinstance(v, str) else v)
+            for k, v in body.items()}
 
 
 async def _call(app: Running, token: str, method: str, path: str, body: Any):
@@ -51,21 +56,24 @@ async def test_foreign_ids_look_exactly_like_unknown_ids(settings_factory):
     async with running_app(settings_factory()) as app:
         alice, eve = await app.login("alice"), await app.login("eve")
         _, events = await app.chat_events(alice, {"content": "alice's private words"})
-        cid = events[0]["conversation_id"]
+        cid, mid = events[0]["conversation_id"], events[0]["message_id"]
         await app.chat_events(eve, {"content": "eve's own"})
         before = await _rows(app)
         unknown = uuid.uuid4().hex
         for name, method, template, body in ID_ENDPOINTS:
-            foreign = await _call(app, eve, method, template.format(cid=cid), _fill(body, cid))
-            missing = await _call(app, eve, method, template.format(cid=unknown),
+            target = mid if "{mid}" in template else cid
+            foreign = await _call(app, eve, method, template.format(cid=cid, mid=mid),
+                                  _fill(body, cid))
+            missing = await _call(app, eve, method, template.format(cid=unknown, mid=unknown),
                                   _fill(body, unknown))
             status, raw, _ = foreign
             assert status == 404, (name, raw)
             assert _code(raw) == "not_found", name
             # Byte-for-byte what an id that does not exist gets: no oracle for existence.
-            assert foreign == (missing[0], missing[1].replace(unknown.encode(), cid.encode()),
+            assert foreign == (missing[0],
+                               missing[1].replace(unknown.encode(), target.encode()),
                                missing[2]), name
-            assert cid.encode() not in raw and b"alice" not in raw and b"private" not in raw
+            assert target.encode() not in raw and b"alice" not in raw and b"private" not in raw
         assert await _rows(app) == before  # nothing deleted, nothing stored
 
         # Alice still has everything; Eve's list never shows Alice's conversation.
@@ -89,7 +97,8 @@ async def test_every_id_taking_route_is_in_the_table(settings_factory):
         if "{" in path or "conversation_id" in orjson.dumps(op.get("requestBody", {})).decode()
         or any(ref.endswith("ChatBody") for ref in _refs(op))
     }
-    covered = {(m, t.split("?")[0].replace("{cid}", "{conversation_id}"))
+    covered = {(m, t.split("?")[0].replace("{cid}", "{conversation_id}")
+                    .replace("{mid}", "{message_id}"))
                for _, m, t, _ in ID_ENDPOINTS}
     assert taking_ids <= covered, taking_ids - covered
 

@@ -12,21 +12,21 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mpchat.storage import messages as store
 from mpchat.storage.crypto import Keyring
 from mpchat.storage.engine import create_engine
 from mpchat.storage.retention import purge_expired, retention_pass, run_retention
 from mpchat.storage.tables import conversations, messages
 from mpchat.storage.users import get_or_create_user
 from tests.conftest import REDIS_URL, require_service
+from tests.storage.turns import store_turn
 from tests.utils import free_port
 
 
 async def _conversation(engine: AsyncEngine, ring: Keyring, user: str, turns: int, age_days: int):
     conv = None
     for i in range(turns):
-        turn = await store.begin_turn(engine, ring, user_id=user, conversation_id=conv,
-                                      content=f"m{i}", tokens=1, history_budget=10)
+        turn = await store_turn(engine, ring, user_id=user, conversation_id=conv,
+                                question=f"m{i}", answer=f"a{i}")
         conv = turn.conversation_id
     async with engine.begin() as conn:
         await conn.execute(update(conversations).where(conversations.c.id == conv).values(

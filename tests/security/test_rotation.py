@@ -15,6 +15,7 @@ from mpchat.storage.crypto import Ciphertext, Keyring, summary_aad
 from mpchat.storage.rotation import BatchProgress, count_stale, rotate_keys
 from mpchat.storage.tables import conversations, messages
 from mpchat.storage.users import get_or_create_user
+from tests.storage.turns import store_turn
 
 
 class Crash(Exception):
@@ -27,13 +28,9 @@ async def _write_history(
     """n conversations of one turn each, plus a summary on one; message id -> its text."""
     expected: dict[str, str] = {}
     for i in range(n):
-        turn = await store.begin_turn(engine, ring, user_id=user, conversation_id=None,
-                                      content=f"question {i}", tokens=1, history_budget=100)
-        answer_id = store.new_id()
-        await store.finish_turn(engine, ring, user_id=user,
-                                conversation_id=turn.conversation_id, message_id=answer_id,
-                                content=f"answer {i}", status="complete", tokens=1,
-                                prompt_tokens=1, completion_tokens=1)
+        turn = await store_turn(engine, ring, user_id=user, conversation_id=None,
+                                question=f"question {i}", answer=f"answer {i}")
+        answer_id = turn.answer_id
         expected[turn.user_message_id] = f"question {i}"
         expected[answer_id] = f"answer {i}"
     if not summary:

@@ -12,6 +12,7 @@ from mpchat.storage import messages as store
 from mpchat.storage.crypto import Keyring, generate_key_spec
 from mpchat.storage.tables import messages
 from mpchat.storage.users import get_or_create_user
+from tests.storage.turns import begin, store_turn
 
 MARKER = "MARKER-7f3a9c"
 
@@ -27,12 +28,8 @@ def keyring() -> Keyring:
 
 
 async def _turn(engine, keyring, user, conv, content, answer):
-    turn = await store.begin_turn(engine, keyring, user_id=user, conversation_id=conv,
-                                  content=content, tokens=10, history_budget=1000)
-    await store.finish_turn(engine, keyring, user_id=user, conversation_id=turn.conversation_id,
-                            message_id=store.new_id(), content=answer, status="complete",
-                            tokens=10, prompt_tokens=1, completion_tokens=1)
-    return turn
+    return await store_turn(engine, keyring, user_id=user, conversation_id=conv,
+                            question=content, answer=answer)
 
 
 async def test_history_is_chronological_and_excludes_the_new_message(engine, keyring):
@@ -48,9 +45,9 @@ async def test_budget_keeps_newest_turns(engine, keyring):
     user = await get_or_create_user(engine, openid="o2")
     first = await _turn(engine, keyring, user, None, "q1", "a1")
     await _turn(engine, keyring, user, first.conversation_id, "q2", "a2")
-    turn = await store.begin_turn(engine, keyring, user_id=user,
-                                  conversation_id=first.conversation_id, content="q3",
-                                  tokens=10, history_budget=25)
+    # Questions count 10 tokens, answers 5 (estimated from their text): q2 + a2 fit in 19.
+    turn = await begin(engine, keyring, user_id=user, conversation_id=first.conversation_id,
+                       content="q3", tokens=10, history_budget=19)
     assert [h.content for h in turn.history] == ["q2", "a2"]
     assert turn.omitted == 2
 
@@ -61,7 +58,7 @@ async def test_unknown_or_foreign_conversation_is_not_found(engine, keyring):
     turn = await _turn(engine, keyring, alice, None, "q", "a")
     for conv in (turn.conversation_id, "f" * 32):
         with pytest.raises(NotFound):
-            await store.begin_turn(engine, keyring, user_id=eve, conversation_id=conv,
+            await begin(engine, keyring, user_id=eve, conversation_id=conv,
                                    content="x", tokens=1, history_budget=10)
         with pytest.raises(NotFound):
             await store.list_messages(engine, keyring, conversation_id=conv, user_id=eve,
@@ -80,7 +77,7 @@ async def test_swapped_ciphertext_is_reported_per_message_not_fatal(engine, keyr
     items, _ = await store.list_messages(engine, keyring, conversation_id=turn.conversation_id,
                                          user_id=user, limit=10, before=None)
     assert [i.content for i in items] == [None, "second"]
-    again = await store.begin_turn(engine, keyring, user_id=user,
+    again = await begin(engine, keyring, user_id=user,
                                    conversation_id=turn.conversation_id, content="third",
                                    tokens=1, history_budget=100)
     assert [h.content for h in again.history] == ["second"]

@@ -34,6 +34,11 @@ class OutputCheck(Protocol):
         """The held-back rest, after the final checks of the whole answer; or `Retracted`."""
         ...
 
+    async def conclude(self) -> None:
+        """The answer ended early: wait for the checks of what was released (the held-back
+        rest was never shown and is not checked); `Retracted` if one of them failed."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -65,6 +70,9 @@ class _Passthrough:
 
     async def finish(self) -> str:
         return ""
+
+    async def conclude(self) -> None:
+        pass
 
     async def aclose(self) -> None:
         pass

@@ -1,10 +1,10 @@
-"""One chat turn, from the user's message to the stored answer.
+"""One chat turn, from the user's message to an answer that lives on its own.
 
 `ChatService.start` does everything that may still fail with an HTTP status: validation,
-the per-user limit, a place in the upstream queue, the input checks, storing the question.
-The `ChatRun` it returns streams events (`start`, `queued`..., `delta`..., then `done`,
-`retract` or `error`) and stores the answer when it ends, whether it completed, was
-retracted, broke, or the client went away.
+the per-user limit, a place in the upstream queue, the input checks, storing the question
+(with its answer's row, status ``streaming``). It then launches the answer's producer
+(`mpchat.chat.producer`) as a task of the service and returns the `Answer`, which the
+request, and any later connection (`follow`), only follows.
 
 When the input check does I/O (WeChat), the provider call starts at the same time
 (`Prefetch`), but nothing of the answer, not even `start`, leaves before the input passed.
@@ -13,34 +13,29 @@ When the input check does I/O (WeChat), the provider call starts at the same tim
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
-import anyio
-from sqlalchemy.ext.asyncio import AsyncEngine
-
+from mpchat.chat.answer import Answer
+from mpchat.chat.answers import Answers
 from mpchat.chat.context import build_messages
-from mpchat.chat.moderation import Moderation, NoModeration, Retracted
+from mpchat.chat.moderation import Moderation, NoModeration
 from mpchat.chat.prefetch import Prefetch
+from mpchat.chat.producer import AnswerContext, Producer, UpstreamEvent, _shielded
+from mpchat.chat.resume import open_follow
 from mpchat.chat.summarize import Summarizer
-from mpchat.chat.upstream import Admission, Queued, Served, Upstream
-from mpchat.errors import ContentRejected, InvalidRequest, MpchatError, RateLimited
+from mpchat.chat.upstream import Upstream
+from mpchat.errors import ContentRejected, InvalidRequest, NotFound, RateLimited
 from mpchat.limits import RateLimiter
-from mpchat.metrics import Metrics
-from mpchat.providers.types import Delta, Finish
+from mpchat.storage import answers as stored
 from mpchat.storage import messages as store
-from mpchat.storage.crypto import Keyring
 from mpchat.tokens import estimate_tokens
 
-__all__ = ["ChatRequest", "ChatRun", "ChatService"]
+__all__ = ["ChatRequest", "ChatService"]
 
 log = logging.getLogger("mpchat.chat")
-_background: set[asyncio.Future[Any]] = set()  # strong references to shielded writes
-Event = dict[str, Any]
-UpstreamEvent = Queued | Served | Delta | Finish
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,55 +52,43 @@ class ChatService:
     def __init__(
         self,
         *,
-        engine: AsyncEngine,
-        keyring: Keyring,
+        ctx: AnswerContext,
+        answers: Answers,
         upstream: Upstream,
         limiter: RateLimiter,
-        label: str,
         system_prompt: str,
         moderation: Moderation | None = None,
         profiles: Mapping[str, str] | None = None,
         context_budget: int = 3000,
         max_answer_tokens: int | None = None,
         max_content_chars: int = 2000,
-        metrics: Metrics | None = None,
         summarizer: Summarizer | None = None,
+        ping_interval: float = 5.0,
     ) -> None:
-        self.engine = engine
-        self.keyring = keyring
+        self.ctx = ctx
+        self.answers = answers
         self.upstream = upstream
         self.limiter = limiter
         self.moderation = moderation or NoModeration()
-        self.label = label
         self.system_prompt = system_prompt
         self.profiles = dict(profiles or {})
         self.context_budget = context_budget
         self.max_answer_tokens = max_answer_tokens
         self.max_content_chars = max_content_chars
-        self.metrics = metrics or Metrics()
         self.summarizer = summarizer
-        self._active = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self.ping_interval = ping_interval
+        if summarizer is not None and ctx.on_complete is None:
+            ctx.on_complete = self._summarize_later
+        self._turns: dict[str, store.Turn] = {}
 
     async def wait_idle(self) -> None:
-        """Until every answer under way has ended and been stored (for shutdown, tests)."""
-        await self._idle.wait()
+        """Until every answer under way has ended and been stored (for tests)."""
+        await self.answers.wait_idle()
 
-    def _enter(self) -> None:
-        self._active += 1
-        self._idle.clear()
-        self.metrics.answering.inc()
-
-    def _leave(self, status: str) -> None:
-        self._active -= 1
-        if self._active == 0:
-            self._idle.set()
-        self.metrics.answering.dec()
-        self.metrics.chats.labels(status).inc()
-
-    async def start(self, request: ChatRequest) -> ChatRun:
-        """Admit, check and store the question; raises `MpchatError` before any event."""
+    async def start(self, request: ChatRequest) -> Answer:
+        """Admit, check and store the question, launch the answer; `MpchatError` before it."""
+        ctx = self.ctx
+        received_at = ctx.clock()
         content = request.content
         if not content.strip():
             raise InvalidRequest("content 不能为空")
@@ -119,243 +102,119 @@ class ChatService:
         self.moderation.check_input_locally(content, user_id=request.user_id)
         decision = await self.limiter.hit(request.user_id)
         if not decision.allowed:
-            self.metrics.rate_limited.inc()
+            ctx.metrics.rate_limited.inc()
             raise RateLimited(retry_after=decision.retry_after)
 
         tokens = estimate_tokens(content)
         budget = self.context_budget - tokens - estimate_tokens(system_prompt)
         admission = await self.upstream.admit(request.user_id, tokens=tokens)  # Busy: 503
+        answer_id = store.new_id()
         try:
             turn = await store.begin_turn(
-                self.engine,
-                self.keyring,
-                user_id=request.user_id,
-                conversation_id=request.conversation_id,
-                content=content,
-                tokens=tokens,
-                history_budget=max(budget, 0),
+                ctx.engine, ctx.keyring, user_id=request.user_id,
+                conversation_id=request.conversation_id, content=content, tokens=tokens,
+                history_budget=max(budget, 0), answer_id=answer_id, owner=ctx.owner,
+                lease_until=ctx.lease_until(),
             )
         except BaseException:
-            await admission.release()
+            await _shielded(admission.release())
             raise
-        messages = build_messages(
-            system_prompt=system_prompt,
-            history=turn.history,
-            new_message=content,
-            summary=turn.summary,
-            omitted=turn.omitted,
+        messages = build_messages(system_prompt=system_prompt, history=turn.history,
+                                  new_message=content, summary=turn.summary,
+                                  omitted=turn.omitted)
+        prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages)
+        source = self.upstream.stream(messages, user_key=request.user_id, tokens=prompt_tokens,
+                                      admission=admission, max_tokens=self.max_answer_tokens)
+        upstream: AsyncIterator[UpstreamEvent] = source
+        prefetch: Prefetch[UpstreamEvent] | None = None
+
+        async def close_upstream() -> None:
+            if prefetch is not None:
+                await prefetch.aclose()
+            await source.aclose()  # the generator's finally frees the slot and budget
+            await admission.release()  # idempotent; covers a generator never started
+
+        answer = self.answers.new(
+            message_id=answer_id, user_id=request.user_id,
+            conversation_id=turn.conversation_id, question_id=turn.user_message_id,
+            model=admission.route.provider.model,
         )
-        upstream = self.upstream.stream(
-            messages,
-            user_key=request.user_id,
-            tokens=sum(estimate_tokens(m["content"]) for m in messages),
-            admission=admission,
-            max_tokens=self.max_answer_tokens,
-        )
-        run = ChatRun(self, request.user_id, turn, messages, upstream, admission)
-        if self.moderation.checks_remotely:
-            await run.check_input_overlapped(content)
-        return run
-
-
-class ChatRun:
-    """One answer being produced. Iterate `events()` exactly once."""
-
-    def __init__(
-        self,
-        service: ChatService,
-        user_id: str,
-        turn: store.Turn,
-        messages: list[dict[str, str]],
-        upstream: AsyncGenerator[UpstreamEvent],
-        admission: Admission,
-    ) -> None:
-        self._svc = service
-        self._admission = admission
-        self._user_id = user_id
-        self._upstream: AsyncIterator[UpstreamEvent] = upstream
-        self._upstream_gen = upstream
-        self._prefetch: Prefetch[UpstreamEvent] | None = None
-        self.turn = turn
-        self.messages = messages
-        self.conversation_id = turn.conversation_id
-        self.message_id = store.new_id()
-        self.model = service.upstream.model
-        self.failure: MpchatError | None = None
-        self.retracted = False
-        self.answer = ""
-        self.status = "pending"
-        self.finish_reason = "stop"
-        self.usage: dict[str, int] = {}
-        self.provider: str | None = None
-
-    async def check_input_overlapped(self, content: str) -> None:
-        """Run the input check while the provider call starts; reject before any event."""
-        svc = self._svc
-        self._prefetch = Prefetch(self._upstream_gen)
-        self._upstream = self._prefetch
         try:
-            await svc.moderation.check_input(content, user_id=self._user_id)
+            if self.moderation.checks_remotely:
+                upstream = prefetch = Prefetch(source)
+                await self.moderation.check_input(content, user_id=request.user_id)
+            check = self.moderation.output(user_id=request.user_id, message_id=answer_id)
         except BaseException as exc:
-            await self._close_upstream()  # cancels the provider request, frees the slot
-            if isinstance(exc, ContentRejected):
-                await store.set_message_status(
-                    svc.engine, message_id=self.turn.user_message_id, status="rejected"
-                )
+            # Refused, or the client left while the input was checked: no answer at all.
+            await _shielded(self._abandon(turn, answer_id, close_upstream,
+                                          rejected=isinstance(exc, ContentRejected)))
             raise
+        producer = Producer(ctx, answer, upstream=upstream, close_upstream=close_upstream,
+                            check=check, prompt_tokens=prompt_tokens, received_at=received_at)
+        if turn.omitted and turn.oldest_kept_seq:
+            self._turns[answer_id] = turn
+        self.answers.launch(answer, producer.run)
+        return answer
 
-    def start_event(self) -> Event:
-        return {
-            "type": "start",
-            "conversation_id": self.conversation_id,
-            "message_id": self.message_id,
-            "model": self.model,
-            "ai_generated": True,
-            "label": self._svc.label,
-        }
+    async def _abandon(self, turn: store.Turn, answer_id: str,
+                       close_upstream: Callable[[], Awaitable[None]], *, rejected: bool) -> None:
+        await close_upstream()
+        await stored.drop_answer(self.ctx.engine, message_id=answer_id,
+                                 question_id=turn.user_message_id,
+                                 conversation_id=turn.conversation_id)
+        if rejected:
+            await store.set_message_status(self.ctx.engine, message_id=turn.user_message_id,
+                                           status="rejected")
 
-    async def events(self) -> AsyncGenerator[Event]:
-        svc = self._svc
-        svc._enter()
-        try:
-            async for event in self._events():
-                yield event
-        finally:
-            self._svc._leave(self.status)
+    def _summarize_later(self, answer: Answer) -> None:
+        turn = self._turns.pop(answer.message_id, None)
+        if self.summarizer is not None and turn is not None and turn.oldest_kept_seq:
+            self.summarizer.schedule(conversation_id=answer.conversation_id,
+                                     user_id=answer.user_id, before=turn.oldest_kept_seq)
 
-    async def _events(self) -> AsyncGenerator[Event]:
-        svc = self._svc
-        check = svc.moderation.output(user_id=self._user_id, message_id=self.message_id)
-        parts: list[str] = []  # everything the provider said
-        finish: Finish | None = None
-        began = time.monotonic()
-        yield self.start_event()
-        try:
-            try:
-                async for event in self._upstream:
-                    if isinstance(event, Delta):
-                        if not parts:
-                            svc.metrics.first_delta.observe(time.monotonic() - began)
-                        parts.append(event.text)
-                        text = check.feed(event.text)
-                        check.verdict()
-                        if text:
-                            yield {"type": "delta", "text": text}
-                    elif isinstance(event, Served):
-                        self.provider = event.provider
-                    elif isinstance(event, Queued):
-                        yield {"type": "queued", "position": event.position}
-                    else:
-                        finish = event
-                tail = await check.finish()
-                if tail:
-                    yield {"type": "delta", "text": tail}
-            except Retracted as exc:
-                self.retracted = True
-                log.info("answer %s retracted: %s", self.message_id, exc.reason)
-            except MpchatError as exc:
-                self.failure = exc
-            finally:
-                await self._close_upstream()
-                await check.aclose()
-        except BaseException:
-            # The client went away (cancellation) or the consumer closed us: keep what
-            # was said, even though the request that produced it is being torn down.
-            try:
-                await _shielded(self._store("".join(parts), "truncated", None))
-            except Exception:
-                log.exception("could not store a truncated answer")
-            raise
-        if self.retracted:
-            await _shielded(self._store("".join(parts), "retracted", finish))
-            self.finish_reason = "content_filter"
-            yield {"type": "retract", "reason": "content_safety"}
-            yield {"type": "done", "finish_reason": self.finish_reason, "usage": self.usage}
-            return
-        status = "complete" if self.failure is None else "truncated"
-        # Shielded: a client leaving now must not undo the answer it already received.
-        await _shielded(self._store("".join(parts), status, finish))
-        turn = self.turn
-        if svc.summarizer is not None and turn.omitted and turn.oldest_kept_seq:
-            svc.summarizer.schedule(conversation_id=self.conversation_id,
-                                    user_id=self._user_id, before=turn.oldest_kept_seq)
-        log.debug("chat %s status=%s seconds=%.3f", self.conversation_id, self.status,
-                  time.monotonic() - began)
-        if self.failure is not None:
-            yield {"type": "error", **self.failure.to_dict()}
-        else:
-            yield {"type": "done", "finish_reason": self.finish_reason, "usage": self.usage}
-
-    async def _close_upstream(self) -> None:
-        """Stop the provider call and free its slot; idempotent."""
-        if self._prefetch is not None:
-            await self._prefetch.aclose()
-        await self._upstream_gen.aclose()
-        await self._admission.release()
-
-    async def collect(self) -> Event:
-        """Run to the end and return the non-streaming response body."""
-        async for _ in self.events():
-            pass
-        if self.failure is not None:
-            raise self.failure
-        return {
-            "conversation_id": self.conversation_id,
-            "message_id": self.message_id,
-            "content": "" if self.retracted else self.answer,
-            "finish_reason": self.finish_reason,
-            "usage": self.usage,
-            "ai_generated": True,
-            "label": self._svc.label,
-        }
-
-    async def _store(self, answer: str, status: str, finish: Finish | None) -> None:
-        svc = self._svc
-        usage = finish.usage if finish else None
-        prompt_tokens = (
-            usage.prompt_tokens
-            if usage
-            else sum(estimate_tokens(m["content"]) for m in self.messages)
-        )
-        completion_tokens = usage.completion_tokens if usage else estimate_tokens(answer)
-        self.answer, self.status = answer, status
-        self.finish_reason = finish.reason if finish else "stop"
-        self.usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
-        if not answer and status == "truncated":
-            # Nothing was said: keep the question in history, out of future context.
-            await store.set_message_status(
-                svc.engine, message_id=self.turn.user_message_id, status="unanswered"
-            )
-            self.status = "unanswered"
-            return
-        await store.finish_turn(
-            svc.engine,
-            svc.keyring,
-            user_id=self._user_id,
-            conversation_id=self.conversation_id,
-            message_id=self.message_id,
-            content=answer,
-            status=status,
-            tokens=estimate_tokens(answer),
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            meta={
-                "ai_generated": True,
-                "content_id": self.message_id,
-                "provider": self.provider,
-                "model": self.model,
-            },
+    async def follow(self, *, message_id: str, user_id: str, after: int) -> AsyncIterator[bytes]:
+        """The answer's lines after seq ``after``, live to its end; `NotFound` if none."""
+        return await open_follow(
+            answers=self.answers, engine=self.ctx.engine, keyring=self.ctx.keyring,
+            message_id=message_id, user_id=user_id, after=after,
+            ping_interval=self.ping_interval, poll_interval=self.ctx.save_interval,
         )
 
+    async def cancel(self, *, message_id: str, user_id: str) -> None:
+        """The user's stop: the answer ends ``cancelled``; idempotent; `NotFound` if none."""
+        local = self.answers.find(message_id, user_id)
+        if local is not None:
+            local.cancel("cancelled")
+            return
+        relay = self.answers.relay
+        row = await stored.read_answer(self.ctx.engine, self.ctx.keyring,
+                                       message_id=message_id, user_id=user_id)
+        if row is None and not (relay is not None and await relay.owner(message_id) == user_id):
+            raise NotFound()
+        if row is None or row.status == "streaming":
+            await self.answers.stop(message_id=message_id, reason="cancelled")
 
-async def _shielded(work: Awaitable[Any]) -> None:
-    """Finish ``work`` even inside a cancelled scope (a disconnected client's request).
+    async def stop_user(self, user_id: str) -> None:
+        """Stop every answer of the user (their data is being deleted), here and elsewhere.
 
-    Its exceptions propagate. If the caller is cancelled natively anyway, the work still
-    runs to completion on its own (strongly referenced in ``_background``).
-    """
-    task = asyncio.ensure_future(work)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-    with anyio.CancelScope(shield=True):
-        await asyncio.shield(task)
+        Answers produced elsewhere without a relay stop at their next write, which finds
+        their row gone.
+        """
+        live = self.answers.live_of(user_id)
+        await self.answers.stop(user_id=user_id, reason="deleted")
+        await _ended(live)
+
+    async def stop_conversation(self, conversation_id: str, *, user_id: str) -> None:
+        """Stop this instance's answers in a conversation being deleted (others: as above)."""
+        live = [a for a in self.answers.live_of(user_id)
+                if a.conversation_id == conversation_id]
+        for answer in live:
+            answer.cancel("deleted")
+        await _ended(live)
+
+
+async def _ended(answers: list[Answer]) -> None:
+    if answers:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await asyncio.gather(*(a.wait_ended() for a in answers))

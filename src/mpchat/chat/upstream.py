@@ -5,10 +5,16 @@ queue), its budget (requests and tokens per minute, and the fleet-wide pause aft
 and its circuit breaker. Routes are tried by priority (1 first), weighted at random within
 a priority; a route whose breaker is open or whose budget says "not now" is passed over.
 
-Retries follow `RetryPolicy` and stop at the first event: once text has reached the
-client, a failure is final (the answer is stored as truncated). A failed attempt moves at
-once to another route when one is available, and waits the backoff (or the provider's
-``Retry-After``) otherwise.
+Retries follow `RetryPolicy` and stop at the provider's first event (text or reasoning):
+once it has reached the client, a failure is final (the answer is stored as truncated). A
+failed attempt moves at once to another route when one is available, and waits the backoff
+(or the provider's ``Retry-After``) otherwise.
+
+A route that cannot take a request now is passed over: its breaker is open or the fleet is
+paused by the provider's 429 (the route is *down*), or its budget is short or its queue is
+full (it is *busy*). When no route can take it, the answer is `ServiceUnavailable` if every
+route is down, else `Busy`. A budget share taken for a request that never reached the
+provider is given back.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import random
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from mpchat.errors import Busy, MpchatError, UpstreamError, UpstreamTimeout
+from mpchat.errors import Busy, MpchatError, ServiceUnavailable, UpstreamError, UpstreamTimeout
 from mpchat.limits import BudgetReservation, CircuitBreaker, Lease, ProviderBudget, UpstreamGate
 from mpchat.metrics import Metrics
 from mpchat.providers.retry import RetryPolicy
@@ -29,6 +35,7 @@ from mpchat.providers.types import (
     ProviderError,
     ProviderStatus,
     ProviderTimeout,
+    Reasoning,
     Retryable,
 )
 
@@ -44,9 +51,10 @@ class Queued:
 
 @dataclass(frozen=True, slots=True)
 class Served:
-    """The provider that answers (sent once, before its first event)."""
+    """The route that answers (sent once, before its first event)."""
 
     provider: str
+    model: str
 
 
 @dataclass(slots=True)
@@ -75,9 +83,12 @@ class Admission:
     route: Route
     lease: Lease
     reservation: BudgetReservation | None
+    reached: bool = False  # whether the request was sent to the provider
 
     async def release(self) -> None:
         await self.lease.release()
+        if self.reservation is not None and not self.reached:
+            await self.reservation.refund()
 
 
 class Upstream:
@@ -120,27 +131,42 @@ class Upstream:
     async def admit(
         self, user_key: str, *, tokens: int, exclude: Route | None = None
     ) -> Admission:
-        """A place at the best available route's gate; `Busy` when none can take it now."""
+        """A place at the best available route's gate.
+
+        Raises `Busy` when the routes that are up cannot take it now, `ServiceUnavailable`
+        when every route is down.
+        """
         soonest: float | None = None
+        busy = False
         for route in self._ordered():
-            if route is exclude or not route.breaker.allow():
+            if route is exclude:
+                continue
+            if not route.breaker.allow():
+                continue
+            budget = route.budget
+            if (paused := await budget.paused_for()) > 0:
+                soonest = min(soonest or 1e9, paused)
                 continue
             reservation = None
-            budget = route.budget
             try:
                 if budget.requests or budget.tokens:
-                    # One step checks the fleet-wide pause and takes the budget share.
                     reservation = await budget.reserve(tokens, max_wait=0)
-                elif (paused := await budget.paused_for()) > 0:
-                    raise Busy(retry_after=paused)
+                lease = await route.gate.reserve(user_key)  # Busy when its queue is full
             except Busy as exc:
+                if reservation is not None:
+                    await reservation.refund()
+                busy = True
                 soonest = min(soonest or 1e9, exc.retry_after or 1.0)
                 continue
-            lease = await route.gate.reserve(user_key)  # Busy when its queue is full
             return Admission(route, lease, reservation)
         if exclude is not None:
             raise _NoAlternative()
-        raise Busy(retry_after=soonest if soonest is not None else self._breaker_wait())
+        if busy:
+            raise Busy(retry_after=soonest)
+        raise ServiceUnavailable(
+            "服务暂时不可用，请稍后再试",
+            retry_after=soonest if soonest is not None else self._breaker_wait(),
+        )
 
     def _breaker_wait(self) -> float:
         return max(1.0, min(r.breaker.retry_after() for r in self.routes))
@@ -153,7 +179,7 @@ class Upstream:
         tokens: int,
         admission: Admission,
         max_tokens: int | None = None,
-    ) -> AsyncGenerator[Queued | Served | Delta | Finish]:
+    ) -> AsyncGenerator[Queued | Served | Delta | Reasoning | Finish]:
         """Queue positions, then the answer's events; raises `MpchatError` on failure."""
         attempt = 0
         current: Admission | None = admission
@@ -166,6 +192,7 @@ class Upstream:
                 async for position in current.lease.wait():
                     yield Queued(position)
                 stream = route.provider.stream(messages, max_tokens=max_tokens)
+                current.reached = True
                 try:
                     first = await anext(stream)
                 except Retryable as exc:
@@ -181,7 +208,7 @@ class Upstream:
                 route.breaker.record_success()
                 usage = None
                 try:
-                    yield Served(route.name)
+                    yield Served(route.name, route.provider.model)
                     yield first
                     async for event in stream:
                         if isinstance(event, Finish):
@@ -223,7 +250,7 @@ class Upstream:
             raise _client_error(exc)
         try:
             return await self.admit(user_key, tokens=tokens, exclude=route)
-        except (_NoAlternative, Busy):
+        except (_NoAlternative, Busy, ServiceUnavailable):
             pass  # nothing else can take it now: wait, then try every route again
         await self.sleep(self.retry.wait(attempt, exc.retry_after))
         return await self.admit(user_key, tokens=tokens)

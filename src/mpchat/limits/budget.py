@@ -54,13 +54,19 @@ if wait > 0 then return {0, math.ceil(wait)} end
 return {1, 0}
 """
 
-# KEYS = bucket hash; ARGV = token cap, tokens to give back (negative: take more).
+# KEYS = bucket hash; ARGV = token cap, tokens to give back (negative: take more), request
+# cap, requests to give back. Tokens may go into debt (down to -cap); requests never do.
 _ADJUST = """
-local k = tonumber(redis.call('HGET', KEYS[1], 'k'))
-if not k then return 0 end
-local cap = tonumber(ARGV[1])
-k = math.max(-cap, math.min(cap, k + tonumber(ARGV[2])))
-redis.call('HSET', KEYS[1], 'k', tostring(k))
+local state = redis.call('HMGET', KEYS[1], 'r', 'k')
+local kcap, rcap = tonumber(ARGV[1]), tonumber(ARGV[3])
+if state[2] and kcap > 0 then
+  local k = math.max(-kcap, math.min(kcap, tonumber(state[2]) + tonumber(ARGV[2])))
+  redis.call('HSET', KEYS[1], 'k', tostring(k))
+end
+if state[1] and rcap > 0 then
+  local r = math.min(rcap, tonumber(state[1]) + tonumber(ARGV[4]))
+  redis.call('HSET', KEYS[1], 'r', tostring(r))
+end
 return 1
 """
 
@@ -93,6 +99,13 @@ class BudgetReservation:
             return
         self.settled = True
         await self.budget._adjust(self.tokens_estimate - actual_tokens)
+
+    async def refund(self) -> None:
+        """The request never reached the provider: give back the request and its tokens."""
+        if self.settled:
+            return
+        self.settled = True
+        await self.budget._adjust(self.tokens_estimate, requests=1)
 
 
 class ProviderBudget:
@@ -207,16 +220,23 @@ class ProviderBudget:
             b.tokens -= need_k
         return wait
 
-    async def _adjust(self, give_back: int) -> None:
-        if not self.tokens or give_back == 0:
+    async def _adjust(self, give_back: int, *, requests: int = 0) -> None:
+        if not self.requests:
+            requests = 0
+        if not self.tokens:
+            give_back = 0
+        if give_back == 0 and requests == 0:
             return
         script = self._adjust_script
         if script is not None:
-            args = [self.tokens, give_back]
+            args = [self.tokens, give_back, self.requests, requests]
             reply = await self._guard.run(
                 lambda r: script(keys=[self._bucket_key], args=args, client=r)
             )
             if reply is not UNAVAILABLE:
                 return
         b = self._local
-        b.tokens = max(-self.tokens, min(self.tokens, b.tokens + give_back))
+        if self.tokens:
+            b.tokens = max(-self.tokens, min(self.tokens, b.tokens + give_back))
+        if self.requests:
+            b.requests = min(self.requests, b.requests + requests)

@@ -266,6 +266,14 @@ class _AnswerCheck:
         self.verdict()
         return tail
 
+    async def conclude(self) -> None:
+        if self._remote and self._buffer.strip():
+            self._start(self._buffer)  # released text is checked, even when it ends early
+            self._buffer = ""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.verdict()
+
     async def aclose(self) -> None:
         for task in self._tasks:
             task.cancel()

@@ -1,8 +1,9 @@
 """Messages: a chat turn's writes, the context it reads, and the history pages.
 
 A turn is written in two steps: `begin_turn` stores the user's message (and creates the
-conversation) before the provider is called, `finish_turn` stores the answer with its
-status when it ends. Both keep the conversation's ``last_seq`` and count current.
+conversation) with its answer's row, status ``streaming``, before the provider is called;
+`mpchat.storage.answers` writes the answer's text as it grows and settles it when it ends.
+Both keep the conversation's ``last_seq`` and count current.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ __all__ = [
     "MessageItem",
     "Turn",
     "begin_turn",
-    "finish_turn",
     "list_messages",
     "new_id",
     "set_message_status",
@@ -99,6 +99,7 @@ class Turn:
 
     conversation_id: str
     user_message_id: str
+    answer_id: str
     history: list[HistoryTurn] = field(default_factory=list)
     omitted: int = 0  # earlier turns that did not fit the budget (and are not summarised)
     summary: str | None = None  # of the turns before the history, when there is one
@@ -123,8 +124,14 @@ async def begin_turn(
     content: str,
     tokens: int,
     history_budget: int,
+    answer_id: str,
+    owner: str,
+    lease_until: datetime,
 ) -> Turn:
-    """Store the user's message and read the context that precedes it.
+    """Store the user's message and its answer's row, and read the context that precedes it.
+
+    The answer's row (``answer_id``) starts empty with status ``streaming``, claimed by
+    ``owner`` until ``lease_until``.
 
     The history is read newest first (so the budget keeps the most recent turns) and
     then put back in chronological order. ``history_budget`` is in estimated tokens.
@@ -132,7 +139,8 @@ async def begin_turn(
     """
     return await run_transaction(
         engine, _begin_turn, keyring, user_id=user_id, conversation_id=conversation_id,
-        content=content, tokens=tokens, history_budget=history_budget,
+        content=content, tokens=tokens, history_budget=history_budget, answer_id=answer_id,
+        owner=owner, lease_until=lease_until,
     )
 
 
@@ -145,6 +153,9 @@ def _begin_turn(
     content: str,
     tokens: int,
     history_budget: int,
+    answer_id: str,
+    owner: str,
+    lease_until: datetime,
 ) -> Turn:
     now = _now()
     if conversation_id is None:
@@ -182,7 +193,12 @@ def _begin_turn(
         user_id=user_id, role="user", status="complete", content=content, tokens=tokens,
         now=now,
     )
-    return Turn(conversation_id, message_id, history, omitted, summary, kept_from)
+    _insert_message(
+        conn, keyring, message_id=answer_id, conversation_id=conversation_id, user_id=user_id,
+        role="assistant", status="streaming", content="", tokens=0, now=now,
+        meta={"reply_to": message_id}, owner=owner, lease_until=lease_until,
+    )
+    return Turn(conversation_id, message_id, answer_id, history, omitted, summary, kept_from)
 
 
 def _read_history(
@@ -247,6 +263,8 @@ def _insert_message(
     prompt_tokens: int | None = None,
     completion_tokens: int | None = None,
     meta: dict[str, Any] | None = None,
+    owner: str | None = None,
+    lease_until: datetime | None = None,
 ) -> int:
     sealed = keyring.encrypt(content, message_aad(message_id=message_id, user_id=user_id))
     try:
@@ -255,7 +273,8 @@ def _insert_message(
             {"id": message_id, "conversation_id": conversation_id, "user_id": user_id,
              "role": role, "status": status, "content": sealed.blob,
              "content_key": sealed.key_id, "tokens": tokens, "prompt_tokens": prompt_tokens,
-             "completion_tokens": completion_tokens, "meta": meta, "created_at": now},
+             "completion_tokens": completion_tokens, "meta": meta, "created_at": now,
+             "owner": owner, "lease_until": lease_until, "event_seq": None},
         )
     except IntegrityError:  # the conversation does not exist (foreign key)
         raise NotFound() from None
@@ -266,29 +285,6 @@ def _insert_message(
     if bumped.rowcount != 1:  # not the user's (or gone): the transaction rolls back
         raise NotFound()
     return seq
-
-
-async def finish_turn(
-    engine: AsyncEngine,
-    keyring: Keyring,
-    *,
-    user_id: str,
-    conversation_id: str,
-    message_id: str,
-    content: str,
-    status: str,
-    tokens: int,
-    prompt_tokens: int | None,
-    completion_tokens: int | None,
-    meta: dict[str, Any] | None = None,
-) -> None:
-    """Store the answer (``status``: complete, truncated or retracted)."""
-    await run_transaction(
-        engine, _insert_message, keyring, message_id=message_id, conversation_id=conversation_id,
-            user_id=user_id, role="assistant", status=status, content=content, tokens=tokens,
-        now=_now(), prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-        meta=meta,
-    )
 
 
 async def set_message_status(engine: AsyncEngine, *, message_id: str, status: str) -> None:

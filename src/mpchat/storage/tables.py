@@ -94,7 +94,14 @@ messages = Table(
     Column("completion_tokens", Integer, nullable=True),
     Column("meta", JSON, nullable=True),
     Column("created_at", UTC, nullable=False),
+    # An answer being produced (status "streaming"): the instance producing it, until when
+    # its claim holds (renewed while it lives), and the seq of the last event its stored
+    # text covers (for a resumed stream's snapshot).
+    Column("owner", String(32), nullable=True),
+    Column("lease_until", UTC, nullable=True),
+    Column("event_seq", Integer, nullable=True),
     Index(None, "conversation_id", "seq"),
+    Index(None, "status", "lease_until"),
     Index(None, "content_key"),
     Index(None, "user_id"),
 )

@@ -1,21 +1,24 @@
-"""POST /api/v1/chat: NDJSON stream (default) or one JSON body."""
+"""POST /api/v1/chat (NDJSON stream or one JSON body), and following or stopping an answer."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+import asyncio
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import orjson
-from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from fastapi import APIRouter, Path, Query, Request
+from starlette.responses import Response
 
 from mpchat.api.deps import Caller, Svc
-from mpchat.api.errors import NDJSON
 from mpchat.api.models import ChatBody, ChatResponse
-from mpchat.chat.service import ChatRequest, ChatRun
+from mpchat.api.streaming import FollowResponse
+from mpchat.chat.answer import Answer
+from mpchat.chat.service import ChatRequest
 
 router = APIRouter(prefix="/api/v1", tags=["chat"])
+
+MessageId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
 
 
 @router.post(
@@ -25,7 +28,7 @@ router = APIRouter(prefix="/api/v1", tags=["chat"])
 )
 async def chat(body: ChatBody, request: Request, caller: Caller, svc: Svc) -> Any:
     request.state.stream = body.stream
-    run = await svc.chat.start(
+    answer = await svc.chat.start(
         ChatRequest(
             user_id=caller.user_id,
             content=body.content,
@@ -33,29 +36,68 @@ async def chat(body: ChatBody, request: Request, caller: Caller, svc: Svc) -> An
             profile=body.profile,
         )
     )
-    headers = _ai_headers(run, svc.settings.model_display_name)
+    cancel_on_leave = svc.settings.on_disconnect == "cancel"
+    try:
+        # `start` leaves within a bound (AnswerContext.start_wait): the headers then name
+        # the route that serves, and an answer that failed before it gets its HTTP status.
+        await (answer.wait_started() if body.stream else answer.wait_ended())
+    except asyncio.CancelledError:
+        if cancel_on_leave:
+            answer.cancel("client_gone")
+        raise
     if not body.stream:
-        return Response(orjson.dumps(await run.collect()), media_type="application/json",
-                         headers=headers)
-    return StreamingResponse(_ndjson(run), media_type=NDJSON, headers=headers)
+        if answer.failure is not None:
+            raise answer.failure
+        return Response(orjson.dumps(_body(answer, svc.settings.ai_label)),
+                        media_type="application/json",
+                        headers=_ai_headers(answer, svc.settings.model_display_name))
+    if answer.failure is not None and not answer.start_published:
+        raise answer.failure  # failed before its start: a plain HTTP status
+
+    def left(completed: bool) -> None:
+        if not completed and cancel_on_leave:
+            answer.cancel("client_gone")
+
+    lines = answer.lines_after(-1, ping_interval=svc.chat.ping_interval)
+    return FollowResponse(lines, headers=_ai_headers(answer, svc.settings.model_display_name),
+                          on_leave=left)
 
 
-def _ai_headers(run: ChatRun, display_name: str | None) -> dict[str, str]:
-    """The implicit AI-content marker (docs/safety.md, "Labels"), beside the visible label."""
+@router.get("/messages/{message_id}/events",
+            responses={200: {"content": {"application/x-ndjson": {}}}})
+async def events(
+    message_id: MessageId,
+    caller: Caller,
+    svc: Svc,
+    after: Annotated[int, Query(ge=-1, le=10_000_000)] = -1,
+) -> Response:
+    lines = await svc.chat.follow(message_id=message_id, user_id=caller.user_id, after=after)
+    return FollowResponse(lines)
+
+
+@router.post("/messages/{message_id}/cancel", status_code=204)
+async def cancel(message_id: MessageId, caller: Caller, svc: Svc) -> Response:
+    await svc.chat.cancel(message_id=message_id, user_id=caller.user_id)
+    return Response(status_code=204)
+
+
+def _body(answer: Answer, label: str) -> dict[str, Any]:
     return {
-        "X-AI-Generated": "true",
-        "X-AI-Content-Id": run.message_id,
-        # Percent-encoded: header values are latin-1 and a display name may be Chinese.
-        "X-AI-Provider": quote(display_name or run.model, safe=""),
+        "conversation_id": answer.conversation_id,
+        "message_id": answer.message_id,
+        "content": answer.content,
+        "finish_reason": answer.finish_reason,
+        "usage": answer.usage,
+        "ai_generated": True,
+        "label": label,
     }
 
 
-async def _ndjson(run: ChatRun) -> AsyncIterator[bytes]:
-    events = run.events()
-    try:
-        async for event in events:
-            yield orjson.dumps(event) + b"\n"
-    finally:
-        # Close at once when the client goes away, so the answer so far is stored and the
-        # provider request is cancelled now, not whenever the generator is collected.
-        await events.aclose()
+def _ai_headers(answer: Answer, display_name: str | None) -> dict[str, str]:
+    """The implicit AI-content marker (docs/safety.md, "Labels"), beside the visible label."""
+    return {
+        "X-AI-Generated": "true",
+        "X-AI-Content-Id": answer.message_id,
+        # Percent-encoded: header values are latin-1 and a display name may be Chinese.
+        "X-AI-Provider": quote(display_name or answer.model, safe=""),
+    }

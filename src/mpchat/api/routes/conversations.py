@@ -68,6 +68,7 @@ async def list_messages(
 async def delete_conversation(
     conversation_id: ConversationId, caller: Caller, svc: Svc
 ) -> Response:
+    await svc.chat.stop_conversation(conversation_id, user_id=caller.user_id)
     if not await conversations.delete_conversation(
         svc.engine, conversation_id=conversation_id, user_id=caller.user_id
     ):
@@ -77,6 +78,7 @@ async def delete_conversation(
 
 @router.delete("/me/data", status_code=204)
 async def delete_my_data(caller: Caller, svc: Svc) -> Response:
+    await svc.chat.stop_user(caller.user_id)  # answers under way store nothing
     await conversations.delete_user_data(svc.engine, user_id=caller.user_id)
     svc.auth.forget_user(caller.user_id)
     return Response(status_code=204)

@@ -1,0 +1,77 @@
+"""The NDJSON response that follows an answer, written without a task group per response.
+
+Starlette's `StreamingResponse` runs every response in an anyio task group with a second
+task listening for the disconnect; measured under 300 held streams that was about 9 % of
+the CPU. Here one small watcher task waits for the disconnect and cancels the writer,
+which stops at once (and lets the answer go on: an answer is not its connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+__all__ = ["FollowResponse"]
+
+NDJSON = "application/x-ndjson; charset=utf-8"
+
+
+class FollowResponse(Response):
+    """Writes ``lines`` as they come; ``on_leave(completed)`` runs once at the end."""
+
+    media_type = NDJSON
+
+    def __init__(
+        self,
+        lines: AsyncIterator[bytes],
+        *,
+        headers: Mapping[str, str] | None = None,
+        on_leave: Callable[[bool], None] | None = None,
+    ) -> None:
+        # As StreamingResponse does: no body, so no Content-Length.
+        self.status_code = 200
+        self.background = None
+        self.init_headers(headers)
+        self._lines = lines
+        self._on_leave = on_leave
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        writer = asyncio.current_task()
+        assert writer is not None
+        state = {"writing": True}
+        watcher = asyncio.create_task(_watch(receive, writer, state))
+        completed = False
+        try:
+            await send({"type": "http.response.start", "status": self.status_code,
+                        "headers": self.raw_headers})
+            async for chunk in self._lines:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            completed = True
+        except asyncio.CancelledError:
+            if state["writing"]:
+                raise  # not the watcher's: the server is going down
+            writer.uncancel()  # the client left; the answer goes on without it
+        finally:
+            state["writing"] = False
+            watcher.cancel()
+            aclose = getattr(self._lines, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+            if self._on_leave is not None:
+                self._on_leave(completed)
+
+
+async def _watch(receive: Receive, writer: asyncio.Task[object], state: dict[str, bool]) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+    if state["writing"]:
+        state["writing"] = False
+        writer.cancel()

@@ -1,0 +1,149 @@
+"""One answer as its followers see it: numbered events, kept in order, readable by many.
+
+An answer is produced by a task of the service (`mpchat.chat.producer`), not by the
+connection that asked for it. The producer `publish`es events; each gets the next
+``seq`` (``start`` is 0) and is encoded once, as the NDJSON line every follower writes.
+Any number of followers read the lines after a seq they already have (`lines_after`),
+live, until the terminal event (``done``, ``retract`` or ``error``).
+
+    Answer ── publish(event) ──▶ lines[seq] ──▶ follower 1 (the request that asked)
+                                            ──▶ follower 2 (a resumed connection)
+                                            ──▶ relay (Redis, for other instances)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+
+from mpchat.errors import MpchatError
+
+__all__ = ["PING", "TERMINAL", "Answer", "Event"]
+
+Event = dict[str, Any]
+TERMINAL = frozenset(("done", "retract", "error"))
+PING = b'{"type":"ping"}\n'
+
+
+class Answer:
+    """The state and the events of one answer; written by its producer only."""
+
+    def __init__(
+        self,
+        *,
+        message_id: str,
+        user_id: str,
+        conversation_id: str,
+        question_id: str,
+        model: str,
+        on_publish: Callable[[Answer, Event], None] | None = None,
+    ) -> None:
+        self.message_id = message_id
+        self.user_id = user_id
+        self.conversation_id = conversation_id
+        self.question_id = question_id
+        self.model = model  # the model of the route that serves it, once known
+        self.provider: str | None = None
+        self.lines: list[bytes] = []
+        self.start_published = False
+        self.content = ""  # the stored answer, once it ended
+        self.status = "streaming"
+        self.finish_reason = "stop"
+        self.usage: dict[str, int] = {}
+        self.failure: MpchatError | None = None
+        self.cancel_reason: str | None = None
+        self.ended_at: float | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._on_publish = on_publish
+        self._started = asyncio.Event()
+        self._ended = asyncio.Event()
+        self._changed = asyncio.Event()
+
+    # -- the producer's side ---------------------------------------------------------------
+
+    @property
+    def next_seq(self) -> int:
+        return len(self.lines)
+
+    @property
+    def started(self) -> bool:
+        return self._started.is_set()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    def publish(self, event: Event) -> None:
+        """Number ``event``, keep it, wake the followers."""
+        if self.ended:
+            raise RuntimeError("an ended answer takes no more events")
+        event["seq"] = len(self.lines)
+        self.lines.append(orjson.dumps(event) + b"\n")
+        if event["type"] == "start":
+            self.start_published = True
+            self._started.set()
+        if self._on_publish is not None:
+            self._on_publish(self, event)
+        self._wake()
+
+    def end(self, now: float) -> None:
+        """The terminal event was published (or the answer ended before its start)."""
+        self.ended_at = now
+        self._started.set()  # whoever waits for the start learns that it ended instead
+        self._ended.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    # -- the followers' side ---------------------------------------------------------------
+
+    async def wait_started(self) -> None:
+        """Until ``start`` was published, or the answer ended without one."""
+        await self._started.wait()
+
+    async def wait_ended(self) -> None:
+        await self._ended.wait()
+
+    def cancel(self, reason: str) -> bool:
+        """Ask the producer to stop (``cancelled``, ``deleted``, ``client_gone``, ``shutdown``).
+
+        The producer settles the answer itself; False when it has already ended.
+        """
+        if self.ended or self.cancel_reason is not None:
+            return False
+        self.cancel_reason = reason
+        if self.task is not None:
+            self.task.cancel()
+        return True
+
+    async def lines_after(
+        self, after: int, *, ping_interval: float, coalesce: float = 0.0
+    ) -> AsyncIterator[bytes]:
+        """The encoded events after seq ``after``, then the live ones, to the end.
+
+        Lines that piled up since the last read leave together as one chunk (one write to
+        the client); a ping fills every ``ping_interval`` of silence. With ``coalesce``,
+        lines after the first delta wait that long for company before they leave.
+        """
+        sent = max(after + 1, 0)
+        while True:
+            if sent < len(self.lines):
+                if coalesce and sent > 1 and not self.ended:
+                    await asyncio.sleep(coalesce)  # the window is the point: fewer writes
+                batch = self.lines[sent:]
+                sent += len(batch)
+                yield batch[0] if len(batch) == 1 else b"".join(batch)
+                continue
+            if self.ended:
+                return
+            changed = self._changed
+            try:
+                async with asyncio.timeout(ping_interval):
+                    await changed.wait()
+            except TimeoutError:
+                yield PING

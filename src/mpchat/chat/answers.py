@@ -1,0 +1,192 @@
+"""The service's answers: it owns their tasks, finds them, stops them, and settles orphans.
+
+`Answers` is made once, in the lifespan (`async with Answers(...)`). Every answer's task
+belongs to its task group, never to a request: a request only follows an answer's events
+(`Answer.lines_after`). It also
+
+* keeps ended answers for resume for ``resume_ttl`` seconds (at most ``max_kept`` of them;
+  older ones are served from storage as a ``snapshot``),
+* renews the storage claim (``lease``) of the answers it produces, and settles the answers
+  of instances that stopped renewing theirs (crashed: ``settle_stale``), at start-up and
+  then periodically,
+* on close, lets answers under way finish for ``shutdown_timeout`` seconds, then stops the
+  rest, which store what they have.
+
+With a relay (Redis), events are mirrored for the other instances and stop requests (the
+cancel endpoint, a user's data deleted) reach the instance that produces the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mpchat.chat.answer import Answer, Event
+from mpchat.storage import answers as stored
+from mpchat.storage.crypto import Keyring
+
+__all__ = ["Answers"]
+
+log = logging.getLogger("mpchat.chat")
+
+
+class Answers:
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        keyring: Keyring,
+        owner: str,
+        lease: float,
+        resume_ttl: float,
+        shutdown_timeout: float,
+        relay: Any | None = None,
+        max_kept: int = 10_000,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._keyring = keyring
+        self.owner = owner
+        self.lease = lease
+        self.resume_ttl = resume_ttl
+        self.shutdown_timeout = shutdown_timeout
+        self.relay = relay
+        self.max_kept = max_kept
+        self._clock = clock or (lambda: asyncio.get_running_loop().time())
+        self._live: dict[str, Answer] = {}
+        self._ended: collections.OrderedDict[str, Answer] = collections.OrderedDict()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._group: asyncio.TaskGroup | None = None
+        self._chores: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Answers:
+        self._group = asyncio.TaskGroup()
+        await self._group.__aenter__()
+        if self.relay is not None:
+            self.relay.on_stop(self._on_stop)
+        self._chores = [self._group.create_task(self._keep_leases()),
+                        self._group.create_task(self._settle_orphans())]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._group is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.shutdown_timeout):
+                await self._idle.wait()
+        for answer in list(self._live.values()):
+            answer.cancel("shutdown")
+        for chore in self._chores:
+            chore.cancel()
+        await self._group.__aexit__(exc_type, exc, tb)
+        self._group = None
+
+    async def wait_idle(self) -> None:
+        """Until every answer under way has ended and been stored (tests, shutdown)."""
+        await self._idle.wait()
+
+    # -- answers ---------------------------------------------------------------------------
+
+    def new(self, **fields: Any) -> Answer:
+        return Answer(on_publish=self._mirror if self.relay is not None else None, **fields)
+
+    def launch(self, answer: Answer, run: Callable[[], Any]) -> None:
+        """Run ``run()`` (the answer's producer) as a task of the service."""
+        if self._group is None:
+            raise RuntimeError("answers are not open")
+        self._forget_old()
+        self._live[answer.message_id] = answer
+        self._idle.clear()
+        answer.task = self._group.create_task(self._run(answer, run))
+
+    async def _run(self, answer: Answer, run: Callable[[], Any]) -> None:
+        try:
+            await run()
+        finally:
+            self._live.pop(answer.message_id, None)
+            if self.relay is not None:
+                self.relay.end(answer.message_id)
+            self._ended[answer.message_id] = answer
+            if not self._live:
+                self._idle.set()
+
+    def find(self, message_id: str, user_id: str) -> Answer | None:
+        """The user's answer, live or recently ended on this instance."""
+        answer = self._live.get(message_id) or self._ended.get(message_id)
+        if answer is None or answer.user_id != user_id:
+            return None
+        return answer
+
+    def live_of(self, user_id: str) -> list[Answer]:
+        return [a for a in self._live.values() if a.user_id == user_id]
+
+    async def stop(self, *, message_id: str | None = None, user_id: str | None = None,
+                   reason: str) -> None:
+        """Stop an answer, or all of a user's, here and (with a relay) everywhere."""
+        self._stop_here(message_id, user_id, reason)
+        if self.relay is not None:
+            await self.relay.stop(message_id=message_id, user_id=user_id)
+
+    def _stop_here(self, message_id: str | None, user_id: str | None, reason: str) -> None:
+        if message_id is not None and (answer := self._live.get(message_id)) is not None:
+            answer.cancel(reason)
+        if user_id is not None:
+            for answer in self.live_of(user_id):
+                answer.cancel(reason)
+
+    def _on_stop(self, message_id: str | None, user_id: str | None) -> None:
+        # Another instance was asked: a user stop (by message) or data deletion (by user).
+        self._stop_here(message_id, user_id, "cancelled" if user_id is None else "deleted")
+
+    def _mirror(self, answer: Answer, event: Event) -> None:
+        assert self.relay is not None
+        self.relay.publish(answer.message_id, answer.user_id, (event,))
+
+    def _forget_old(self) -> None:
+        horizon = self._clock() - self.resume_ttl
+        ended = self._ended
+        while ended:
+            oldest = next(iter(ended.values()))
+            if len(ended) <= self.max_kept and (oldest.ended_at or 0) > horizon:
+                break
+            ended.popitem(last=False)
+
+    # -- storage claims --------------------------------------------------------------------
+
+    async def _keep_leases(self) -> None:
+        """Renew this instance's claim on its answers' rows, a third of the lease at a time."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            if not self._live:
+                continue
+            until = datetime.now(UTC) + timedelta(seconds=self.lease)
+            try:
+                await stored.renew_leases(self._engine, owner=self.owner, until=until)
+            except Exception:
+                log.warning("could not renew the answers' leases", exc_info=True)
+
+    async def _settle_orphans(self) -> None:
+        """Answers left ``streaming`` by a crashed instance: at start, then every half lease."""
+        while True:
+            try:
+                settled = await stored.settle_stale(self._engine, self._keyring)
+                if settled:
+                    log.warning("settled %d answers left by a stopped instance", settled)
+            except Exception:
+                log.warning("could not settle orphaned answers", exc_info=True)
+            await asyncio.sleep(self.lease / 2)

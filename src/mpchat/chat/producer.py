@@ -1,0 +1,327 @@
+"""The task that produces one answer, and the one owner of everything the answer holds.
+
+`Producer.run` reads the provider (through `Upstream`: queue place, retries, failover),
+checks the output, publishes the answer's events and writes its text as it grows. Its
+``finally`` is the single place where the answer's resources are given back, however it
+ends; the settling is shielded, so no cancellation can leave a slot held or a row
+``streaming``:
+
+    ends as            provider call   output checks         stored              last event
+    complete           read to end     whole answer checked  complete            done
+    provider failure   closed          pending ones finish   truncated/dropped   error
+    retracted          closed          (one has failed)      retracted           retract, done
+    cancelled (user,   closed at once  pending ones finish   truncated/dropped   done (cancelled)
+      client gone)
+    deleted            closed at once  dropped               nothing             error not_found
+    shutdown           closed at once  pending ones finish   truncated/dropped   error
+
+"dropped": nothing was said, so there is no answer and the question is ``unanswered``.
+A truncated answer keeps only the text that was released to clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mpchat.chat.answer import Answer, Event
+from mpchat.chat.moderation import OutputCheck, Retracted
+from mpchat.chat.upstream import Queued, Served
+from mpchat.errors import MpchatError, NotFound, ServiceUnavailable, UpstreamTimeout
+from mpchat.metrics import Metrics
+from mpchat.providers.types import Delta, Finish, Reasoning
+from mpchat.storage import answers as stored
+from mpchat.storage.crypto import Keyring
+from mpchat.tokens import estimate_tokens
+
+__all__ = ["AnswerContext", "Producer"]
+
+log = logging.getLogger("mpchat.chat")
+UpstreamEvent = Queued | Served | Delta | Reasoning | Finish
+_background: set[asyncio.Future[Any]] = set()  # strong references to shielded settling
+
+
+class Deleted(NotFound):
+    default_message = "对话已删除"
+
+
+class ShuttingDown(ServiceUnavailable):
+    default_message = "服务正在重启，请稍后查看回答"
+
+
+@dataclass(slots=True)
+class AnswerContext:
+    """What a producer needs from the service (one per app)."""
+
+    engine: AsyncEngine
+    keyring: Keyring
+    metrics: Metrics
+    label: str
+    owner: str  # this instance, as the answers' rows name it
+    first_delta_deadline: float
+    save_interval: float
+    lease: float
+    settle_checks_timeout: float = 5.0
+    # ``start`` waits for the route that serves (so it names the right model, and an answer
+    # failing at once gets an HTTP status), but never longer than this: the client needs
+    # the message id to resume.
+    start_wait: float = 2.0
+    clock: Callable[[], float] = lambda: asyncio.get_running_loop().time()
+    on_complete: Callable[[Answer], None] | None = None  # e.g. schedule a summary
+
+    def lease_until(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self.lease)
+
+
+class Producer:
+    """Produces one answer; `run` is the answer's task. Built by `ChatService.start`."""
+
+    def __init__(
+        self,
+        ctx: AnswerContext,
+        answer: Answer,
+        *,
+        upstream: AsyncIterator[UpstreamEvent],
+        close_upstream: Callable[[], Awaitable[None]],
+        check: OutputCheck,
+        prompt_tokens: int,
+        received_at: float,
+    ) -> None:
+        self.ctx = ctx
+        self.answer = answer
+        self._upstream = upstream
+        self._close_upstream = close_upstream
+        self._check = check
+        self._prompt_tokens = prompt_tokens
+        self._received_at = received_at
+        self._released: list[str] = []  # text published as deltas
+        self._said: list[str] = []  # everything the provider said
+        self._finish: Finish | None = None
+        self._saved_at = received_at
+        self._saving: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        answer, ctx = self.answer, self.ctx
+        ctx.metrics.answering.inc()
+        outcome = "complete"
+        timer = asyncio.get_running_loop().call_later(ctx.start_wait, self._start)
+        try:
+            try:
+                await self._stream()
+            finally:
+                await _shielded(self._close_upstream())
+        except Retracted as exc:
+            outcome = "retracted"
+            log.info("answer %s retracted: %s", answer.message_id, exc.reason)
+        except MpchatError as exc:
+            outcome, answer.failure = "truncated", exc
+        except asyncio.CancelledError:
+            if answer.cancel_reason is None:
+                answer.cancel_reason = "shutdown"  # torn down from outside: store what exists
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            outcome = "truncated"
+        except Exception:
+            log.exception("answer %s failed", answer.message_id)
+            outcome, answer.failure = "truncated", MpchatError()
+        finally:
+            timer.cancel()
+            # The one place the answer's resources are given back; nothing cancels it.
+            await _shielded(self._settle(outcome))
+            log.debug("answer %s status=%s seconds=%.3f", answer.message_id, answer.status,
+                      ctx.clock() - self._received_at)
+            ctx.metrics.answering.dec()
+            ctx.metrics.chats.labels(answer.status).inc()
+
+    # -- producing -------------------------------------------------------------------------
+
+    async def _stream(self) -> None:
+        answer, ctx, check = self.answer, self.ctx, self._check
+        deadline = self._received_at + ctx.first_delta_deadline
+        upstream = self._upstream
+        while True:
+            try:
+                if self._released:
+                    event = await anext(upstream)
+                else:
+                    # Queue, retries and backoff together never keep a client waiting
+                    # for its first words longer than the deadline.
+                    async with asyncio.timeout_at(deadline):
+                        event = await anext(upstream)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise UpstreamTimeout() from None
+            if isinstance(event, Delta):
+                self._start()
+                if not self._said:
+                    ctx.metrics.first_delta.observe(ctx.clock() - self._received_at)
+                self._said.append(event.text)
+                text = check.feed(event.text)
+                check.verdict()
+                if text:
+                    self._release(text)
+            elif isinstance(event, Reasoning):
+                self._start()
+                answer.publish({"type": "reasoning", "text": event.text})
+            elif isinstance(event, Served):
+                answer.provider, answer.model = event.provider, event.model
+                self._start()
+            elif isinstance(event, Queued):
+                self._start()
+                answer.publish({"type": "queued", "position": event.position})
+            else:
+                self._finish = event
+        tail = await check.finish()
+        if tail:
+            self._start()
+            self._release(tail)
+
+    def _start(self) -> None:
+        """``start`` leaves with the first sign of life: a queue place or the provider's."""
+        answer = self.answer
+        if not answer.started and not answer.ended:
+            answer.publish({
+                "type": "start",
+                "conversation_id": answer.conversation_id,
+                "message_id": answer.message_id,
+                "model": answer.model,
+                "ai_generated": True,
+                "label": self.ctx.label,
+            })
+
+    def _release(self, text: str) -> None:
+        self._released.append(text)
+        self.answer.publish({"type": "delta", "text": text})
+        now = self.ctx.clock()
+        if now - self._saved_at >= self.ctx.save_interval and self._saving is None:
+            self._saved_at = now
+            self._saving = asyncio.create_task(self._save_progress())
+
+    async def _save_progress(self) -> None:
+        """The text so far, so a crash loses at most one interval of it."""
+        answer, ctx = self.answer, self.ctx
+        try:
+            kept = await stored.save_progress(
+                ctx.engine, ctx.keyring, message_id=answer.message_id, user_id=answer.user_id,
+                content="".join(self._released), event_seq=answer.next_seq - 1,
+                lease_until=ctx.lease_until(),
+            )
+            if not kept:  # the conversation was deleted meanwhile (maybe on another instance)
+                answer.cancel("deleted")
+        except Exception:
+            log.warning("could not save answer %s so far", answer.message_id, exc_info=True)
+        finally:
+            self._saving = None
+
+    # -- settling --------------------------------------------------------------------------
+
+    async def _settle(self, outcome: str) -> None:
+        answer, ctx, check = self.answer, self.ctx, self._check
+        if self._saving is not None:
+            await asyncio.gather(self._saving, return_exceptions=True)
+        reason = answer.cancel_reason
+        if outcome == "truncated" and reason != "deleted":
+            try:
+                # The checks of text already shown finish, so what is stored was checked.
+                async with asyncio.timeout(ctx.settle_checks_timeout):
+                    await check.conclude()
+            except Retracted:
+                outcome = "retracted"
+            except TimeoutError:
+                log.warning("answer %s: output checks did not finish in time",
+                            answer.message_id)
+        await check.aclose()
+        if reason == "deleted":
+            answer.status = "deleted"
+            self._end({"type": "error", **Deleted().to_dict()})
+            return
+        if reason == "shutdown" and answer.failure is None:
+            answer.failure = ShuttingDown(retry_after=5)
+        if reason is not None and answer.failure is None:
+            answer.finish_reason = "cancelled"
+        elif self._finish is not None:
+            answer.finish_reason = self._finish.reason
+        if outcome == "retracted":
+            text = "".join(self._said)
+            answer.finish_reason = "content_filter"
+        else:
+            text = "".join(self._released)
+        usage = self._finish.usage if self._finish is not None else None
+        answer.usage = {
+            "prompt_tokens": usage.prompt_tokens if usage else self._prompt_tokens,
+            "completion_tokens": usage.completion_tokens if usage else estimate_tokens(text),
+        }
+        answer.content = "" if outcome == "retracted" else text
+        terminal = self._terminal(outcome)
+        try:
+            if outcome != "retracted" and not text:
+                answer.status = "unanswered"
+                await stored.drop_answer(ctx.engine, message_id=answer.message_id,
+                                         question_id=answer.question_id,
+                                         conversation_id=answer.conversation_id)
+            else:
+                answer.status = outcome
+                meta = {"ai_generated": True, "content_id": answer.message_id,
+                        "provider": answer.provider, "model": answer.model,
+                        "reply_to": answer.question_id, "finish_reason": answer.finish_reason}
+                if answer.failure is not None:
+                    meta["error"] = answer.failure.to_dict()
+                kept = await stored.finish_answer(
+                    ctx.engine, ctx.keyring, message_id=answer.message_id,
+                    user_id=answer.user_id, conversation_id=answer.conversation_id,
+                    content=text, status=outcome, prompt_tokens=answer.usage["prompt_tokens"],
+                    completion_tokens=answer.usage["completion_tokens"], meta=meta,
+                    event_seq=answer.next_seq + len(terminal) - 1,
+                )
+                if not kept:
+                    answer.status = "deleted"
+                    terminal = [{"type": "error", **Deleted().to_dict()}]
+        except Exception:
+            # The row stays "streaming"; the sweeper settles it once this claim expires.
+            log.exception("could not store answer %s", answer.message_id)
+            answer.status = "unstored"
+            answer.failure = ServiceUnavailable(retry_after=5)
+            terminal = [{"type": "error", **answer.failure.to_dict()}]
+        if answer.status == "complete" and ctx.on_complete is not None:
+            ctx.on_complete(answer)
+        self._end(*terminal)
+
+    def _terminal(self, outcome: str) -> list[Event]:
+        answer = self.answer
+        if outcome == "retracted":
+            return [{"type": "retract", "reason": "content_safety"},
+                    {"type": "done", "finish_reason": "content_filter", "usage": answer.usage}]
+        if answer.failure is not None:
+            return [{"type": "error", **answer.failure.to_dict()}]
+        return [{"type": "done", "finish_reason": answer.finish_reason, "usage": answer.usage}]
+
+    def _end(self, *events: Event) -> None:
+        answer = self.answer
+        if answer.started or answer.failure is None:
+            self._start()
+        for event in events:
+            answer.publish(event)
+        answer.end(self.ctx.clock())
+
+
+async def _shielded(work: Awaitable[Any]) -> None:
+    """Finish ``work`` even inside a cancelled scope; its exceptions propagate.
+
+    If the caller is cancelled natively anyway, the work still runs to completion on its
+    own (strongly referenced in ``_background``).
+    """
+    task = asyncio.ensure_future(work)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    with anyio.CancelScope(shield=True):
+        await asyncio.shield(task)
+

@@ -1,0 +1,232 @@
+"""An answer's row while it is produced and when it ends.
+
+`mpchat.storage.messages.begin_turn` writes the row empty, status ``streaming``, claimed
+by the instance producing it (``owner``) until ``lease_until``. While the answer lives:
+
+    save_progress   the text so far (at a bounded cadence) and the seq it covers; renews the
+                    claim. False when the row is gone (the conversation was deleted).
+    renew_leases    one statement per instance renews the claim of all its answers.
+
+It ends in exactly one of:
+
+    finish_answer   complete / truncated / retracted, with usage and metadata.
+    drop_answer     nothing was said: the row goes, the question becomes ``unanswered``.
+    settle_stale    (any instance) rows whose claim expired, their instance gone: truncated
+                    with the stored text, or dropped as above when it is empty.
+
+Every update is conditional on ``status = 'streaming'``, so an answer is settled once,
+whoever gets there first, and a deleted conversation is never written again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mpchat.storage.crypto import Ciphertext, DecryptError, Keyring, message_aad
+from mpchat.storage.tables import conversations, messages
+from mpchat.storage.transactions import run_transaction
+from mpchat.tokens import estimate_tokens
+
+__all__ = [
+    "StoredAnswer",
+    "drop_answer",
+    "finish_answer",
+    "read_answer",
+    "renew_leases",
+    "save_progress",
+    "settle_stale",
+]
+
+STREAMING = "streaming"
+_m = messages.c
+
+_PROGRESS = (
+    update(messages)
+    .where(_m.id == bindparam("mid"), _m.status == STREAMING)
+    .values(content=bindparam("content"), content_key=bindparam("key"),
+            event_seq=bindparam("eseq"), lease_until=bindparam("until"))
+)
+_FINISH = (
+    update(messages)
+    .where(_m.id == bindparam("mid"), _m.status == STREAMING)
+    .values(content=bindparam("content"), content_key=bindparam("key"),
+            status=bindparam("new_status"), tokens=bindparam("tokens"),
+            prompt_tokens=bindparam("ptokens"), completion_tokens=bindparam("ctokens"),
+            meta=bindparam("meta"), event_seq=bindparam("eseq"), owner=None, lease_until=None)
+)
+_TOUCH_CONVERSATION = (
+    update(conversations)
+    .where(conversations.c.id == bindparam("cid"))
+    .values(updated_at=bindparam("now"))
+)
+_DROP = delete(messages).where(_m.id == bindparam("mid"), _m.status == STREAMING)
+_UNANSWERED = (
+    update(messages)
+    .where(_m.id == bindparam("qid"), _m.role == "user")
+    .values(status="unanswered")
+)
+_UNCOUNT = (
+    update(conversations)
+    .where(conversations.c.id == bindparam("cid"))
+    .values(message_count=conversations.c.message_count - 1)
+)
+_STALE = (
+    select(_m.id, _m.user_id, _m.conversation_id, _m.content, _m.content_key, _m.meta,
+           _m.event_seq)
+    .where(_m.status == STREAMING, _m.lease_until < bindparam("now"))
+    .limit(bindparam("limit"))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAnswer:
+    """An answer's row as a resumed stream needs it."""
+
+    id: str
+    user_id: str
+    conversation_id: str
+    status: str
+    content: str  # "" when unreadable or retracted
+    event_seq: int | None
+    meta: dict[str, Any]
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def save_progress(
+    engine: AsyncEngine,
+    keyring: Keyring,
+    *,
+    message_id: str,
+    user_id: str,
+    content: str,
+    event_seq: int,
+    lease_until: datetime,
+) -> bool:
+    """Store the text so far; False when the row is no longer a streaming answer."""
+    sealed = keyring.encrypt(content, message_aad(message_id=message_id, user_id=user_id))
+    params = {"mid": message_id, "content": sealed.blob, "key": sealed.key_id,
+              "eseq": event_seq, "until": lease_until}
+    return await run_transaction(engine, _execute_one, _PROGRESS, params)
+
+
+def _execute_one(conn: Connection, statement: Any, params: dict[str, Any]) -> bool:
+    return bool(conn.execute(statement, params).rowcount)
+
+
+async def renew_leases(engine: AsyncEngine, *, owner: str, until: datetime) -> int:
+    """Extend the claim of every answer ``owner`` is producing; how many there were."""
+    statement = (
+        update(messages)
+        .where(_m.owner == owner, _m.status == STREAMING)
+        .values(lease_until=until)
+    )
+    async with engine.begin() as conn:
+        return int((await conn.execute(statement)).rowcount)
+
+
+async def finish_answer(
+    engine: AsyncEngine,
+    keyring: Keyring,
+    *,
+    message_id: str,
+    user_id: str,
+    conversation_id: str,
+    content: str,
+    status: str,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+    meta: dict[str, Any],
+    event_seq: int,
+) -> bool:
+    """Settle the answer as ``status`` (complete, truncated, retracted); False if gone."""
+    sealed = keyring.encrypt(content, message_aad(message_id=message_id, user_id=user_id))
+    params = {"mid": message_id, "content": sealed.blob, "key": sealed.key_id,
+              "new_status": status, "tokens": estimate_tokens(content),
+              "ptokens": prompt_tokens, "ctokens": completion_tokens, "meta": meta,
+              "eseq": event_seq}
+    return await run_transaction(engine, _finish, params, conversation_id)
+
+
+def _finish(conn: Connection, params: dict[str, Any], conversation_id: str) -> bool:
+    if not conn.execute(_FINISH, params).rowcount:
+        return False
+    conn.execute(_TOUCH_CONVERSATION, {"cid": conversation_id, "now": _now()})
+    return True
+
+
+async def drop_answer(
+    engine: AsyncEngine, *, message_id: str, question_id: str, conversation_id: str
+) -> bool:
+    """Nothing was said: remove the answer's row, mark its question ``unanswered``."""
+    return await run_transaction(engine, _drop, message_id, question_id, conversation_id)
+
+
+def _drop(conn: Connection, message_id: str, question_id: str, conversation_id: str) -> bool:
+    if not conn.execute(_DROP, {"mid": message_id}).rowcount:
+        return False
+    conn.execute(_UNANSWERED, {"qid": question_id})
+    conn.execute(_UNCOUNT, {"cid": conversation_id})
+    return True
+
+
+async def settle_stale(engine: AsyncEngine, keyring: Keyring, *, limit: int = 200) -> int:
+    """Settle answers whose producing instance is gone (its claim expired); how many."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(_STALE, {"now": _now(), "limit": limit})).all()
+    settled = 0
+    for row in rows:
+        text = _decrypt(keyring, row.content_key, row.content, row.id, row.user_id)
+        meta = dict(row.meta or {})
+        if text:
+            meta["finish_reason"] = "interrupted"
+            done = await finish_answer(
+                engine, keyring, message_id=row.id, user_id=row.user_id,
+                conversation_id=row.conversation_id, content=text, status="truncated",
+                prompt_tokens=None, completion_tokens=estimate_tokens(text), meta=meta,
+                event_seq=(row.event_seq or 0) + 1,
+            )
+        else:
+            done = await drop_answer(
+                engine, message_id=row.id, question_id=str(meta.get("reply_to", "")),
+                conversation_id=row.conversation_id,
+            )
+        settled += done
+    return settled
+
+
+async def read_answer(
+    engine: AsyncEngine, keyring: Keyring, *, message_id: str, user_id: str
+) -> StoredAnswer | None:
+    """The user's answer ``message_id``; None when unknown, not an answer, or not theirs."""
+    query = select(
+        _m.id, _m.user_id, _m.conversation_id, _m.status, _m.content, _m.content_key,
+        _m.event_seq, _m.meta, _m.prompt_tokens, _m.completion_tokens,
+    ).where(_m.id == message_id, _m.user_id == user_id, _m.role == "assistant")
+    async with engine.connect() as conn:
+        row = (await conn.execute(query)).first()
+    if row is None:
+        return None
+    text = "" if row.status == "retracted" else _decrypt(
+        keyring, row.content_key, row.content, row.id, row.user_id
+    )
+    return StoredAnswer(row.id, row.user_id, row.conversation_id, row.status, text,
+                        row.event_seq, dict(row.meta or {}), row.prompt_tokens,
+                        row.completion_tokens)
+
+
+def _decrypt(keyring: Keyring, key: str, blob: bytes, message_id: str, user_id: str) -> str:
+    try:
+        return keyring.decrypt(Ciphertext(key, blob),
+                               message_aad(message_id=message_id, user_id=user_id))
+    except DecryptError:
+        return ""

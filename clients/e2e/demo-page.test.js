@@ -6,7 +6,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 
-const { ROOT, MPCHAT, startStack } = require('../helpers/servers.js');
+const { ROOT, MPCHAT, startStack, resumeMissing } = require('../helpers/servers.js');
 
 const CHROMIUM = '/usr/bin/chromium';
 const SCREENSHOT = path.join(ROOT, 'docs', 'img', 'demo-page.png');
@@ -126,6 +126,159 @@ test('demo page: login, streamed answer with label, reload keeps history, delete
   assert.equal(left, 0);
   assert.deepEqual(pageErrors, []);
 });
+
+// Wraps the page's fetch (before any script of the page runs): the planned responses of
+// /api/v1/chat and /messages/{id}/events are cut at a byte offset, `bytes` past their `lines`-th
+// line, as a dropped connection would (the body errors, the connection is closed).
+const CUT_FETCH = () => {
+  window.__cutPlan = { chat: [], events: [] };
+  window.__cuts = [];
+  const realFetch = window.fetch.bind(window);
+  window.fetch = async (input, init) => {
+    const res = await realFetch(input, init);
+    const url = typeof input === 'string' ? input : input.url;
+    const kind = /\/api\/v1\/chat$/.test(url) ? 'chat' : /\/events(\?|$)/.test(url) ? 'events' : '';
+    const plan = kind ? window.__cutPlan[kind].shift() : null;
+    if (!plan || !res.body) return res;
+    const reader = res.body.getReader();
+    let seen = 0;
+    let lines = 0;
+    let cutAt = Infinity;
+    const body = new ReadableStream({
+      async pull(ctrl) {
+        const { value, done } = await reader.read();
+        if (done) return ctrl.close();
+        for (let i = 0; i < value.length && cutAt === Infinity; i++) {
+          if (value[i] === 10 && ++lines === plan.lines) cutAt = seen + i + 1 + plan.bytes;
+        }
+        if (seen + value.length > cutAt) {
+          ctrl.enqueue(value.slice(0, cutAt - seen));
+          reader.cancel().catch(() => {});
+          window.__cuts.push([kind, url, cutAt]);
+          ctrl.error(new TypeError('network error (cut by the test)'));
+          return;
+        }
+        seen += value.length;
+        ctrl.enqueue(value);
+      },
+      cancel(reason) {
+        return reader.cancel(reason);
+      },
+    });
+    return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
+  };
+};
+
+async function storedMessages(page) {
+  return page.evaluate(async () => {
+    const auth = { headers: { Authorization: 'Bearer ' + localStorage.getItem('mpchat.token') } };
+    const id = localStorage.getItem('mpchat.conversation');
+    return (await (await fetch('/api/v1/conversations/' + id + '/messages?limit=50', auth)).json()).items;
+  });
+}
+
+/** Poll the stored conversation until `predicate(items)` holds (the server settles asynchronously). */
+async function waitStored(page, predicate, what) {
+  const until = Date.now() + 20000;
+  let items;
+  while (Date.now() < until) {
+    items = await storedMessages(page);
+    if (predicate(items)) return items;
+    await page.waitForTimeout(100);
+  }
+  throw new Error(what + ': ' + JSON.stringify(items));
+}
+
+test('demo page: resumes a cut stream from the last seq, reasoning folded apart, 停止 cancels', { timeout: 120000 }, async (t) => {
+  if (!prerequisites(t)) return;
+  const why = await resumeMissing(servers.base);
+  if (why && CI) assert.fail(why);
+  if (why) return t.skip(why);
+  const { chromium } = require('playwright-core');
+  let browser;
+  t.after(async () => {
+    if (browser) await browser.close();
+  });
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+  const page = await browser.newPage({ viewport: { width: 1100, height: 720 } });
+  const pageErrors = [];
+  page.on('pageerror', (err) => pageErrors.push(err.message));
+  const urls = [];
+  page.on('request', (r) => urls.push([r.method(), r.url()]));
+  await page.addInitScript(CUT_FETCH);
+
+  await page.goto(servers.base + '/');
+  await page.getByTestId('login-code').fill('e2e-resume');
+  await page.getByTestId('login-button').click();
+  await page.getByTestId('app-view').waitFor();
+  await page.evaluate(() => {
+    window.__states = [];
+    new MutationObserver(() => {
+      const last = document.querySelector('[data-role="assistant"]:last-of-type');
+      if (last && window.__states.at(-1) !== last.dataset.state) window.__states.push(last.dataset.state);
+    }).observe(document.getElementById('messages'), { subtree: true, childList: true, attributes: true, attributeFilter: ['data-state'] });
+  });
+
+  // 1. Cut twice at random byte offsets: the chat after its 4th line, the first resume after its 2nd.
+  const pieces = Array.from({ length: 24 }, (_, i) => `第${i}段🌏，`);
+  await servers.stack.script([{ text: pieces, trickle: 0.06, reasoning: ['先想一想，', '再回答。'] }]);
+  const offsets = [Math.floor(Math.random() * 40), Math.floor(Math.random() * 40)];
+  await page.evaluate((o) => {
+    window.__cutPlan.chat.push({ lines: 4, bytes: o[0] });
+    window.__cutPlan.events.push({ lines: 2, bytes: o[1] });
+  }, offsets);
+  await page.getByTestId('chat-input').fill('断点续传');
+  await page.getByTestId('send-button').click();
+  const answer = page.locator('[data-role="assistant"]').last();
+  await answer.and(page.locator('[data-state="done"]')).waitFor({ timeout: 30000 });
+  const cuts = await page.evaluate(() => window.__cuts);
+  assert.deepEqual(cuts.map(([kind]) => kind), ['chat', 'events'], JSON.stringify(cuts));
+  const resumes = urls.filter(([, u]) => u.includes('/events')).map(([, u]) => new URL(u).searchParams.get('after'));
+  assert.equal(resumes.length, 2, JSON.stringify(urls));
+  assert.ok(resumes.every((a) => /^\d+$/.test(a)) && Number(resumes[1]) >= Number(resumes[0]), JSON.stringify(resumes));
+  const states = await page.evaluate(() => window.__states);
+  assert.ok(states.includes('reconnecting'), JSON.stringify(states));
+  const shown = await answer.getByTestId('message-content').textContent();
+  assert.equal(shown, pieces.join(''));
+  const reasoning = answer.getByTestId('reasoning');
+  assert.ok(await reasoning.isVisible());
+  assert.equal(await reasoning.evaluate((d) => d.open), false, 'folded');
+  assert.equal(await reasoning.locator('.reasoning-text').textContent(), '先想一想，再回答。');
+  let stored = await waitStored(page, (items) => items.at(-1).status === 'complete', 'stored complete');
+  assert.equal(stored.at(-1).content, shown, 'the page shows the stored answer, each piece once');
+  assert.ok(await page.getByTestId('notice').isHidden());
+
+  // 2. 停止 mid-answer: the cancel endpoint; the shown part stays, the stored answer is truncated.
+  await servers.stack.script([{ text: pieces, trickle: 0.2 }]);
+  await page.getByTestId('chat-input').fill('停一下');
+  await page.getByTestId('send-button').click();
+  const second = page.locator('[data-role="assistant"]').last();
+  await second.getByTestId('message-content').filter({ hasText: '第1段' }).waitFor();
+  const cancel = page.waitForResponse((r) => r.url().endsWith('/cancel'));
+  await page.getByTestId('stop-button').click();
+  assert.equal((await cancel).status(), 204);
+  assert.equal(await second.getAttribute('data-state'), 'stopped');
+  stored = await waitStored(page, (items) => items.at(-1).status !== 'streaming', 'stored settled');
+  assert.equal(stored.at(-1).status, 'truncated');
+  const kept = await second.getByTestId('message-content').textContent();
+  assert.ok(stored.at(-1).content.startsWith(kept) && stored.at(-1).content.length < pieces.join('').length, JSON.stringify([kept, stored.at(-1)]));
+
+  // 3. 停止 before the first word: no empty bubble, "已停止", the question stays unanswered.
+  await servers.stack.script([{ hang: true }]);
+  await page.getByTestId('chat-input').fill('还没开口');
+  await page.getByTestId('send-button').click();
+  const third = page.locator('[data-role="assistant"]').last();
+  await third.and(page.locator('[data-state="streaming"]')).waitFor();
+  const cancel2 = page.waitForResponse((r) => r.url().endsWith('/cancel'));
+  await page.getByTestId('stop-button').click();
+  assert.equal((await cancel2).status(), 204);
+  assert.equal(await page.getByTestId('notice').textContent(), '已停止');
+  const bubbles = await page.getByTestId('message').evaluateAll((nodes) => nodes.map((n) => n.dataset.role));
+  assert.deepEqual(bubbles, ['user', 'assistant', 'user', 'assistant', 'user']);
+  stored = await waitStored(page, (items) => items.at(-1).role === 'user' && items.at(-1).status === 'unanswered', 'question unanswered');
+  assert.deepEqual(pageErrors, []);
+});
+
 
 /**
  * wx.request on top of fetch: chunks go to onChunkReceived as ArrayBuffers, as on a phone.

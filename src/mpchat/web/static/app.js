@@ -1,4 +1,5 @@
-// mpchat browser demo: dev login, streamed chat with the AI label, retraction, history.
+// mpchat browser demo: dev login, streamed chat with the AI label, retraction, history, resume of
+// a cut stream, stop (cancel), a reasoning model's thinking folded apart.
 // Plain script, no build step. Talks to the same API as the mini program SDK (API.md v1).
 'use strict';
 
@@ -33,7 +34,7 @@
 
   const state = {
     conversationId: localStorage.getItem(KEY_CONVERSATION) || '',
-    controller: null, // AbortController of the chat in flight
+    run: null, // the answer being received: its AbortController, message id, last seq, text
     label: DEFAULT_LABEL,
   };
 
@@ -196,17 +197,21 @@
   }
 
   async function openConversation(id) {
-    stopChat();
+    stopChat(false);
     notice('');
     els.messages.textContent = '';
     selectConversation(id);
     try {
       const page = await getJson('/conversations/' + encodeURIComponent(id) + '/messages?limit=50');
       els.messages.textContent = '';
+      let streaming = null;
       for (const m of page.items) {
         if (m.role === 'system' || m.status === 'retracted') continue;
-        addMessage(m.role, m.content).dataset.state = 'done';
+        const node = addMessage(m.role, m.content);
+        node.dataset.state = 'done';
+        if (m.role === 'assistant' && m.status === 'streaming') streaming = [node, m.id];
       }
+      if (streaming && state.conversationId === id && !state.run) followStreaming(streaming[0], streaming[1]);
     } catch (err) {
       if (err.code === 'not_found') selectConversation('');
       notice(err.message);
@@ -228,7 +233,7 @@
   }
 
   function newConversation() {
-    stopChat();
+    stopChat(false);
     selectConversation('');
     els.messages.textContent = '';
     notice('');
@@ -236,11 +241,223 @@
   }
 
   // ---- chat -------------------------------------------------------------------------------
+  // An answer outlives its connection (API.md v1.1): every event but `ping` carries `seq`; when a
+  // stream is cut after `start`, the page follows the answer again with
+  // GET /messages/{id}/events?after=<last seq> and shows "reconnecting" meanwhile. 停止 sends
+  // POST /messages/{id}/cancel (closing the connection alone no longer stops an answer).
 
-  function stopChat() {
-    if (state.controller) state.controller.abort();
-    state.controller = null;
+  const RESUME_ATTEMPTS = 6; // reconnections in a row without a new event
+  const RESUME_DELAYS_MS = [0, 1000, 2000, 4000, 8000, 10000];
+  const IDLE_TIMEOUT_MS = 30000; // a stream silent this long (pings included) is taken as dead
+  const CUT_MESSAGE = '连接中断，回答不完整';
+
+  // Stop listening to the answer in flight. `cancel`: the user's 停止, which stops the answer on
+  // the server too; otherwise (switching conversation, logout) the answer goes on and is stored.
+  function stopChat(cancel) {
+    const run = state.run;
+    state.run = null;
     setBusy(false);
+    if (!run) return;
+    run.stopped = true;
+    if (cancel) {
+      if (run.messageId) sendCancel(run.messageId);
+      else run.cancelWhenStarted = true; // the first line will name the message
+      run.answer.dataset.state = 'stopped';
+      if (!run.text) {
+        run.answer.remove();
+        notice('已停止');
+      }
+    }
+    if (!run.cancelWhenStarted) run.controller.abort();
+  }
+
+  function sendCancel(messageId) {
+    authed('/messages/' + encodeURIComponent(messageId) + '/cancel', { method: 'POST' }).catch(() => {});
+  }
+
+  function sleep(ms, signal) {
+    return new Promise((resolve) => {
+      if (!ms || signal.aborted) return resolve();
+      const t = setTimeout(resolve, ms);
+      signal.addEventListener('abort', () => {
+        clearTimeout(t);
+        resolve();
+      }, { once: true });
+    });
+  }
+
+  function newRun(answer) {
+    const run = {
+      answer,
+      bubble: answer.querySelector('.bubble'),
+      controller: new AbortController(),
+      messageId: answer.dataset.messageId || '',
+      lastSeq: -1,
+      resumable: false,
+      text: '',
+      reasoning: '',
+      ended: false,
+      stopped: false,
+      cancelWhenStarted: false,
+    };
+    return run;
+  }
+
+  function showReasoning(run) {
+    const box = run.answer.querySelector('.reasoning');
+    box.hidden = !run.reasoning;
+    box.querySelector('.reasoning-text').textContent = run.reasoning;
+  }
+
+  // One event of the answer; events already seen (seq not above the last one) are skipped.
+  function handleEvent(run, ev) {
+    if (typeof ev.seq === 'number') {
+      if (ev.seq <= run.lastSeq) return false;
+      run.lastSeq = ev.seq;
+    }
+    if (run.cancelWhenStarted) {
+      if (ev.type === 'start' && ev.message_id) {
+        run.cancelWhenStarted = false;
+        sendCancel(ev.message_id);
+        run.controller.abort();
+      }
+      return true;
+    }
+    if (run.stopped) return true;
+    const answer = run.answer;
+    switch (ev.type) {
+      case 'start':
+        state.label = ev.label || DEFAULT_LABEL;
+        answer.querySelector('.ai-label').textContent = state.label;
+        answer.dataset.messageId = ev.message_id;
+        answer.dataset.state = 'streaming';
+        run.messageId = ev.message_id;
+        run.resumable = typeof ev.seq === 'number';
+        selectConversation(ev.conversation_id);
+        break;
+      case 'queued':
+        notice('排队中，前面还有 ' + ev.position + ' 位');
+        break;
+      case 'delta':
+        run.text += ev.text || '';
+        run.bubble.textContent = run.text;
+        break;
+      case 'snapshot':
+        // The exact events are gone: this is the whole answer so far.
+        run.text = ev.text || '';
+        run.bubble.textContent = run.text;
+        break;
+      case 'reasoning':
+        run.reasoning += ev.text || '';
+        showReasoning(run);
+        break;
+      case 'retract':
+        run.ended = true;
+        answer.remove();
+        notice('该回答未通过内容安全检查，已撤回');
+        break;
+      case 'done':
+        run.ended = true;
+        answer.dataset.state = ev.finish_reason === 'cancelled' ? 'stopped' : 'done';
+        break;
+      case 'error':
+        run.ended = true;
+        notice(ev.message || '出错了');
+        answer.dataset.state = 'error';
+        if (!run.text) answer.remove();
+        break;
+      default:
+        return true; // ping, newer event types: ignore
+    }
+    if (answer.dataset.state === 'reconnecting') {
+      answer.dataset.state = 'streaming';
+      notice('');
+    }
+    return true;
+  }
+
+  // Read one NDJSON response to its end. Resolves when the body ends (cut or not); rejects on a
+  // network error, the stop, or a stream silent for IDLE_TIMEOUT_MS (its own abort).
+  async function readStream(run, res, connection) {
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder(); // stream:true: a chunk may end inside a character
+    let buf = '';
+    let idle = null;
+    const arm = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => connection.abort(), IDLE_TIMEOUT_MS);
+    };
+    arm();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        arm();
+        buf += decoder.decode(value || new Uint8Array(0), { stream: !done });
+        let nl;
+        while ((nl = buf.indexOf('\n')) !== -1) {
+          const line = buf.slice(0, nl).trim();
+          buf = buf.slice(nl + 1);
+          if (line) handleEvent(run, JSON.parse(line));
+          if (run.ended) return;
+        }
+        if (done) break;
+      }
+      const rest = buf.trim();
+      if (rest) {
+        let ev = null;
+        try {
+          ev = JSON.parse(rest);
+        } catch (e) {
+          // half a line: the body was cut
+        }
+        if (ev) handleEvent(run, ev);
+      }
+    } finally {
+      clearTimeout(idle);
+      reader.cancel().catch(() => {});
+    }
+  }
+
+  // A connection of its own, aborted with the run (stop) or by the idle watch.
+  function connectionFor(run) {
+    const connection = new AbortController();
+    if (run.controller.signal.aborted) connection.abort();
+    run.controller.signal.addEventListener('abort', () => connection.abort(), { once: true });
+    return connection;
+  }
+
+  // Follow the answer from run.lastSeq until it ends, reconnecting with backoff. `fresh`: the
+  // first connection is not a reconnection (an answer found streaming when a conversation opens).
+  async function follow(run, fresh) {
+    let failures = 0;
+    while (!run.ended && !run.stopped) {
+      if (failures >= RESUME_ATTEMPTS) {
+        handleEvent(run, { type: 'error', message: CUT_MESSAGE });
+        return;
+      }
+      if (!fresh || failures > 0) {
+        run.answer.dataset.state = 'reconnecting';
+        notice('连接中断，正在重新连接…');
+      }
+      await sleep(RESUME_DELAYS_MS[Math.min(failures, RESUME_DELAYS_MS.length - 1)], run.controller.signal);
+      failures += 1;
+      if (run.stopped) return;
+      const before = run.lastSeq;
+      const connection = connectionFor(run);
+      const after = run.lastSeq >= 0 ? '?after=' + run.lastSeq : '';
+      try {
+        const res = await authed('/messages/' + encodeURIComponent(run.messageId) + '/events' + after, { signal: connection.signal });
+        if (res.status === 404 || res.status === 401 || res.status === 403) {
+          handleEvent(run, { type: 'error', message: CUT_MESSAGE });
+          return;
+        }
+        if (res.ok) await readStream(run, res, connection);
+      } catch (err) {
+        if (run.stopped) return;
+        // a network error or the idle watch: try again
+      }
+      if (run.lastSeq > before) failures = 0;
+    }
   }
 
   async function sendMessage(content) {
@@ -248,91 +465,63 @@
     addMessage('user', content);
     const answer = addMessage('assistant', '');
     answer.dataset.state = 'waiting';
-    const bubble = answer.querySelector('.bubble');
-    const controller = new AbortController();
-    state.controller = controller;
+    const run = newRun(answer);
+    state.run = run;
     setBusy(true);
 
-    let text = '';
-    let ended = false;
-    const handle = (ev) => {
-      switch (ev.type) {
-        case 'start':
-          state.label = ev.label || DEFAULT_LABEL;
-          answer.querySelector('.ai-label').textContent = state.label;
-          answer.dataset.messageId = ev.message_id;
-          answer.dataset.state = 'streaming';
-          selectConversation(ev.conversation_id);
-          break;
-        case 'queued':
-          notice('排队中，前面还有 ' + ev.position + ' 位');
-          break;
-        case 'delta':
-          text += ev.text || '';
-          bubble.textContent = text;
-          notice('');
-          break;
-        case 'retract':
-          answer.remove();
-          notice('该回答未通过内容安全检查，已撤回');
-          break;
-        case 'done':
-          ended = true;
-          answer.dataset.state = 'done';
-          break;
-        case 'error':
-          ended = true;
-          notice(ev.message || '出错了');
-          answer.dataset.state = 'error';
-          if (!text) answer.remove();
-          break;
-        default:
-          break; // newer event types: ignore
-      }
-    };
-
     try {
-      const res = await authed('/chat', {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ content, conversation_id: state.conversationId || undefined, stream: true }),
-        signal: controller.signal,
-      });
-      if (!res.ok) {
-        const err = errorOf(res, await readJson(res));
-        const wait = err.retryAfter ? '，请 ' + err.retryAfter + ' 秒后再试' : '';
-        handle({ type: 'error', message: err.message + wait });
-        return;
-      }
-      // Decode with stream:true so a chunk that ends inside a character waits for the rest.
-      const reader = res.body.getReader();
-      const decoder = new TextDecoder();
-      let buf = '';
-      for (;;) {
-        const { value, done } = await reader.read();
-        buf += decoder.decode(value || new Uint8Array(0), { stream: !done });
-        let nl;
-        while ((nl = buf.indexOf('\n')) !== -1) {
-          const line = buf.slice(0, nl).trim();
-          buf = buf.slice(nl + 1);
-          if (line) handle(JSON.parse(line));
+      const connection = connectionFor(run);
+      let cut = false;
+      try {
+        const res = await authed('/chat', {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ content, conversation_id: state.conversationId || undefined, stream: true }),
+          signal: connection.signal,
+        });
+        if (!res.ok) {
+          const err = errorOf(res, await readJson(res));
+          const wait = err.retryAfter ? '，请 ' + err.retryAfter + ' 秒后再试' : '';
+          handleEvent(run, { type: 'error', message: err.message + wait });
+          return;
         }
-        if (done) break;
+        await readStream(run, res, connection);
+        cut = !run.ended;
+      } catch (err) {
+        if (run.stopped) return;
+        if (!run.messageId) {
+          handleEvent(run, { type: 'error', message: '网络错误：' + err.message });
+          return;
+        }
+        cut = true;
       }
-      if (buf.trim()) handle(JSON.parse(buf));
-      if (!ended) handle({ type: 'error', message: '连接中断，回答不完整' });
-    } catch (err) {
-      if (err.name === 'AbortError') {
-        answer.dataset.state = 'stopped';
-        if (!text) answer.remove();
-      } else {
-        handle({ type: 'error', message: '网络错误：' + err.message });
+      if (cut && !run.stopped) {
+        if (run.resumable) await follow(run);
+        else handleEvent(run, { type: 'error', message: CUT_MESSAGE });
       }
     } finally {
-      if (state.controller === controller) {
-        state.controller = null;
+      if (state.run === run) {
+        state.run = null;
         setBusy(false);
         els.input.focus();
+      }
+      loadConversations().catch(() => {});
+    }
+  }
+
+  // An answer still being produced when its conversation is opened (a reload mid-answer):
+  // follow it from the start to its end.
+  async function followStreaming(answer, messageId) {
+    answer.dataset.messageId = messageId;
+    const run = newRun(answer);
+    state.run = run;
+    setBusy(true);
+    try {
+      await follow(run, true);
+    } finally {
+      if (state.run === run) {
+        state.run = null;
+        setBusy(false);
       }
       loadConversations().catch(() => {});
     }
@@ -353,19 +542,19 @@
   });
 
   els.logout.addEventListener('click', () => {
-    stopChat();
+    stopChat(false);
     forget();
     els.messages.textContent = '';
     showLogin();
   });
 
   els.newConversation.addEventListener('click', newConversation);
-  els.stop.addEventListener('click', stopChat);
+  els.stop.addEventListener('click', () => stopChat(true));
 
   els.form.addEventListener('submit', (e) => {
     e.preventDefault();
     const content = els.input.value.trim();
-    if (!content || state.controller) return;
+    if (!content || state.run) return;
     els.input.value = '';
     sendMessage(content);
   });

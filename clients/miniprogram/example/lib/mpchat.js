@@ -585,7 +585,9 @@ function createClient(options) {
       if (aborted || finished) return;
       emit(name, arg);
       finished = true;
-      if (conn) closeConn(conn);
+      // The server ends the response after its last event: stop listening, let it close by itself.
+      if (conn) conn.dead = true;
+      conn = null;
       cleanup();
     }
 

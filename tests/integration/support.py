@@ -25,12 +25,16 @@ __all__ = [
     "ChatResult",
     "HeldUpstream",
     "Instance",
+    "Transcript",
     "chat",
     "child_base_env",
     "login",
     "mpchat_argv",
+    "read_stream",
     "run_command",
     "spawn_fleet",
+    "start_instance",
+    "stored_messages",
     "wait_until",
 ]
 
@@ -180,11 +184,13 @@ async def run_command(argv: list[str], *, env: dict[str, str], log_path: Path) -
         pytest.fail(f"{argv} exited {code}:\n{output}")
 
 
-async def _start(name: str, env: dict[str, str], log_dir: Path) -> Instance:
+async def _start(
+    name: str, env: dict[str, str], log_dir: Path, data_dir: Path | None = None
+) -> Instance:
     port = free_port()
     log_path = log_dir / f"{name}.log"
     child_env = {**env, "MPCHAT_PORT": str(port), "MPCHAT_HOST": "127.0.0.1",
-                 "MPCHAT_DATA_DIR": str(log_dir / f"{name}-data")}
+                 "MPCHAT_DATA_DIR": str(data_dir or log_dir / f"{name}-data")}
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
             *mpchat_argv("serve"), env=child_env, stdin=asyncio.subprocess.DEVNULL,
@@ -219,3 +225,103 @@ async def spawn_fleet(
         yield instances
     finally:
         await asyncio.gather(*(instance.stop() for instance in instances))
+
+
+async def start_instance(
+    name: str, env: dict[str, str], log_dir: Path, *, data_dir: Path | None = None
+) -> Instance:
+    """One `mpchat serve` process (``env`` over a clean environment), ready; stop it yourself.
+
+    ``data_dir`` lets two runs share one (the default SQLite file, development keys).
+    """
+    instance = await _start(name, {**child_base_env(), **env}, log_dir, data_dir)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            await wait_until(lambda: _healthy(instance, http), within=30,
+                             what=f"{name} ready", interval=0.05)
+    except BaseException:
+        await instance.stop()
+        raise
+    return instance
+
+
+@dataclass
+class Transcript:
+    """What one client following one answer has seen, across all its connections.
+
+    The text as a client shows it: a ``delta`` appends, a ``snapshot`` replaces everything
+    before it, a ``retract`` clears it. Pings are not kept.
+    """
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    text: str = ""
+
+    def feed(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "ping":
+            return
+        self.events.append(event)
+        if kind == "delta":
+            self.text += event["text"]
+        elif kind == "snapshot":
+            self.text = event["text"]
+        elif kind == "retract":
+            self.text = ""
+
+    @property
+    def types(self) -> list[str]:
+        return [str(e.get("type")) for e in self.events]
+
+    @property
+    def seqs(self) -> list[int]:
+        return [int(e["seq"]) for e in self.events]
+
+    @property
+    def last_seq(self) -> int:
+        return self.seqs[-1] if self.events else -1
+
+    @property
+    def ended(self) -> bool:
+        return bool(self.events) and self.types[-1] in ("done", "error")
+
+    @property
+    def start(self) -> dict[str, Any]:
+        assert self.events and self.events[0]["type"] == "start", self.events[:1]
+        return self.events[0]
+
+
+async def read_stream(
+    http: aiohttp.ClientSession, method: str, url: str, token: str, transcript: Transcript,
+    *, json: Any = None, cut_after: int | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> int:
+    """Read an answer's NDJSON stream into ``transcript``; the HTTP status.
+
+    With ``cut_after``, the connection is closed as soon as the event with that seq was
+    read, as a client cut mid-answer would (whatever else the last chunk held is lost).
+    """
+    async with http.request(method, url, json=json,
+                            headers={"Authorization": f"Bearer {token}"}) as r:
+        if r.status != 200:
+            return r.status
+        while line := await r.content.readline():
+            if not line.strip():
+                continue
+            event = orjson.loads(line)
+            transcript.feed(event)
+            if on_event is not None:
+                on_event(event)
+            if cut_after is not None and event.get("seq") == cut_after:
+                r.close()  # the connection goes, not back to the pool
+                break
+        return r.status
+
+
+async def stored_messages(
+    http: aiohttp.ClientSession, base_url: str, token: str, conversation_id: str
+) -> list[dict[str, Any]]:
+    """The conversation's messages as ``GET .../messages`` lists them, oldest first."""
+    async with http.get(f"{base_url}/api/v1/conversations/{conversation_id}/messages",
+                        headers={"Authorization": f"Bearer {token}"}) as r:
+        assert r.status == 200, await r.text()
+        return list((await r.json())["items"])

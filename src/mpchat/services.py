@@ -109,7 +109,7 @@ async def open_services(
         )
         moderation = await build_moderation(
             settings=settings, engine=engine, http=http, redis=redis, metrics=metrics,
-            secret=secret,
+            secret=secret, degraded=degraded,
         )
         stack.push_async_callback(moderation.aclose)
         login_limiter = RateLimiter(settings.login_rate_limit, redis=redis,

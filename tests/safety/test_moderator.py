@@ -13,11 +13,12 @@ from mpchat.chat.moderation import Retracted
 from mpchat.errors import ContentRejected
 from mpchat.fakes.wechat import FakeWeChat
 from mpchat.metrics import Metrics
+from mpchat.providers.retry import RetryPolicy
 from mpchat.safety.moderator import Moderator, OpenidCache, segments
 from mpchat.safety.wordfilter import WordFilter
 from mpchat.storage import audit
 from mpchat.storage.engine import create_engine
-from mpchat.wechat import Backoff, ContentSecurity
+from mpchat.wechat import ContentSecurity
 
 KEY = audit.audit_key("test-secret")
 
@@ -52,7 +53,7 @@ def _moderator(engine: Any, security: ContentSecurity | None = None, **kw: Any) 
 
 def _security(wechat: FakeWeChat, http: aiohttp.ClientSession) -> ContentSecurity:
     return ContentSecurity(http, credential_free=True, base_url=wechat.base_url,
-                           backoff=Backoff(attempts=1))
+                           backoff=RetryPolicy(attempts=1))
 
 
 async def _rows(mod: Moderator, engine: Any, **filters: Any) -> list[audit.AuditRow]:

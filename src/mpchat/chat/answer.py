@@ -55,6 +55,7 @@ class Answer:
         self.usage: dict[str, int] = {}
         self.failure: MpchatError | None = None
         self.cancel_reason: str | None = None
+        self.settling = False  # the producer is giving back what it held: too late to stop
         self.ended_at: float | None = None
         self.task: asyncio.Task[None] | None = None
         self._on_publish = on_publish
@@ -114,7 +115,7 @@ class Answer:
 
         The producer settles the answer itself; False when it has already ended.
         """
-        if self.ended or self.cancel_reason is not None:
+        if self.ended or self.settling or self.cancel_reason is not None:
             return False
         self.cancel_reason = reason
         if self.task is not None:

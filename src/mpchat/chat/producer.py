@@ -113,10 +113,7 @@ class Producer:
         outcome = "complete"
         timer = asyncio.get_running_loop().call_later(ctx.start_wait, self._start)
         try:
-            try:
-                await self._stream()
-            finally:
-                await _shielded(self._close_upstream())
+            await self._stream()
         except Retracted as exc:
             outcome = "retracted"
             log.info("answer %s retracted: %s", answer.message_id, exc.reason)
@@ -133,8 +130,11 @@ class Producer:
             log.exception("answer %s failed", answer.message_id)
             outcome, answer.failure = "truncated", MpchatError()
         finally:
+            # The one place the answer's resources are given back. From here on it is
+            # settling: a stop that comes now is too late to change how it ended.
+            answer.settling = True
             timer.cancel()
-            # The one place the answer's resources are given back; nothing cancels it.
+            await _shielded(self._close_upstream())
             await _shielded(self._settle(outcome))
             log.debug("answer %s status=%s seconds=%.3f", answer.message_id, answer.status,
                       ctx.clock() - self._received_at)

@@ -86,9 +86,15 @@ class Admission:
     reached: bool = False  # whether the request was sent to the provider
 
     async def release(self) -> None:
+        """Free the slot and settle the budget share: given back if never used; kept at
+        its estimate if the provider was called and no usage was reported."""
         await self.lease.release()
-        if self.reservation is not None and not self.reached:
-            await self.reservation.refund()
+        reservation = self.reservation
+        if reservation is not None and not reservation.settled:
+            if self.reached:
+                await reservation.commit(reservation.tokens_estimate)
+            else:
+                await reservation.refund()
 
 
 class Upstream:

@@ -6,7 +6,6 @@ URL (tests point it at `mpchat.fakes.wechat`); retries follow the project's
 is reached through `RedisGuard`. See ``docs/wechat.md``.
 """
 
-from mpchat.providers.retry import RetryPolicy
 from mpchat.wechat._http import DEFAULT_BASE_URL, WECHAT_RETRY
 from mpchat.wechat.access_token import AccessTokenProvider
 from mpchat.wechat.login import LoginClient, WxSession
@@ -20,10 +19,6 @@ from mpchat.wechat.security import (
     Verdict,
 )
 
-# The name the WeChat clients' retry settings had before they took the provider's policy;
-# kept only until tests/safety imports RetryPolicy itself.
-Backoff = RetryPolicy
-
 __all__ = [
     "CLOUDRUN_BASE_URL",
     "DEFAULT_BASE_URL",
@@ -31,7 +26,6 @@ __all__ = [
     "SEC_CHECK_PER_MINUTE",
     "WECHAT_RETRY",
     "AccessTokenProvider",
-    "Backoff",
     "CallQuota",
     "ContentSecurity",
     "LoginClient",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -92,6 +93,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="profile mpchat with py-spy for SECONDS during the high phase (held: the first)",
     )
     p.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    p.add_argument(
+        "--logs", type=Path, metavar="DIR", help="keep the servers' and load clients' logs here"
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 when a bar is missed")
 
     held = p.add_argument_group(
@@ -151,6 +155,15 @@ def print_profile(profile: dict[str, Any]) -> None:
         print(f"  {profile['error']}")
 
 
+def keep_logs(tmp: Path, dest: Path | None) -> None:
+    """Copy every process's log out of the temporary directory before it is removed."""
+    if dest is None:
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    for log in tmp.glob("*.log"):
+        shutil.copyfile(log, dest / log.name)
+
+
 def write_json(path: Path, document: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2, default=str))
@@ -187,6 +200,7 @@ async def throughput(args: argparse.Namespace) -> int:
                 results.append(await bench_litellm(tmp, fake_port, fake.pid, plan))
         finally:
             fake.stop()
+        keep_logs(tmp, args.logs)
     elapsed = time.perf_counter() - started
 
     print()
@@ -268,6 +282,7 @@ async def held(args: argparse.Namespace) -> int:
             litellm=args.litellm,
             py_spy=args.py_spy,
         )
+        keep_logs(Path(tmp_name), args.logs)
     elapsed = time.perf_counter() - started
 
     print()

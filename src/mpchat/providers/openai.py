@@ -74,8 +74,10 @@ class OpenAICompatible:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._timeouts = timeouts or Timeouts()
         self._limits = limits or StreamLimits()
+        # Only the socket's connect is the provider's: aiohttp's ``connect`` would also count
+        # the wait for a pooled connection, i.e. local congestion, against the provider.
         self._http_timeout = aiohttp.ClientTimeout(
-            total=None, connect=self._timeouts.connect, sock_connect=self._timeouts.connect
+            total=None, connect=None, sock_connect=self._timeouts.connect
         )
 
     def __repr__(self) -> str:  # never show the key

@@ -52,13 +52,14 @@ _TITLE_CHARS = 40
 # Built once: SQLAlchemy memoises the cache key of a statement object, so the hot path
 # skips statement construction and most of the compile-cache lookup.
 _NEW_CONVERSATION = insert(conversations)
-_INSERT_MESSAGE = insert(messages).returning(messages.c.seq)
+# One statement for a turn's two rows (SQLAlchemy's "insertmanyvalues"), their seqs in order.
+_INSERT_MESSAGES = insert(messages).returning(messages.c.seq, sort_by_parameter_order=True)
 _BUMP_CONVERSATION = (
     update(conversations)
     .where(conversations.c.id == bindparam("cid"), conversations.c.user_id == bindparam("uid"))
     .values(
         last_seq=bindparam("seq"),
-        message_count=conversations.c.message_count + 1,
+        message_count=conversations.c.message_count + bindparam("n"),
         updated_at=bindparam("now"),
     )
 )
@@ -188,16 +189,14 @@ def _begin_turn(
             budget=max(history_budget, 0), after=found.summary_upto or 0,
         )
     message_id = new_id()
-    _insert_message(
-        conn, keyring, message_id=message_id, conversation_id=conversation_id,
-        user_id=user_id, role="user", status="complete", content=content, tokens=tokens,
-        now=now,
-    )
-    _insert_message(
-        conn, keyring, message_id=answer_id, conversation_id=conversation_id, user_id=user_id,
-        role="assistant", status="streaming", content="", tokens=0, now=now,
-        meta={"reply_to": message_id}, owner=owner, lease_until=lease_until,
-    )
+    _insert_messages(conn, keyring, conversation_id=conversation_id, user_id=user_id, now=now,
+                     rows=[
+        {"id": message_id, "role": "user", "status": "complete", "content": content,
+         "tokens": tokens, "meta": None, "owner": None, "lease_until": None},
+        {"id": answer_id, "role": "assistant", "status": "streaming", "content": "",
+         "tokens": 0, "meta": {"reply_to": message_id}, "owner": owner,
+         "lease_until": lease_until},
+    ])
     return Turn(conversation_id, message_id, answer_id, history, omitted, summary, kept_from)
 
 
@@ -248,43 +247,34 @@ def _summary_text(keyring: Keyring, row: Any, conversation_id: str, user_id: str
         return None  # an unreadable summary is skipped; the next one replaces it
 
 
-def _insert_message(
+def _insert_messages(
     conn: Connection,
     keyring: Keyring,
     *,
-    message_id: str,
     conversation_id: str,
     user_id: str,
-    role: str,
-    status: str,
-    content: str,
-    tokens: int,
     now: datetime,
-    prompt_tokens: int | None = None,
-    completion_tokens: int | None = None,
-    meta: dict[str, Any] | None = None,
-    owner: str | None = None,
-    lease_until: datetime | None = None,
-) -> int:
-    sealed = keyring.encrypt(content, message_aad(message_id=message_id, user_id=user_id))
+    rows: list[dict[str, Any]],
+) -> None:
+    """Insert ``rows`` (encrypting their content) and count them on the user's conversation."""
+    params = []
+    for row in rows:
+        sealed = keyring.encrypt(row["content"],
+                                 message_aad(message_id=row["id"], user_id=user_id))
+        params.append({**row, "conversation_id": conversation_id, "user_id": user_id,
+                       "content": sealed.blob, "content_key": sealed.key_id,
+                       "prompt_tokens": None, "completion_tokens": None, "created_at": now,
+                       "event_seq": None})
     try:
-        result = conn.execute(
-            _INSERT_MESSAGE,
-            {"id": message_id, "conversation_id": conversation_id, "user_id": user_id,
-             "role": role, "status": status, "content": sealed.blob,
-             "content_key": sealed.key_id, "tokens": tokens, "prompt_tokens": prompt_tokens,
-             "completion_tokens": completion_tokens, "meta": meta, "created_at": now,
-             "owner": owner, "lease_until": lease_until, "event_seq": None},
-        )
+        seqs = conn.execute(_INSERT_MESSAGES, params).scalars().all()
     except IntegrityError:  # the conversation does not exist (foreign key)
         raise NotFound() from None
-    seq = int(result.scalar_one())
     bumped = conn.execute(
-        _BUMP_CONVERSATION, {"cid": conversation_id, "uid": user_id, "seq": seq, "now": now}
+        _BUMP_CONVERSATION,
+        {"cid": conversation_id, "uid": user_id, "seq": max(seqs), "n": len(rows), "now": now},
     )
     if bumped.rowcount != 1:  # not the user's (or gone): the transaction rolls back
         raise NotFound()
-    return seq
 
 
 async def set_message_status(engine: AsyncEngine, *, message_id: str, status: str) -> None:

@@ -30,7 +30,8 @@ from mpchat.storage.engine import immediate_transactions, is_sqlite, sqlite_prag
 __all__ = ["run_transaction"]
 
 T = TypeVar("T")
-_runners: weakref.WeakKeyDictionary[Any, _SqliteRunner] = weakref.WeakKeyDictionary()
+# Per engine: its SQLite runner, or None for a server database (looked up once per engine).
+_runners: weakref.WeakKeyDictionary[Any, _SqliteRunner | None] = weakref.WeakKeyDictionary()
 
 
 class _SqliteRunner:
@@ -51,16 +52,24 @@ class _SqliteRunner:
         self.engine.dispose()
 
 
+def _runner_for(engine: AsyncEngine) -> _SqliteRunner | None:
+    if not is_sqlite(str(engine.url)):
+        return None
+    runner = _SqliteRunner(engine)
+    event.listen(engine.sync_engine, "engine_disposed", lambda _e: runner.close())
+    return runner
+
+
 async def run_transaction(
     engine: AsyncEngine, fn: Callable[..., T], /, *args: Any, **kwargs: Any
 ) -> T:
     """``fn(connection, *args, **kwargs)`` in one transaction; committed unless it raises."""
-    if not is_sqlite(str(engine.url)):
+    try:
+        runner = _runners[engine.sync_engine]
+    except KeyError:
+        runner = _runners[engine.sync_engine] = _runner_for(engine)
+    if runner is None:  # PostgreSQL
         async with engine.begin() as conn:
             return await conn.run_sync(fn, *args, **kwargs)
-    runner = _runners.get(engine.sync_engine)
-    if runner is None:
-        runner = _runners[engine.sync_engine] = _SqliteRunner(engine)
-        event.listen(engine.sync_engine, "engine_disposed", lambda _e: runner.close())
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(runner.executor, runner._run, fn, args, kwargs)

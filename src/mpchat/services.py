@@ -125,13 +125,13 @@ async def open_services(
         # finish (or are stopped and stored) while the database, providers and relay are up.
         answers = await stack.enter_async_context(Answers(
             engine=engine, keyring=keyring, owner=owner, lease=settings.answer_lease,
-            resume_ttl=settings.resume_ttl, shutdown_timeout=settings.shutdown_timeout,
-            relay=relay,
+            save_interval=settings.answer_save_interval, resume_ttl=settings.resume_ttl,
+            shutdown_timeout=settings.shutdown_timeout, relay=relay,
         ))
         ctx = AnswerContext(
             engine=engine, keyring=keyring, metrics=metrics, label=settings.ai_label,
             owner=owner, first_delta_deadline=settings.first_delta_deadline,
-            save_interval=settings.answer_save_interval, lease=settings.answer_lease,
+            lease=settings.answer_lease,
         )
         chat = ChatService(
             ctx=ctx,

@@ -48,6 +48,8 @@ class Answer:
         self.model = model  # the model of the route that serves it, once known
         self.provider: str | None = None
         self.lines: list[bytes] = []
+        self.released: list[str] = []  # the answer's text, as published in deltas
+        self.saved = 0  # how many of those pieces storage has
         self.start_published = False
         self.content = ""  # the stored answer, once it ended
         self.status = "streaming"

@@ -6,9 +6,10 @@ belongs to its task group, never to a request: a request only follows an answer'
 
 * keeps ended answers for resume for ``resume_ttl`` seconds (at most ``max_kept`` of them;
   older ones are served from storage as a ``snapshot``),
-* renews the storage claim (``lease``) of the answers it produces, and settles the answers
-  of instances that stopped renewing theirs (crashed: ``settle_stale``), at start-up and
-  then periodically,
+* writes the text so far of all its answers at once every ``save_interval`` (so a crash
+  loses at most that much), renews the storage claim (``lease``) of the answers it
+  produces, and settles the answers of instances that stopped renewing theirs (crashed:
+  ``settle_stale``), at start-up and then periodically,
 * on close, lets answers under way finish for ``shutdown_timeout`` seconds, then stops the
   rest, which store what they have.
 
@@ -46,6 +47,7 @@ class Answers:
         keyring: Keyring,
         owner: str,
         lease: float,
+        save_interval: float,
         resume_ttl: float,
         shutdown_timeout: float,
         relay: Any | None = None,
@@ -56,6 +58,7 @@ class Answers:
         self._keyring = keyring
         self.owner = owner
         self.lease = lease
+        self.save_interval = save_interval
         self.resume_ttl = resume_ttl
         self.shutdown_timeout = shutdown_timeout
         self.relay = relay
@@ -76,6 +79,7 @@ class Answers:
         if self.relay is not None:
             self.relay.on_stop(self._on_stop)
         self._chores = [self._group.create_task(self._keep_leases()),
+                        self._group.create_task(self._save_text()),
                         self._group.create_task(self._settle_orphans())]
         return self
 
@@ -179,6 +183,33 @@ class Answers:
                 await stored.renew_leases(self._engine, owner=self.owner, until=until)
             except Exception:
                 log.warning("could not renew the answers' leases", exc_info=True)
+
+    async def _save_text(self) -> None:
+        """Every interval, the text so far of every answer that grew, in one transaction.
+
+        One write for all answers instead of one per answer: 1,000 answers under way cost
+        one transaction a second, not a thousand.
+        """
+        while True:
+            await asyncio.sleep(self.save_interval)
+            grown = [a for a in self._live.values()
+                     if len(a.released) > a.saved and not a.settling]
+            if not grown:
+                continue
+            items = [stored.Progress(a.message_id, a.user_id, "".join(a.released),
+                                     a.next_seq - 1) for a in grown]
+            counts = [len(a.released) for a in grown]
+            until = datetime.now(UTC) + timedelta(seconds=self.lease)
+            try:
+                gone = await stored.save_progress(self._engine, self._keyring, items,
+                                                  lease_until=until)
+            except Exception:
+                log.warning("could not save the answers' text so far", exc_info=True)
+                continue
+            for answer, count in zip(grown, counts, strict=True):
+                answer.saved = count
+                if answer.message_id in gone:  # deleted meanwhile (maybe on another instance)
+                    answer.cancel("deleted")
 
     async def _settle_orphans(self) -> None:
         """Answers left ``streaming`` by a crashed instance: at start, then every half lease."""

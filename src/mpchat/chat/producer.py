@@ -66,7 +66,6 @@ class AnswerContext:
     label: str
     owner: str  # this instance, as the answers' rows name it
     first_delta_deadline: float
-    save_interval: float
     lease: float
     settle_checks_timeout: float = 5.0
     # ``start`` waits for the route that serves (so it names the right model, and an answer
@@ -101,11 +100,10 @@ class Producer:
         self._check = check
         self._prompt_tokens = prompt_tokens
         self._received_at = received_at
-        self._released: list[str] = []  # text published as deltas
+        self._released = answer.released  # text published as deltas
         self._said: list[str] = []  # everything the provider said
         self._finish: Finish | None = None
-        self._saved_at = received_at
-        self._saving: asyncio.Task[None] | None = None
+        self._serving = False  # the provider has said something (text or reasoning)
 
     async def run(self) -> None:
         answer, ctx = self.answer, self.ctx
@@ -149,7 +147,7 @@ class Producer:
         upstream = self._upstream
         while True:
             try:
-                if self._released:
+                if self._serving:
                     event = await anext(upstream)
                 else:
                     # Queue, retries and backoff together never keep a client waiting
@@ -174,6 +172,7 @@ class Producer:
                 answer.publish({"type": "reasoning", "text": event.text})
             elif isinstance(event, Served):
                 answer.provider, answer.model = event.provider, event.model
+                self._serving = True
                 self._start()
             elif isinstance(event, Queued):
                 self._start()
@@ -199,35 +198,14 @@ class Producer:
             })
 
     def _release(self, text: str) -> None:
+        # Kept on the answer, whose text so far `Answers` writes with all others' at once.
         self._released.append(text)
         self.answer.publish({"type": "delta", "text": text})
-        now = self.ctx.clock()
-        if now - self._saved_at >= self.ctx.save_interval and self._saving is None:
-            self._saved_at = now
-            self._saving = asyncio.create_task(self._save_progress())
-
-    async def _save_progress(self) -> None:
-        """The text so far, so a crash loses at most one interval of it."""
-        answer, ctx = self.answer, self.ctx
-        try:
-            kept = await stored.save_progress(
-                ctx.engine, ctx.keyring, message_id=answer.message_id, user_id=answer.user_id,
-                content="".join(self._released), event_seq=answer.next_seq - 1,
-                lease_until=ctx.lease_until(),
-            )
-            if not kept:  # the conversation was deleted meanwhile (maybe on another instance)
-                answer.cancel("deleted")
-        except Exception:
-            log.warning("could not save answer %s so far", answer.message_id, exc_info=True)
-        finally:
-            self._saving = None
 
     # -- settling --------------------------------------------------------------------------
 
     async def _settle(self, outcome: str) -> None:
         answer, ctx, check = self.answer, self.ctx, self._check
-        if self._saving is not None:
-            await asyncio.gather(self._saving, return_exceptions=True)
         reason = answer.cancel_reason
         if outcome == "truncated" and reason != "deleted":
             try:

@@ -90,8 +90,11 @@ async def _relayed(
     try:
         while True:
             try:
-                async with asyncio.timeout(poll_interval):
-                    event = await queue.get()
+                if queue.empty():  # arm a timer only when we would wait
+                    async with asyncio.timeout(poll_interval):
+                        event = await queue.get()
+                else:
+                    event = queue.get_nowait()
             except TimeoutError:
                 quiet += poll_interval
                 if await _settled(engine, keyring, message_id, user_id):

@@ -177,7 +177,7 @@ class ChatService:
         return await open_follow(
             answers=self.answers, engine=self.ctx.engine, keyring=self.ctx.keyring,
             message_id=message_id, user_id=user_id, after=after,
-            ping_interval=self.ping_interval, poll_interval=self.ctx.save_interval,
+            ping_interval=self.ping_interval, poll_interval=self.answers.save_interval,
         )
 
     async def cancel(self, *, message_id: str, user_id: str) -> None:

@@ -3,8 +3,8 @@
 `mpchat.storage.messages.begin_turn` writes the row empty, status ``streaming``, claimed
 by the instance producing it (``owner``) until ``lease_until``. While the answer lives:
 
-    save_progress   the text so far (at a bounded cadence) and the seq it covers; renews the
-                    claim. False when the row is gone (the conversation was deleted).
+    save_progress   the text so far of many answers (at a bounded cadence) and the seq it
+                    covers, in one transaction; renews their claim; names those gone.
     renew_leases    one statement per instance renews the claim of all its answers.
 
 It ends in exactly one of:
@@ -20,6 +20,7 @@ whoever gets there first, and a deleted conversation is never written again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +34,7 @@ from mpchat.storage.transactions import run_transaction
 from mpchat.tokens import estimate_tokens
 
 __all__ = [
+    "Progress",
     "StoredAnswer",
     "drop_answer",
     "finish_answer",
@@ -102,25 +104,40 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """An answer's text so far, and the seq of the last event it covers."""
+
+    message_id: str
+    user_id: str
+    content: str
+    event_seq: int
+
+
 async def save_progress(
-    engine: AsyncEngine,
-    keyring: Keyring,
-    *,
-    message_id: str,
-    user_id: str,
-    content: str,
-    event_seq: int,
-    lease_until: datetime,
-) -> bool:
-    """Store the text so far; False when the row is no longer a streaming answer."""
-    sealed = keyring.encrypt(content, message_aad(message_id=message_id, user_id=user_id))
-    params = {"mid": message_id, "content": sealed.blob, "key": sealed.key_id,
-              "eseq": event_seq, "until": lease_until}
-    return await run_transaction(engine, _execute_one, _PROGRESS, params)
+    engine: AsyncEngine, keyring: Keyring, items: Sequence[Progress], *, lease_until: datetime
+) -> set[str]:
+    """Store the text so far of many answers in one transaction, renewing their claim.
+
+    Returns the ids of those no longer streaming (settled elsewhere, or deleted).
+    """
+    params = []
+    for item in items:
+        sealed = keyring.encrypt(item.content,
+                                 message_aad(message_id=item.message_id, user_id=item.user_id))
+        params.append({"mid": item.message_id, "content": sealed.blob, "key": sealed.key_id,
+                       "eseq": item.event_seq, "until": lease_until})
+    return await run_transaction(engine, _save_progress, params)
 
 
-def _execute_one(conn: Connection, statement: Any, params: dict[str, Any]) -> bool:
-    return bool(conn.execute(statement, params).rowcount)
+def _save_progress(conn: Connection, params: list[dict[str, Any]]) -> set[str]:
+    if conn.execute(_PROGRESS, params).rowcount == len(params):
+        return set()
+    ids = [p["mid"] for p in params]
+    streaming = conn.execute(
+        select(_m.id).where(_m.id.in_(ids), _m.status == STREAMING)
+    ).scalars().all()
+    return set(ids) - set(streaming)
 
 
 async def renew_leases(engine: AsyncEngine, *, owner: str, until: datetime) -> int:

@@ -25,7 +25,14 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequen
 from dataclasses import dataclass
 
 from mpchat.errors import Busy, MpchatError, ServiceUnavailable, UpstreamError, UpstreamTimeout
-from mpchat.limits import BudgetReservation, CircuitBreaker, Lease, ProviderBudget, UpstreamGate
+from mpchat.limits import (
+    BreakerState,
+    BudgetReservation,
+    CircuitBreaker,
+    Lease,
+    ProviderBudget,
+    UpstreamGate,
+)
 from mpchat.metrics import Metrics
 from mpchat.providers.retry import RetryPolicy
 from mpchat.providers.types import (
@@ -142,16 +149,23 @@ class Upstream:
         Raises `Busy` when the routes that are up cannot take it now, `ServiceUnavailable`
         when every route is down.
         """
-        soonest: float | None = None
+        soonest: float | None = None  # seconds until the first refusing route may take it
         busy = False
+
+        def sooner(seconds: float) -> float:
+            return seconds if soonest is None else min(soonest, seconds)
+
         for route in self._ordered():
             if route is exclude:
                 continue
-            if not route.breaker.allow():
+            breaker = route.breaker
+            if breaker.state is BreakerState.OPEN:
+                # Down until its cool-down ends: then a probe may go, maybe before a pause ends.
+                soonest = sooner(breaker.retry_after())
                 continue
             budget = route.budget
             if (paused := await budget.paused_for()) > 0:
-                soonest = min(soonest or 1e9, paused)
+                soonest = sooner(paused)
                 continue
             reservation = None
             try:
@@ -162,7 +176,14 @@ class Upstream:
                 if reservation is not None:
                     await reservation.refund()
                 busy = True
-                soonest = min(soonest or 1e9, exc.retry_after or 1.0)
+                soonest = sooner(exc.retry_after or 1.0)
+                continue
+            # The breaker is asked last: half-open, ``allow`` hands out its one probe, which
+            # must go to a request that will be sent, not to one a pause or a full queue stops.
+            if not breaker.allow():
+                await lease.release()
+                if reservation is not None:
+                    await reservation.refund()
                 continue
             return Admission(route, lease, reservation)
         if exclude is not None:

@@ -357,3 +357,21 @@ async def test_a_full_queue_and_a_deadline_leave_the_provider_budget_unchanged(
         # Only the request that reached the provider (and this probe) used the budget;
         # a leaked reservation would be a whole request more (refill: 1/6 per second).
         assert budget._local.requests == pytest.approx(full - 2, abs=0.4)
+
+
+async def test_a_silent_answer_keeps_its_followers_alive_with_pings(
+    settings_factory, fake_upstream
+):
+    """While the provider says nothing, followers get ping lines (no seq), then the end."""
+    fake_upstream.script = [{"hang": True}]
+    async with running_app(_settings(settings_factory, fake_upstream)) as app:
+        app.services.chat.ctx.start_wait = 0.05
+        app.services.chat.answers.ping_interval = 0.05
+        token = await app.login()
+        async with app.http.post(f"{app.base_url}/api/v1/chat", json={"content": "hi"},
+                                 headers=_auth(token)) as r:
+            seen = await _read(r, lambda s: sum(e["type"] == "ping" for e in s) == 2)
+            assert await _cancel(app, token, seen[0]["message_id"]) == 204
+            seen += await _read(r, lambda _: False)
+        assert [e["type"] for e in seen] == ["start", "ping", "ping", "done"]
+        assert "seq" not in seen[1] and seen[-1]["seq"] == 1

@@ -48,9 +48,11 @@ class FollowResponse(Response):
         try:
             await send({"type": "http.response.start", "status": self.status_code,
                         "headers": self.raw_headers})
+            send_body = scope.get("mpchat.send_body", send)
             async for chunk in self._lines:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await send_body({"type": "http.response.body", "body": chunk,
+                                 "more_body": True})
+            await send_body({"type": "http.response.body", "body": b"", "more_body": False})
             completed = True
         except asyncio.CancelledError:
             if state["writing"]:

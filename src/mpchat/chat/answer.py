@@ -50,6 +50,7 @@ class Answer:
         self.lines: list[bytes] = []
         self.released: list[str] = []  # the answer's text, as published in deltas
         self.saved = 0  # how many of those pieces storage has
+        self.pings = 0  # silences noticed by `Answers` (each becomes a ping line)
         self.start_published = False
         self.content = ""  # the stored answer, once it ended
         self.status = "streaming"
@@ -99,6 +100,11 @@ class Answer:
         self._ended.set()
         self._wake()
 
+    def ping(self) -> None:
+        """A silence was noticed: every follower writes a ping line."""
+        self.pings += 1
+        self._wake()
+
     def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
@@ -124,16 +130,15 @@ class Answer:
             self.task.cancel()
         return True
 
-    async def lines_after(
-        self, after: int, *, ping_interval: float, coalesce: float = 0.0
-    ) -> AsyncIterator[bytes]:
+    async def lines_after(self, after: int, *, coalesce: float = 0.0) -> AsyncIterator[bytes]:
         """The encoded events after seq ``after``, then the live ones, to the end.
 
         Lines that piled up since the last read leave together as one chunk (one write to
-        the client); a ping fills every ``ping_interval`` of silence. With ``coalesce``,
-        lines after the first delta wait that long for company before they leave.
+        the client). A ping line follows each silence `Answers` notices (no timer per
+        follower). With ``coalesce``, lines after the first delta wait that long for company.
         """
         sent = max(after + 1, 0)
+        pings = self.pings
         while True:
             if sent < len(self.lines):
                 if coalesce and sent > 1 and not self.ended:
@@ -144,9 +149,8 @@ class Answer:
                 continue
             if self.ended:
                 return
-            changed = self._changed
-            try:
-                async with asyncio.timeout(ping_interval):
-                    await changed.wait()
-            except TimeoutError:
+            if pings != self.pings:
+                pings = self.pings
                 yield PING
+                continue
+            await self._changed.wait()

@@ -50,6 +50,7 @@ class Answers:
         save_interval: float,
         resume_ttl: float,
         shutdown_timeout: float,
+        ping_interval: float = 5.0,
         relay: Any | None = None,
         max_kept: int = 10_000,
         clock: Callable[[], float] | None = None,
@@ -61,6 +62,7 @@ class Answers:
         self.save_interval = save_interval
         self.resume_ttl = resume_ttl
         self.shutdown_timeout = shutdown_timeout
+        self.ping_interval = ping_interval
         self.relay = relay
         self.max_kept = max_kept
         self._clock = clock or (lambda: asyncio.get_running_loop().time())
@@ -80,6 +82,7 @@ class Answers:
             self.relay.on_stop(self._on_stop)
         self._chores = [self._group.create_task(self._keep_leases()),
                         self._group.create_task(self._save_text()),
+                        self._group.create_task(self._ping_silent()),
                         self._group.create_task(self._settle_orphans())]
         return self
 
@@ -210,6 +213,23 @@ class Answers:
                 answer.saved = count
                 if answer.message_id in gone:  # deleted meanwhile (maybe on another instance)
                     answer.cancel("deleted")
+
+    async def _ping_silent(self) -> None:
+        """Answers that published nothing for an interval get a ping for their followers.
+
+        One timer for the instance instead of one per follower and wait: a client learns
+        within two intervals that the answer is alive (a retry's backoff, a slow first token).
+        """
+        heard: dict[str, int] = {}
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            now_heard = {}
+            for message_id, answer in self._live.items():
+                count = len(answer.lines)
+                if heard.get(message_id) == count:
+                    answer.ping()
+                now_heard[message_id] = count
+            heard = now_heard
 
     async def _settle_orphans(self) -> None:
         """Answers left ``streaming`` by a crashed instance: at start, then every half lease."""

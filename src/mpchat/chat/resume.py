@@ -49,7 +49,7 @@ async def open_follow(
     """The lines after seq ``after`` of the user's answer; `NotFound` if there is none."""
     local = answers.find(message_id, user_id)
     if local is not None:
-        return local.lines_after(after, ping_interval=ping_interval)
+        return local.lines_after(after)
     relay = answers.relay
     if relay is not None and await relay.owner(message_id) == user_id:
         return _relayed(relay, engine, keyring, message_id, user_id, after, ping_interval,

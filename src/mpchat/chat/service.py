@@ -63,7 +63,6 @@ class ChatService:
         max_answer_tokens: int | None = None,
         max_content_chars: int = 2000,
         summarizer: Summarizer | None = None,
-        ping_interval: float = 5.0,
     ) -> None:
         self.ctx = ctx
         self.answers = answers
@@ -76,7 +75,6 @@ class ChatService:
         self.max_answer_tokens = max_answer_tokens
         self.max_content_chars = max_content_chars
         self.summarizer = summarizer
-        self.ping_interval = ping_interval
         if summarizer is not None and ctx.on_complete is None:
             ctx.on_complete = self._summarize_later
         self._turns: dict[str, store.Turn] = {}
@@ -177,7 +175,8 @@ class ChatService:
         return await open_follow(
             answers=self.answers, engine=self.ctx.engine, keyring=self.ctx.keyring,
             message_id=message_id, user_id=user_id, after=after,
-            ping_interval=self.ping_interval, poll_interval=self.answers.save_interval,
+            ping_interval=self.answers.ping_interval,
+            poll_interval=self.answers.save_interval,
         )
 
     async def cancel(self, *, message_id: str, user_id: str) -> None:

@@ -107,13 +107,22 @@ async def test_replay_on_another_instance(instances: Instances) -> None:
     assert await b.owner("unknown") is None
 
 
-@pytest.mark.parametrize("terminal", ["retract", "error"])
+@pytest.mark.parametrize("terminal", ["done", "error"])
 async def test_every_terminal_type_ends_a_follow(instances: Instances, terminal: str) -> None:
     events = [*answer(3)[:2], {"type": terminal, "seq": 2}, {"type": "delta", "seq": 3}]
     a, b = instances.relay(), instances.relay()
     a.publish("m1", "u1", events)
     await a.flush()
     assert await collect(b.follow("m1", after=-1)) == events[:3]
+
+
+async def test_a_retract_is_followed_to_its_done(instances: Instances) -> None:
+    events = [*answer(3)[:2], {"type": "retract", "seq": 2},
+              {"type": "done", "finish_reason": "content_filter", "seq": 3}]
+    a, b = instances.relay(), instances.relay()
+    a.publish("m1", "u1", events)
+    await a.flush()
+    assert await collect(b.follow("m1", after=-1)) == events
 
 
 async def test_follow_live_until_terminal(instances: Instances) -> None:

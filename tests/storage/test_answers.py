@@ -118,3 +118,19 @@ async def test_a_turn_is_two_rows_in_order(engine, keyring):
         (turn.answer_id, "assistant", "streaming", ""),
     ]
     assert await _count(engine, turn.conversation_id) == 2
+
+
+async def test_a_claim_renewed_meanwhile_is_not_settled_by_the_sweeper(engine, keyring):
+    """A late (not dead) instance that renewed its claim keeps its answer."""
+    user = await get_or_create_user(engine, openid="p6")
+    turn = await begin(engine, keyring, user_id=user, conversation_id=None, content="q",
+                       tokens=1, history_budget=10, lease=60)
+    now = datetime.now(UTC)
+    assert not await stored.finish_answer(
+        engine, keyring, message_id=turn.answer_id, user_id=user,
+        conversation_id=turn.conversation_id, content="x", status="truncated",
+        prompt_tokens=None, completion_tokens=1, meta={}, event_seq=1, stale_before=now)
+    assert not await stored.drop_answer(
+        engine, message_id=turn.answer_id, question_id=turn.user_message_id,
+        conversation_id=turn.conversation_id, stale_before=now)
+    assert (await _row(engine, turn.answer_id)).status == "streaming"

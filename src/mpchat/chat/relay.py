@@ -40,7 +40,8 @@ from mpchat.limits._redis import UNAVAILABLE, RedisGuard
 __all__ = ["TERMINAL_TYPES", "EventRelay", "RelayGone"]
 
 log = logging.getLogger("mpchat.relay")
-TERMINAL_TYPES = frozenset({"done", "retract", "error"})
+# `retract` is always followed by `done` (content_filter): a follower reads on to it.
+TERMINAL_TYPES = frozenset({"done", "error"})
 _READ_COUNT = 1000  # entries per XREAD
 _MAX_FOLLOWERS = 1000  # connections of this instance waiting in XREAD BLOCK at once
 _SCRIPT_ARGS = 1000  # a script call carries about this many arguments (Redis waits meanwhile)

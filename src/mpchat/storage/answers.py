@@ -61,12 +61,16 @@ _FINISH = (
             prompt_tokens=bindparam("ptokens"), completion_tokens=bindparam("ctokens"),
             meta=bindparam("meta"), event_seq=bindparam("eseq"), owner=None, lease_until=None)
 )
+# The sweeper's variants: only while the claim is still expired, so an instance that was
+# late (not dead) and renewed its claim meanwhile keeps its answer.
+_FINISH_STALE = _FINISH.where(_m.lease_until < bindparam("stale"))
 _TOUCH_CONVERSATION = (
     update(conversations)
     .where(conversations.c.id == bindparam("cid"))
     .values(updated_at=bindparam("now"))
 )
 _DROP = delete(messages).where(_m.id == bindparam("mid"), _m.status == STREAMING)
+_DROP_STALE = _DROP.where(_m.lease_until < bindparam("stale"))
 _UNANSWERED = (
     update(messages)
     .where(_m.id == bindparam("qid"), _m.role == "user")
@@ -164,32 +168,44 @@ async def finish_answer(
     completion_tokens: int | None,
     meta: dict[str, Any],
     event_seq: int,
+    stale_before: datetime | None = None,
 ) -> bool:
-    """Settle the answer as ``status`` (complete, truncated, retracted); False if gone."""
+    """Settle the answer as ``status`` (complete, truncated, retracted); False if gone.
+
+    With ``stale_before``, only if its claim expired before then (the sweeper).
+    """
     sealed = keyring.encrypt(content, message_aad(message_id=message_id, user_id=user_id))
     params = {"mid": message_id, "content": sealed.blob, "key": sealed.key_id,
               "new_status": status, "tokens": estimate_tokens(content),
               "ptokens": prompt_tokens, "ctokens": completion_tokens, "meta": meta,
-              "eseq": event_seq}
+              "eseq": event_seq, "stale": stale_before}
     return await run_transaction(engine, _finish, params, conversation_id)
 
 
 def _finish(conn: Connection, params: dict[str, Any], conversation_id: str) -> bool:
-    if not conn.execute(_FINISH, params).rowcount:
+    statement = _FINISH if params["stale"] is None else _FINISH_STALE
+    if not conn.execute(statement, params).rowcount:
         return False
     conn.execute(_TOUCH_CONVERSATION, {"cid": conversation_id, "now": _now()})
     return True
 
 
 async def drop_answer(
-    engine: AsyncEngine, *, message_id: str, question_id: str, conversation_id: str
+    engine: AsyncEngine, *, message_id: str, question_id: str, conversation_id: str,
+    stale_before: datetime | None = None,
 ) -> bool:
     """Nothing was said: remove the answer's row, mark its question ``unanswered``."""
-    return await run_transaction(engine, _drop, message_id, question_id, conversation_id)
+    return await run_transaction(engine, _drop, message_id, question_id, conversation_id,
+                                 stale_before)
 
 
-def _drop(conn: Connection, message_id: str, question_id: str, conversation_id: str) -> bool:
-    if not conn.execute(_DROP, {"mid": message_id}).rowcount:
+def _drop(conn: Connection, message_id: str, question_id: str, conversation_id: str,
+          stale_before: datetime | None) -> bool:
+    if stale_before is None:
+        dropped = conn.execute(_DROP, {"mid": message_id}).rowcount
+    else:
+        dropped = conn.execute(_DROP_STALE, {"mid": message_id, "stale": stale_before}).rowcount
+    if not dropped:
         return False
     conn.execute(_UNANSWERED, {"qid": question_id})
     conn.execute(_UNCOUNT, {"cid": conversation_id})
@@ -198,8 +214,9 @@ def _drop(conn: Connection, message_id: str, question_id: str, conversation_id: 
 
 async def settle_stale(engine: AsyncEngine, keyring: Keyring, *, limit: int = 200) -> int:
     """Settle answers whose producing instance is gone (its claim expired); how many."""
+    now = _now()
     async with engine.connect() as conn:
-        rows = (await conn.execute(_STALE, {"now": _now(), "limit": limit})).all()
+        rows = (await conn.execute(_STALE, {"now": now, "limit": limit})).all()
     settled = 0
     for row in rows:
         text = _decrypt(keyring, row.content_key, row.content, row.id, row.user_id)
@@ -210,12 +227,12 @@ async def settle_stale(engine: AsyncEngine, keyring: Keyring, *, limit: int = 20
                 engine, keyring, message_id=row.id, user_id=row.user_id,
                 conversation_id=row.conversation_id, content=text, status="truncated",
                 prompt_tokens=None, completion_tokens=estimate_tokens(text), meta=meta,
-                event_seq=(row.event_seq or 0) + 1,
+                event_seq=(row.event_seq or 0) + 1, stale_before=now,
             )
         else:
             done = await drop_answer(
                 engine, message_id=row.id, question_id=str(meta.get("reply_to", "")),
-                conversation_id=row.conversation_id,
+                conversation_id=row.conversation_id, stale_before=now,
             )
         settled += done
     return settled

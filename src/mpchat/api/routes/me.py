@@ -13,6 +13,7 @@ router = APIRouter(prefix="/api/v1", tags=["identity"])
 async def me(caller: Caller, svc: Svc) -> dict[str, object]:
     decision = await svc.limiter.peek(caller.user_id)
     return {
+        "user_id": caller.user_id,
         "rate_limit": {
             "limit": decision.limit,
             "window_s": svc.limiter.rate.window,

@@ -328,6 +328,30 @@ async def test_reasoning_reaches_the_client_but_never_storage_or_context(
     no_tracebacks(caplog)
 
 
+async def test_invalid_after_reasoning_is_final_and_leaves_the_question_unanswered(
+    settings_factory, fake_upstream, caplog
+):
+    """Reasoning reached the client, then garbage: not retried; error, question unanswered.
+
+    Retries stop at the provider's first event, reasoning included (chat/upstream.py), so a
+    client never sees a second attempt's thinking after the first's. API.md's "before the
+    first delta" reads wider; this pins what the service does.
+    """
+    async with running_app(provider_settings(settings_factory, fake_upstream)) as app:
+        token = await app.login()
+        fake_upstream.script = [{"reasoning": 2, "garbage_after": 0}]
+        status, _, events = await chat(app, token, {"content": "hi"})
+        assert status == 200
+        check_stream(events)
+        assert [e["type"] for e in events] == ["start", "reasoning", "error"]
+        assert events[-1]["code"] == "upstream_error"
+        assert fake_upstream.stats.requests == 1
+        await asyncio.wait_for(app.services.chat.wait_idle(), 10)
+        items = await messages(app, token, events[0]["conversation_id"])
+        assert [(m["role"], m["status"]) for m in items] == [("user", "unanswered")]
+    no_tracebacks(caplog)
+
+
 async def test_an_endless_thinker_is_cut_and_nothing_is_stored_as_an_answer(
     settings_factory, fake_upstream, caplog
 ):

@@ -147,6 +147,29 @@ async def test_after_failover_everything_names_the_second_route(
     no_tracebacks(caplog)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "start (and the X-AI-Provider header with it) leaves after AnswerContext.start_wait "
+    "naming the admitted route; a failover after that serves another model, which only "
+    "the stored meta names. See the report of this test's author."))
+async def test_a_failover_after_start_left_still_names_one_model(
+    settings_factory, fakes, tmp_path, caplog
+):
+    """alpha hangs past start_wait, beta serves: start, header and meta should agree."""
+    config = _config(tmp_path, fakes, alpha={"priority": 1}, beta={"priority": 2})
+    settings = settings_factory(config=config, upstream_first_token_timeout=0.5)
+    async with running_app(settings) as app:
+        app.services.chat.ctx.start_wait = 0.05  # start leaves while alpha still hangs
+        token = await app.login()
+        fakes["alpha"].script = [{"hang": True}]
+        status, headers, events = await chat(app, token, {"content": "hi"})
+        assert status == 200 and events[-1]["type"] == "done"
+        assert _requests(fakes) == {"alpha": 1, "beta": 1}
+        served = await _names(app, events[0]["message_id"])
+        assert served == ("beta", "model-b")
+        assert (events[0]["model"], headers["X-AI-Provider"]) == ("model-b", "model-b")
+    no_tracebacks(caplog)
+
+
 async def test_display_name_is_the_header_and_the_real_model_is_stored(
     settings_factory, fake_upstream, caplog
 ):

@@ -277,10 +277,12 @@ class Producer:
         answer = self.answer
         if outcome == "retracted":
             return [{"type": "retract", "reason": "content_safety"},
-                    {"type": "done", "finish_reason": "content_filter", "usage": answer.usage}]
+                    {"type": "done", "finish_reason": "content_filter", "usage": answer.usage,
+                     "model": answer.model}]
         if answer.failure is not None:
             return [{"type": "error", **answer.failure.to_dict()}]
-        return [{"type": "done", "finish_reason": answer.finish_reason, "usage": answer.usage}]
+        return [{"type": "done", "finish_reason": answer.finish_reason, "usage": answer.usage,
+                 "model": answer.model}]
 
     def _end(self, *events: Event) -> None:
         answer = self.answer

@@ -169,7 +169,7 @@ async def _from_storage(
         events: list[Event] = [
             {"type": "retract", "reason": "content_safety", "seq": last - 1},
             {"type": "done", "finish_reason": "content_filter", "usage": _usage(row),
-             "seq": last},
+             "model": meta.get("model"), "seq": last},
         ]
     else:
         events = [{"type": "snapshot", "text": row.content, "seq": last - 1}]
@@ -177,7 +177,7 @@ async def _from_storage(
             events.append({"type": "error", **meta["error"], "seq": last})
         else:
             events.append({"type": "done", "finish_reason": meta.get("finish_reason", "stop"),
-                           "usage": _usage(row), "seq": last})
+                           "usage": _usage(row), "model": meta.get("model"), "seq": last})
     for event in events:
         if event["seq"] > after:
             yield _line(event)

@@ -152,8 +152,10 @@ class Answer:
             raise self.error
         if self.cut:
             return Finish("length", self.usage)
-        if not (self.said_anything() or self.finish):
-            # Stored "complete", an empty answer would read as the model having nothing to say.
+        if not self.chars and self.finish in (None, "stop"):
+            # No text at all, "normally" ended (reasoning alone is no answer either): stored
+            # "complete", it would read as the model having nothing to say. A provider's own
+            # "length" or "content_filter" with no text is its answer, and passes.
             raise ProviderInvalid("provider ended the stream without an answer")
         if eof and not self.done and self.finish is None:
             raise ProviderConnectionError("stream ended before the answer did")

@@ -64,3 +64,14 @@ def test_a_lost_probe_is_forgotten_after_a_cooldown() -> None:
     assert not breaker.allow()
     clock.now += 1
     assert breaker.allow()
+
+
+def test_a_probe_never_sent_is_given_back_at_once() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker("p", failure_threshold=1, cooldown=5, clock=clock)
+    breaker.record_failure()
+    clock.now += 5
+    assert breaker.allow()  # handed to a request that then never reached the provider
+    assert not breaker.allow()
+    breaker.forget_probe()
+    assert breaker.allow() and breaker.state is BreakerState.HALF_OPEN

@@ -91,10 +91,16 @@ class Admission:
     lease: Lease
     reservation: BudgetReservation | None
     reached: bool = False  # whether the request was sent to the provider
+    probe: bool = False  # whether it holds the half-open breaker's one probe
 
     async def release(self) -> None:
         """Free the slot and settle the budget share: given back if never used; kept at
-        its estimate if the provider was called and no usage was reported."""
+        its estimate if the provider was called and no usage was reported. A breaker's
+        probe that was never sent (a rejected input, a client gone while queued) is given
+        back too, so the next request can probe at once."""
+        if self.probe and not self.reached:
+            self.probe = False
+            self.route.breaker.forget_probe()
         await self.lease.release()
         reservation = self.reservation
         if reservation is not None and not reservation.settled:
@@ -180,12 +186,13 @@ class Upstream:
                 continue
             # The breaker is asked last: half-open, ``allow`` hands out its one probe, which
             # must go to a request that will be sent, not to one a pause or a full queue stops.
+            probe = breaker.state is BreakerState.HALF_OPEN
             if not breaker.allow():
                 await lease.release()
                 if reservation is not None:
                     await reservation.refund()
                 continue
-            return Admission(route, lease, reservation)
+            return Admission(route, lease, reservation, probe=probe)
         if exclude is not None:
             raise _NoAlternative()
         if busy:

@@ -79,6 +79,10 @@ class CircuitBreaker:
         self._probe_started = now
         return True
 
+    def forget_probe(self) -> None:
+        """The probe ``allow`` handed out was never sent: the next caller may probe."""
+        self._probe_started = None
+
     def record_success(self) -> None:
         self._failures = 0
         self._probe_started = None

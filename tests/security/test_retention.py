@@ -63,7 +63,7 @@ async def test_old_conversations_and_their_messages_are_deleted(engine, key1):
         assert await _count(engine, conversations, id=conv) == 0
         assert await _count(engine, messages, conversation_id=conv) == 0
     assert await _count(engine, conversations) == 2
-    assert await _count(engine, messages) == 5
+    assert await _count(engine, messages) == 10  # 3 + 2 fresh turns: questions and answers
     assert await purge_expired(engine, days=30) == 0  # idempotent
 
 

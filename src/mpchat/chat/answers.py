@@ -4,8 +4,9 @@
 belongs to its task group, never to a request: a request only follows an answer's events
 (`Answer.lines_after`). It also
 
-* keeps ended answers for resume for ``resume_ttl`` seconds (at most ``max_kept`` of them;
-  older ones are served from storage as a ``snapshot``),
+* keeps ended answers' events for resume for ``resume_ttl`` seconds (at most ``max_kept``
+  of them, about 2-4 KiB each; older ones are served by the relay, or from storage as a
+  ``snapshot``),
 * writes the text so far of all its answers at once every ``save_interval`` (so a crash
   loses at most that much), renews the storage claim (``lease``) of the answers it
   produces, and settles the answers of instances that stopped renewing theirs (crashed:
@@ -52,7 +53,7 @@ class Answers:
         shutdown_timeout: float,
         ping_interval: float = 5.0,
         relay: Any | None = None,
-        max_kept: int = 10_000,
+        max_kept: int = 2_000,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._engine = engine
@@ -124,7 +125,11 @@ class Answers:
     async def _run(self, answer: Answer, run: Callable[[], Any]) -> None:
         try:
             await run()
+        except Exception:
+            # Never let one answer's bug end the task group, and with it every other answer.
+            log.exception("answer %s: its producer failed", answer.message_id)
         finally:
+            answer.released = []  # only the saver needed the pieces; the lines stay
             self._live.pop(answer.message_id, None)
             if self.relay is not None:
                 self.relay.end(answer.message_id)

@@ -219,8 +219,8 @@ class Producer:
                             answer.message_id)
         await check.aclose()
         if reason == "deleted":
-            answer.status = "deleted"
-            self._end({"type": "error", **Deleted().to_dict()})
+            answer.status, answer.failure = "deleted", Deleted()
+            self._end({"type": "error", **answer.failure.to_dict()})
             return
         if reason == "shutdown" and answer.failure is None:
             answer.failure = ShuttingDown(retry_after=5)

@@ -60,6 +60,20 @@ test('demo page: login, streamed answer with label, reload keeps history, delete
   const pageErrors = [];
   page.on('pageerror', (err) => pageErrors.push(err.message));
 
+  // The chat's bytes as the page received them, teed off its fetch: Playwright's own
+  // response.text() may find a streamed body already gone (a flaky read), this cannot.
+  await page.addInitScript(() => {
+    const original = window.fetch;
+    window.__wire = [];
+    window.fetch = async (...args) => {
+      const response = await original(...args);
+      const url = typeof args[0] === 'string' ? args[0] : args[0].url;
+      if (!url.endsWith('/api/v1/chat') || !response.body) return response;
+      const [mine, theirs] = response.body.tee();
+      new Response(mine).text().then((text) => window.__wire.push(text));
+      return new Response(theirs, { status: response.status, statusText: response.statusText, headers: response.headers });
+    };
+  });
   await page.goto(base + '/');
   await page.getByTestId('login-view').waitFor();
   assert.equal(await page.getByTestId('login-code').inputValue(), 'demo-user');
@@ -89,7 +103,9 @@ test('demo page: login, streamed answer with label, reload keeps history, delete
   assert.equal(seen.at(-1).trim(), answerText);
   for (let i = 1; i < seen.length; i++) assert.ok(seen[i].startsWith(seen[i - 1]), 'each piece extends the text');
 
-  const wire = (await (await chatResponse).text()).split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  assert.equal((await chatResponse).status(), 200);
+  await page.waitForFunction(() => window.__wire.length > 0);
+  const wire = (await page.evaluate(() => window.__wire[0])).split('\n').filter(Boolean).map((l) => JSON.parse(l));
   assert.equal(wire[0].type, 'start');
   assert.ok(wire.filter((e) => e.type === 'delta').length >= 2, 'several deltas on the wire');
   const label = (await answer.getByTestId('ai-label').textContent()).trim();

@@ -225,3 +225,37 @@ async def test_audit_text_stores_an_excerpt(settings_factory, fake_upstream):
         await app.chat_events(token, {"content": "可以洗钱吗"})
         _, page = await _audit(app)
         assert "洗钱" in page["items"][0]["excerpt"]
+
+
+async def test_a_cancelled_answer_waits_for_its_checks_and_is_retracted_if_one_fails(
+    settings_factory, fake_upstream, wechat
+):
+    """Stopped while WeChat still judges text already shown: stored retracted, not truncated."""
+    async with running_app(_settings(settings_factory, fake_upstream, wechat)) as app:
+        token = await app.login("frank")
+        await app.chat_events(token, {"content": "热身"})  # token fetched, connections warm
+        first = "这是一个关于 risky-word 的回答，它足够长，可以单独成为一个需要检查的句子。"
+        fake_upstream.script = [{"text": [first, *(["后面还有很多内容。"] * 20)],
+                                 "trickle": 0.2}]
+        wechat.latency["msg_sec_check"] = 0.5
+        headers = {"Authorization": f"Bearer {token}"}
+        async with app.http.post(f"{app.base_url}/api/v1/chat", json={"content": "问题"},
+                                 headers=headers) as r:
+            seen = []
+            while line := await r.content.readline():
+                seen.append(orjson.loads(line))
+                if seen[-1]["type"] == "delta":
+                    break
+            assert "risky-word" in seen[-1]["text"]
+            async with app.http.post(
+                f"{app.base_url}/api/v1/messages/{seen[0]['message_id']}/cancel",
+                headers=headers,
+            ) as c:
+                assert c.status == 204
+            seen += [orjson.loads(line) async for line in r.content if line.strip()]
+        # The check of the shown sentence was still out when the stop came: it finished, it
+        # failed, so the answer is withdrawn rather than kept as a truncated answer.
+        assert [e["type"] for e in seen][-2:] == ["retract", "done"]
+        assert seen[-1]["finish_reason"] == "content_filter"
+        items = await _messages(app, token, seen[0]["conversation_id"])
+        assert items[-1]["status"] == "retracted" and items[-1]["content"] == ""

@@ -119,7 +119,7 @@ async def _relayed(
         await asyncio.wait({pumping})
     row = await stored.read_answer(engine, keyring, message_id=message_id, user_id=user_id)
     if row is None:  # nothing was said and the answer's events are gone
-        yield _line({"type": "error", **NotFound().to_dict()})
+        yield _line({"type": "error", **NotFound().to_dict(), "seq": after + 1})
         return
     async for line in _from_storage(engine, keyring, row, after, poll_interval):
         yield line
@@ -154,7 +154,7 @@ async def _from_storage(
         found = await stored.read_answer(engine, keyring, message_id=row.id,
                                          user_id=row.user_id)
         if found is None:
-            yield _line({"type": "error", **NotFound().to_dict()})
+            yield _line({"type": "error", **NotFound().to_dict(), "seq": after + 1})
             return
         row = found
     last = row.event_seq if row.event_seq is not None else 1

@@ -33,6 +33,7 @@ from mpchat.providers.config import FileConfig, load_config
 from mpchat.providers.demo import DemoModel
 from mpchat.providers.registry import build_providers
 from mpchat.providers.retry import RetryPolicy
+from mpchat.safety.moderator import Moderator
 from mpchat.safety.setup import build_moderation
 from mpchat.settings import Settings, UnsafeSettings
 from mpchat.storage.crypto import Keyring
@@ -59,6 +60,9 @@ class Services:
     limiter: RateLimiter
     login_limiter: RateLimiter
     metrics: Metrics
+    moderation: Moderator
+    summarizer: Summarizer
+    answers: Answers
 
 
 @asynccontextmanager
@@ -152,8 +156,10 @@ async def open_services(
             )
             stack.push_async_callback(_cancel, retention)
         _log_startup(settings, upstream, keyring)
-        yield Services(settings, engine, http, redis, keyring, auth, chat, upstream, limiter,
-                       login_limiter, metrics)
+        yield Services(settings=settings, engine=engine, http=http, redis=redis,
+                       keyring=keyring, auth=auth, chat=chat, upstream=upstream,
+                       limiter=limiter, login_limiter=login_limiter, metrics=metrics,
+                       moderation=moderation, summarizer=summarizer, answers=answers)
 
 
 def _pool_size(settings: Settings, config: FileConfig) -> int:

@@ -14,7 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mpchat.limits.ratelimit import parse_rate
 
-__all__ = ["Settings", "UnsafeSettings"]
+__all__ = ["AuthMode", "Settings", "UnsafeSettings"]
+
+AuthMode = Literal["wechat", "cloudrun", "dev"]
 
 
 class UnsafeSettings(ValueError):
@@ -63,7 +65,7 @@ class Settings(BaseSettings):
     wechat_appid: str | None = None
     wechat_secret: SecretStr | None = None
     wechat_api_base: str = "https://api.weixin.qq.com"
-    auth_mode: Literal["wechat", "cloudrun", "dev"] | None = None
+    auth_mode: AuthMode | None = None
 
     secret_key: SecretStr | None = None
     encryption_keys: SecretStr | None = None
@@ -109,7 +111,7 @@ class Settings(BaseSettings):
 
     # Derived values: properties, so there is one source of truth.
     @property
-    def resolved_auth_mode(self) -> str:
+    def resolved_auth_mode(self) -> AuthMode:
         if self.auth_mode:
             return self.auth_mode
         return "wechat" if self.wechat_appid else "dev"

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from mpchat.auth.tokens import Claims
-from mpchat.errors import InvalidRequest
+from mpchat.errors import InvalidRequest, NotFound, Unauthorized
 from mpchat.services import Services
 
-__all__ = ["Caller", "Svc", "parse_cursor"]
+__all__ = ["Caller", "Svc", "parse_cursor", "require_admin"]
 
 
 def _services(request: Request) -> Services:
@@ -25,6 +26,19 @@ async def _caller(request: Request) -> Claims:
     if services.auth.mode == "cloudrun":
         return await services.auth.authenticate_cloudrun(request.headers.get("x-wx-openid"))
     return await services.auth.authenticate(token.strip() if scheme.lower() == "bearer" else None)
+
+
+def require_admin(request: Request) -> None:
+    """The operator's bearer token (``MPCHAT_ADMIN_TOKEN``); without one the admin API is 404."""
+    services: Services = request.state.services
+    configured = services.settings.admin_token
+    if configured is None or not configured.get_secret_value():
+        raise NotFound()
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    expected = configured.get_secret_value().encode("utf-8")
+    given = token.strip().encode("utf-8") if scheme.lower() == "bearer" else b""
+    if not hmac.compare_digest(given, expected):
+        raise Unauthorized("管理令牌无效")
 
 
 def parse_cursor(before: str | None) -> int | None:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.auth.tokens import Claims, TokenSigner
 from mpchat.errors import InvalidRequest, Unauthorized
+from mpchat.settings import AuthMode
 from mpchat.storage import users
 
 __all__ = ["Authenticator", "CodeExchange", "LoginResult", "dev_openid"]
@@ -39,7 +40,7 @@ class Authenticator:
         *,
         engine: AsyncEngine,
         signer: TokenSigner,
-        mode: str,
+        mode: AuthMode,
         exchange: CodeExchange | None = None,
     ) -> None:
         if mode == "wechat" and exchange is None:

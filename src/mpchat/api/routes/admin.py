@@ -6,35 +6,20 @@ configured the admin API does not exist (404), so it cannot be guessed into.
 
 from __future__ import annotations
 
-import hmac
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
-from mpchat.api.deps import Svc, parse_cursor
+from mpchat.api.deps import Svc, parse_cursor, require_admin
 from mpchat.devkeys import resolve_secrets
-from mpchat.errors import NotFound, Unauthorized
-from mpchat.services import Services
 from mpchat.storage import audit
 
 __all__ = ["router"]
 
 
-def _admin(request: Request) -> None:
-    services: Services = request.state.services
-    configured = services.settings.admin_token
-    if configured is None or not configured.get_secret_value():
-        raise NotFound()
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    expected = configured.get_secret_value().encode("utf-8")
-    given = token.strip().encode("utf-8") if scheme.lower() == "bearer" else b""
-    if not hmac.compare_digest(given, expected):
-        raise Unauthorized("管理令牌无效")
-
-
-router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(_admin)])
+router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_admin)])
 
 
 class AuditEventOut(BaseModel):

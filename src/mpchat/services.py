@@ -130,7 +130,8 @@ async def open_services(
         answers = await stack.enter_async_context(Answers(
             engine=engine, keyring=keyring, owner=owner, lease=settings.answer_lease,
             save_interval=settings.answer_save_interval, resume_ttl=settings.resume_ttl,
-            shutdown_timeout=settings.shutdown_timeout, relay=relay,
+            shutdown_timeout=settings.shutdown_timeout, ping_interval=settings.ping_interval,
+            relay=relay,
         ))
         ctx = AnswerContext(
             engine=engine, keyring=keyring, metrics=metrics, label=settings.ai_label,

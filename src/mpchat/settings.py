@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     answer_lease: float = Field(default=30.0, gt=0)
     shutdown_timeout: float = Field(default=30.0, ge=0)
     stream_coalesce_ms: int = Field(default=0, ge=0, le=1000)
+    ping_interval: float = Field(default=5.0, gt=0)
 
     wechat_appid: str | None = None
     wechat_secret: SecretStr | None = None

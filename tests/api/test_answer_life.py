@@ -364,9 +364,8 @@ async def test_a_silent_answer_keeps_its_followers_alive_with_pings(
 ):
     """While the provider says nothing, followers get ping lines (no seq), then the end."""
     fake_upstream.script = [{"hang": True}]
-    async with running_app(_settings(settings_factory, fake_upstream)) as app:
+    async with running_app(_settings(settings_factory, fake_upstream, ping_interval=0.05)) as app:
         app.services.chat.ctx.start_wait = 0.05
-        app.services.chat.answers.ping_interval = 0.05
         token = await app.login()
         async with app.http.post(f"{app.base_url}/api/v1/chat", json={"content": "hi"},
                                  headers=_auth(token)) as r:

@@ -35,11 +35,11 @@ from mpchat.chat.answer import Answer, Event
 from mpchat.chat.moderation import OutputCheck, Retracted
 from mpchat.chat.upstream import Queued, Served
 from mpchat.errors import MpchatError, NotFound, ServiceUnavailable, UpstreamTimeout
+from mpchat.estimate import estimate_tokens
 from mpchat.metrics import Metrics
 from mpchat.providers.types import Delta, Finish, Reasoning
 from mpchat.storage import answers as stored
 from mpchat.storage.crypto import Keyring
-from mpchat.tokens import estimate_tokens
 
 __all__ = ["AnswerContext", "Producer"]
 

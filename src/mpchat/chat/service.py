@@ -28,10 +28,10 @@ from mpchat.chat.resume import open_follow
 from mpchat.chat.summarize import Summarizer
 from mpchat.chat.upstream import Upstream
 from mpchat.errors import ContentRejected, InvalidRequest, NotFound, RateLimited
+from mpchat.estimate import estimate_tokens
 from mpchat.limits import RateLimiter
 from mpchat.storage import answers as stored
 from mpchat.storage import messages as store
-from mpchat.tokens import estimate_tokens
 
 __all__ = ["ChatRequest", "ChatService"]
 

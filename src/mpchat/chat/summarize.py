@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.chat.upstream import Upstream
+from mpchat.estimate import estimate_tokens
 from mpchat.providers.types import Delta
 from mpchat.storage import summaries
 from mpchat.storage.crypto import Keyring
-from mpchat.tokens import estimate_tokens
 
 __all__ = ["Summarizer"]
 

@@ -28,10 +28,10 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mpchat.estimate import estimate_tokens
 from mpchat.storage.crypto import Ciphertext, DecryptError, Keyring, message_aad
 from mpchat.storage.tables import conversations, messages
 from mpchat.storage.transactions import run_transaction
-from mpchat.tokens import estimate_tokens
 
 __all__ = [
     "Progress",

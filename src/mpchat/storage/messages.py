@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.errors import NotFound
+from mpchat.estimate import estimate_tokens
 from mpchat.storage.conversations import owned_conversation
 from mpchat.storage.crypto import (
     Ciphertext,
@@ -29,7 +30,6 @@ from mpchat.storage.crypto import (
 )
 from mpchat.storage.tables import conversations, messages
 from mpchat.storage.transactions import run_transaction
-from mpchat.tokens import estimate_tokens
 
 __all__ = [
     "CONTEXT_STATUSES",

@@ -136,7 +136,7 @@ async def open_services(
         ctx = AnswerContext(
             engine=engine, keyring=keyring, metrics=metrics, label=settings.ai_label,
             owner=owner, first_delta_deadline=settings.first_delta_deadline,
-            lease=settings.answer_lease,
+            lease=settings.answer_lease, coalesce=settings.stream_coalesce_ms / 1000,
         )
         chat = ChatService(
             ctx=ctx,

@@ -374,3 +374,26 @@ async def test_a_silent_answer_keeps_its_followers_alive_with_pings(
             seen += await _read(r, lambda _: False)
         assert [e["type"] for e in seen] == ["start", "ping", "ping", "done"]
         assert "seq" not in seen[1] and seen[-1]["seq"] == 1
+
+
+@pytest.mark.parametrize("window_ms", [0, 150])
+async def test_deltas_within_the_coalescing_window_leave_as_one(
+    settings_factory, fake_upstream, window_ms
+):
+    """MPCHAT_STREAM_COALESCE_MS: the first words at once, then one delta per window."""
+    fake_upstream.config.gap = 0.02  # 20 chunks over about 0.4 s
+    settings = _settings(settings_factory, fake_upstream, stream_coalesce_ms=window_ms)
+    async with running_app(settings) as app:
+        token = await app.login()
+        status, events = await app.chat_events(token, {"content": "hi"})
+        assert status == 200 and events[-1]["type"] == "done"
+        deltas = [e for e in events if e["type"] == "delta"]
+        assert "".join(e["text"] for e in deltas) == FULL
+        assert [e["seq"] for e in events] == list(range(len(events)))
+        if window_ms:
+            assert deltas[0]["text"] == "片段0 "  # not held back
+            assert len(deltas) <= 6, len(deltas)  # about 0.4 s / 0.15 s, plus the first
+        else:
+            assert len(deltas) >= 15, len(deltas)  # each chunk as it came (some may meet)
+        items = await _messages(app, token, events[0]["conversation_id"])
+        assert items[-1]["content"] == FULL

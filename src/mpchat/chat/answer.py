@@ -130,19 +130,17 @@ class Answer:
             self.task.cancel()
         return True
 
-    async def lines_after(self, after: int, *, coalesce: float = 0.0) -> AsyncIterator[bytes]:
+    async def lines_after(self, after: int) -> AsyncIterator[bytes]:
         """The encoded events after seq ``after``, then the live ones, to the end.
 
         Lines that piled up since the last read leave together as one chunk (one write to
         the client). A ping line follows each silence `Answers` notices (no timer per
-        follower). With ``coalesce``, lines after the first delta wait that long for company.
+        follower).
         """
         sent = max(after + 1, 0)
         pings = self.pings
         while True:
             if sent < len(self.lines):
-                if coalesce and sent > 1 and not self.ended:
-                    await asyncio.sleep(coalesce)  # the window is the point: fewer writes
                 batch = self.lines[sent:]
                 sent += len(batch)
                 yield batch[0] if len(batch) == 1 else b"".join(batch)

@@ -58,7 +58,7 @@ async def chat(body: ChatBody, request: Request, caller: Caller, svc: Svc) -> An
         if not completed and cancel_on_leave:
             answer.cancel("client_gone")
 
-    lines = answer.lines_after(-1, coalesce=svc.settings.stream_coalesce_ms / 1000)
+    lines = answer.lines_after(-1)
     return FollowResponse(lines, headers=_ai_headers(answer, svc.settings.model_display_name),
                           on_leave=left)
 

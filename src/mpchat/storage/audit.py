@@ -131,7 +131,7 @@ async def list_events(
     items = [
         AuditRow(
             seq=int(r.seq),
-            created_at=_aware(r.created_at),
+            created_at=r.created_at,
             check=r.check,
             stage=r.stage,
             verdict=r.verdict,
@@ -144,11 +144,6 @@ async def list_events(
         for r in rows[:limit]
     ]
     return items, (items[-1].seq if len(rows) > limit else None)
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes for what was stored as UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class AuditWriter:

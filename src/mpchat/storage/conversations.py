@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -57,7 +57,7 @@ async def list_conversations(
         ConversationItem(
             id=row.id,
             title=_title(keyring, row.title, row.title_key, row.id, user_id),
-            updated_at=_utc(row.updated_at),
+            updated_at=row.updated_at,
             message_count=row.message_count,
         )
         for row in rows
@@ -76,10 +76,6 @@ def _title(
         )
     except DecryptError:
         return UNREADABLE_TITLE
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 async def delete_conversation(engine: AsyncEngine, *, conversation_id: str, user_id: str) -> bool:

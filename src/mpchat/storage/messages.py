@@ -318,9 +318,7 @@ async def list_messages(
             role=row.role,
             content=_content(keyring, row, user_id),
             status=row.status,
-            created_at=row.created_at if row.created_at.tzinfo else row.created_at.replace(
-                tzinfo=UTC
-            ),
+            created_at=row.created_at,
         )
         for row in page
     ]

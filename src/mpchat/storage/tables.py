@@ -8,6 +8,8 @@ cursors.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -21,7 +23,8 @@ from sqlalchemy import (
     Table,
     Text,
 )
-from sqlalchemy.types import JSON
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import JSON, TypeDecorator
 
 __all__ = ["audit_events", "conversations", "messages", "metadata", "sessions", "users"]
 
@@ -36,7 +39,33 @@ metadata = MetaData(
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias).
 SeqType = BigInteger().with_variant(Integer(), "sqlite")
-UTC = DateTime(timezone=True)
+
+
+Moment = dt.datetime | None
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """Aware UTC datetimes in and out, on every backend.
+
+    PostgreSQL keeps the zone; SQLite stores the UTC wall time and hands back naive values.
+    The one place that knows it, instead of a fix-up after every read.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Moment, dialect: Dialect) -> Moment:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(dt.UTC)
+        return value
+
+    def process_result_value(self, value: Moment, dialect: Dialect) -> Moment:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value
+
+
+UTC = UtcDateTime()
 
 users = Table(
     "users",

@@ -62,8 +62,6 @@ async def session_is_live(engine: AsyncEngine, *, session_id: str, user_id: str)
         expires_at = (await conn.execute(query)).scalar_one_or_none()
     if expires_at is None:
         return False
-    if expires_at.tzinfo is None:  # SQLite hands back naive datetimes
-        expires_at = expires_at.replace(tzinfo=UTC)
     return bool(expires_at > _now())
 
 

@@ -41,7 +41,7 @@ from mpchat.providers.types import Delta, Finish, Reasoning
 from mpchat.storage import answers as stored
 from mpchat.storage.crypto import Keyring
 
-__all__ = ["AnswerContext", "Producer"]
+__all__ = ["AnswerContext", "Producer", "shielded"]
 
 log = logging.getLogger("mpchat.chat")
 UpstreamEvent = Queued | Served | Delta | Reasoning | Finish
@@ -137,8 +137,8 @@ class Producer:
             # settling: a stop that comes now is too late to change how it ended.
             answer.settling = True
             timer.cancel()
-            await _shielded(self._close_upstream())
-            await _shielded(self._settle(outcome))
+            await shielded(self._close_upstream())
+            await shielded(self._settle(outcome))
             log.debug("answer %s status=%s seconds=%.3f", answer.message_id, answer.status,
                       ctx.clock() - self._received_at)
             ctx.metrics.answering.dec()
@@ -315,7 +315,7 @@ class Producer:
         answer.end(self.ctx.clock())
 
 
-async def _shielded(work: Awaitable[Any]) -> None:
+async def shielded(work: Awaitable[Any]) -> None:
     """Finish ``work`` even inside a cancelled scope; its exceptions propagate.
 
     If the caller is cancelled natively anyway, the work still runs to completion on its

@@ -35,7 +35,7 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from mpchat.limits._redis import UNAVAILABLE, RedisGuard
+from mpchat.limits import UNAVAILABLE, RedisGuard
 
 __all__ = ["TERMINAL_TYPES", "EventRelay", "RelayGone"]
 

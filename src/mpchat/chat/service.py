@@ -23,7 +23,7 @@ from mpchat.chat.answers import Answers
 from mpchat.chat.context import build_messages
 from mpchat.chat.moderation import Moderation, NoModeration
 from mpchat.chat.prefetch import Prefetch
-from mpchat.chat.producer import AnswerContext, Producer, UpstreamEvent, _shielded
+from mpchat.chat.producer import AnswerContext, Producer, UpstreamEvent, shielded
 from mpchat.chat.resume import open_follow
 from mpchat.chat.summarize import Summarizer
 from mpchat.chat.upstream import Upstream
@@ -115,7 +115,7 @@ class ChatService:
                 lease_until=ctx.lease_until(),
             )
         except BaseException:
-            await _shielded(admission.release())
+            await shielded(admission.release())
             raise
         messages = build_messages(system_prompt=system_prompt, history=turn.history,
                                   new_message=content, summary=turn.summary,
@@ -144,7 +144,7 @@ class ChatService:
             check = self.moderation.output(user_id=request.user_id, message_id=answer_id)
         except BaseException as exc:
             # Refused, or the client left while the input was checked: no answer at all.
-            await _shielded(self._abandon(turn, answer_id, close_upstream,
+            await shielded(self._abandon(turn, answer_id, close_upstream,
                                           rejected=isinstance(exc, ContentRejected)))
             raise
         producer = Producer(ctx, answer, upstream=upstream, close_upstream=close_upstream,

@@ -5,12 +5,14 @@ exact across instances, and degrade to in-process state (never raising) while Re
 See ``docs/scaling.md``.
 """
 
+from mpchat.limits._redis import UNAVAILABLE, RedisGuard
 from mpchat.limits.breaker import BreakerState, CircuitBreaker
 from mpchat.limits.budget import BudgetReservation, ProviderBudget
 from mpchat.limits.gate import Lease, LeaseState, UpstreamGate
 from mpchat.limits.ratelimit import Decision, Rate, RateLimiter, parse_rate
 
 __all__ = [
+    "UNAVAILABLE",
     "BreakerState",
     "BudgetReservation",
     "CircuitBreaker",
@@ -20,6 +22,7 @@ __all__ = [
     "ProviderBudget",
     "Rate",
     "RateLimiter",
+    "RedisGuard",
     "UpstreamGate",
     "parse_rate",
 ]

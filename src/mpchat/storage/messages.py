@@ -40,6 +40,7 @@ __all__ = [
     "list_messages",
     "new_id",
     "set_message_status",
+    "summary_text",
 ]
 
 # Only these answers and questions are sent back to the model as context.
@@ -181,7 +182,7 @@ def _begin_turn(
         ).first()
         if found is None:
             raise NotFound()
-        summary = _summary_text(keyring, found, conversation_id, user_id)
+        summary = summary_text(keyring, found, conversation_id, user_id)
         if summary:
             history_budget -= estimate_tokens(summary)
         history, omitted, kept_from = _read_history(
@@ -235,7 +236,7 @@ def _read_history(
     return newest_first, len(rows) - len(newest_first), oldest
 
 
-def _summary_text(keyring: Keyring, row: Any, conversation_id: str, user_id: str) -> str | None:
+def summary_text(keyring: Keyring, row: Any, conversation_id: str, user_id: str) -> str | None:
     if row.summary is None or row.summary_key is None:
         return None
     try:

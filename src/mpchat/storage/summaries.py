@@ -6,7 +6,7 @@ from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.storage.crypto import Ciphertext, DecryptError, Keyring, message_aad, summary_aad
-from mpchat.storage.messages import CONTEXT_STATUSES, HistoryTurn, _summary_text
+from mpchat.storage.messages import CONTEXT_STATUSES, HistoryTurn, summary_text
 from mpchat.storage.tables import conversations, messages
 
 __all__ = ["save_summary", "summary_source"]
@@ -43,7 +43,7 @@ async def summary_source(
             continue
         turns.append(HistoryTurn(row.role, text))
         upto = row.seq
-    return _summary_text(keyring, found, conversation_id, user_id), turns, upto
+    return summary_text(keyring, found, conversation_id, user_id), turns, upto
 
 
 async def save_summary(

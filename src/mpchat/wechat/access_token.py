@@ -28,7 +28,7 @@ import aiohttp
 from redis.asyncio import Redis
 
 from mpchat.errors import ServiceUnavailable
-from mpchat.limits._redis import UNAVAILABLE, RedisGuard
+from mpchat.limits import UNAVAILABLE, RedisGuard
 from mpchat.providers.retry import RetryPolicy
 from mpchat.wechat._http import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, WECHAT_RETRY, Endpoint
 

@@ -1,7 +1,8 @@
 """The task that produces one answer, and the one owner of everything the answer holds.
 
 `Producer.run` reads the provider (through `Upstream`: queue place, retries, failover),
-checks the output, publishes the answer's events and writes its text as it grows. Its
+checks the output and publishes the answer's events (`Answers` writes the text so far of
+all answers at once). Its
 ``finally`` is the single place where the answer's resources are given back, however it
 ends; the settling is shielded, so no cancellation can leave a slot held or a row
 ``streaming``:

@@ -31,6 +31,7 @@ from mpchat.limits import (
     CircuitBreaker,
     Lease,
     ProviderBudget,
+    ProviderPaused,
     UpstreamGate,
 )
 from mpchat.metrics import Metrics
@@ -170,14 +171,17 @@ class Upstream:
                 soonest = sooner(breaker.retry_after())
                 continue
             budget = route.budget
-            if (paused := await budget.paused_for()) > 0:
-                soonest = sooner(paused)
-                continue
             reservation = None
             try:
                 if budget.requests or budget.tokens:
+                    # One step checks the fleet-wide pause and takes the budget share.
                     reservation = await budget.reserve(tokens, max_wait=0)
+                elif (paused := await budget.paused_for()) > 0:
+                    raise ProviderPaused(retry_after=paused)
                 lease = await route.gate.reserve(user_key)  # Busy when its queue is full
+            except ProviderPaused as exc:  # down until the provider's pause ends
+                soonest = sooner(exc.retry_after or 1.0)
+                continue
             except Busy as exc:
                 if reservation is not None:
                     await reservation.refund()

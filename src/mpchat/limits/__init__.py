@@ -7,7 +7,7 @@ See ``docs/scaling.md``.
 
 from mpchat.limits._redis import UNAVAILABLE, RedisGuard
 from mpchat.limits.breaker import BreakerState, CircuitBreaker
-from mpchat.limits.budget import BudgetReservation, ProviderBudget
+from mpchat.limits.budget import BudgetReservation, ProviderBudget, ProviderPaused
 from mpchat.limits.gate import Lease, LeaseState, UpstreamGate
 from mpchat.limits.ratelimit import Decision, Rate, RateLimiter, parse_rate
 
@@ -20,6 +20,7 @@ __all__ = [
     "Lease",
     "LeaseState",
     "ProviderBudget",
+    "ProviderPaused",
     "Rate",
     "RateLimiter",
     "RedisGuard",

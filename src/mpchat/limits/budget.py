@@ -25,15 +25,16 @@ from redis.asyncio import Redis
 from mpchat.errors import Busy
 from mpchat.limits._redis import UNAVAILABLE, RedisGuard
 
-__all__ = ["BudgetReservation", "ProviderBudget"]
+__all__ = ["BudgetReservation", "ProviderBudget", "ProviderPaused"]
 
 # KEYS = bucket hash, pause key; ARGV = request cap, token cap (0 = unlimited), period ms,
-# tokens wanted. Returns {1, 0} when taken, else {0, ms to wait}. Times on Redis's clock.
+# tokens wanted. Returns {1, 0, 0} when taken, else {0, ms to wait, 1 if the provider's
+# pause is the reason}. Times on Redis's clock.
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local paused = redis.call('PTTL', KEYS[2])
-if paused > 0 then return {0, paused} end
+if paused > 0 then return {0, paused, 1} end
 local rcap, kcap = tonumber(ARGV[1]), tonumber(ARGV[2])
 local period, want = tonumber(ARGV[3]), tonumber(ARGV[4])
 local state = redis.call('HMGET', KEYS[1], 'r', 'k', 'ts')
@@ -50,8 +51,8 @@ if needk > k then wait = math.max(wait, (needk - k) * period / kcap) end
 if wait <= 0 then r = r - needr; k = k - needk end
 redis.call('HSET', KEYS[1], 'r', tostring(r), 'k', tostring(k), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(period * 2))
-if wait > 0 then return {0, math.ceil(wait)} end
-return {1, 0}
+if wait > 0 then return {0, math.ceil(wait), 0} end
+return {1, 0, 0}
 """
 
 # KEYS = bucket hash; ARGV = token cap, tokens to give back (negative: take more), request
@@ -77,6 +78,10 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
 end
 return 1
 """
+
+
+class ProviderPaused(Busy):
+    """The provider asked the fleet to hold off (its 429's ``Retry-After``), not a short budget."""
 
 
 @dataclass(slots=True)
@@ -154,16 +159,17 @@ class ProviderBudget:
     ):
         """Take one request and ``tokens_estimate`` tokens, waiting at most ``max_wait``.
 
-        Raises ``Busy(retry_after=...)`` when the budget (or a pause) needs a longer wait.
+        Raises ``Busy(retry_after=...)`` when the budget needs a longer wait, and
+        `ProviderPaused` (a ``Busy``) when the provider's pause does.
         """
         limit = self.max_wait if max_wait is None else max_wait
         deadline = time.monotonic() + limit
         while True:
-            wait = await self._try_take(tokens_estimate)
+            wait, paused = await self._try_take(tokens_estimate)
             if wait <= 0:
                 return BudgetReservation(self, tokens_estimate)
             if time.monotonic() + wait > deadline:
-                raise Busy(retry_after=wait)
+                raise (ProviderPaused if paused else Busy)(retry_after=wait)
             await asyncio.sleep(wait)  # the bounded wait is the point: the budget refills
 
     async def pause(self, seconds: float) -> None:
@@ -186,21 +192,22 @@ class ProviderBudget:
     async def aclose(self) -> None:
         """Nothing to close: the Redis client belongs to the caller."""
 
-    async def _try_take(self, tokens: int) -> float:
+    async def _try_take(self, tokens: int) -> tuple[float, bool]:
+        """Seconds to wait (0: taken), and whether the provider's pause is the reason."""
         script = self._reserve
         if script is not None:
             args = [self.requests, self.tokens, int(self.period * 1000), tokens]
             keys = [self._bucket_key, self._pause_key]
             reply = await self._guard.run(lambda r: script(keys=keys, args=args, client=r))
             if reply is not UNAVAILABLE:
-                ok, wait_ms = (int(v) for v in reply)
-                return 0.0 if ok else max(wait_ms, 1) / 1000
+                ok, wait_ms, paused = (int(v) for v in reply)
+                return (0.0, False) if ok else (max(wait_ms, 1) / 1000, bool(paused))
         return self._take_locally(tokens)
 
-    def _take_locally(self, tokens: int) -> float:
+    def _take_locally(self, tokens: int) -> tuple[float, bool]:
         now = time.monotonic()
         if now < self._paused_until:
-            return self._paused_until - now
+            return self._paused_until - now, True
         b = self._local
         elapsed = max(0.0, now - b.at)
         b.at = now
@@ -218,7 +225,7 @@ class ProviderBudget:
         if wait <= 0:
             b.requests -= need_r
             b.tokens -= need_k
-        return wait
+        return wait, False
 
     async def _adjust(self, give_back: int, *, requests: int = 0) -> None:
         if not self.requests:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, select, update
@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.estimate import estimate_tokens
 from mpchat.storage.crypto import Ciphertext, DecryptError, Keyring, message_aad
-from mpchat.storage.tables import conversations, messages
+from mpchat.storage.tables import conversations, messages, utc_now
 from mpchat.storage.transactions import run_transaction
 
 __all__ = [
@@ -103,9 +103,6 @@ class StoredAnswer:
     prompt_tokens: int | None
     completion_tokens: int | None
 
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +183,7 @@ def _finish(conn: Connection, params: dict[str, Any], conversation_id: str) -> b
     statement = _FINISH if params["stale"] is None else _FINISH_STALE
     if not conn.execute(statement, params).rowcount:
         return False
-    conn.execute(_TOUCH_CONVERSATION, {"cid": conversation_id, "now": _now()})
+    conn.execute(_TOUCH_CONVERSATION, {"cid": conversation_id, "now": utc_now()})
     return True
 
 
@@ -214,7 +211,7 @@ def _drop(conn: Connection, message_id: str, question_id: str, conversation_id: 
 
 async def settle_stale(engine: AsyncEngine, keyring: Keyring, *, limit: int = 200) -> int:
     """Settle answers whose producing instance is gone (its claim expired); how many."""
-    now = _now()
+    now = utc_now()
     async with engine.connect() as conn:
         rows = (await conn.execute(_STALE, {"now": now, "limit": limit})).all()
     settled = 0

@@ -15,13 +15,13 @@ import hmac
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mpchat.storage.tables import audit_events
+from mpchat.storage.tables import audit_events, utc_now
 
 __all__ = [
     "AuditEvent",
@@ -52,9 +52,6 @@ def hash_user(key: bytes, user_id: str) -> str:
     return hmac.new(key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
 
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
@@ -66,7 +63,7 @@ class AuditEvent:
     message_id: str | None = None
     trace_id: str | None = None
     excerpt: str | None = None  # only when the operator turned MPCHAT_AUDIT_TEXT on
-    created_at: datetime = field(default_factory=_now)
+    created_at: datetime = field(default_factory=utc_now)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
@@ -28,7 +28,7 @@ from mpchat.storage.crypto import (
     summary_aad,
     title_aad,
 )
-from mpchat.storage.tables import conversations, messages
+from mpchat.storage.tables import conversations, messages, utc_now
 from mpchat.storage.transactions import run_transaction
 
 __all__ = [
@@ -84,9 +84,6 @@ _HISTORY = (
 def new_id() -> str:
     return uuid.uuid4().hex
 
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +156,7 @@ def _begin_turn(
     owner: str,
     lease_until: datetime,
 ) -> Turn:
-    now = _now()
+    now = utc_now()
     if conversation_id is None:
         conversation_id = new_id()
         title = keyring.encrypt(

@@ -26,7 +26,15 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import JSON, TypeDecorator
 
-__all__ = ["audit_events", "conversations", "messages", "metadata", "sessions", "users"]
+__all__ = [
+    "audit_events",
+    "conversations",
+    "messages",
+    "metadata",
+    "sessions",
+    "users",
+    "utc_now",
+]
 
 metadata = MetaData(
     naming_convention={
@@ -66,6 +74,11 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
 
 
 UTC = UtcDateTime()
+
+
+def utc_now() -> dt.datetime:
+    """The time every timestamp column is written with."""
+    return dt.datetime.now(dt.UTC)
 
 users = Table(
     "users",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mpchat.storage.tables import sessions, users
+from mpchat.storage.tables import sessions, users, utc_now
 
 __all__ = [
     "create_session",
@@ -19,9 +19,6 @@ __all__ = [
     "session_is_live",
 ]
 
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def get_or_create_user(engine: AsyncEngine, *, openid: str) -> str:
@@ -34,7 +31,9 @@ async def get_or_create_user(engine: AsyncEngine, *, openid: str) -> str:
     user_id = uuid.uuid4().hex
     try:
         async with engine.begin() as conn:
-            await conn.execute(insert(users).values(id=user_id, openid=openid, created_at=_now()))
+            await conn.execute(
+                insert(users).values(id=user_id, openid=openid, created_at=utc_now())
+            )
         return user_id
     except IntegrityError:  # another request created it in between
         async with engine.connect() as conn:
@@ -43,7 +42,7 @@ async def get_or_create_user(engine: AsyncEngine, *, openid: str) -> str:
 
 async def create_session(engine: AsyncEngine, *, user_id: str, ttl: int) -> tuple[str, datetime]:
     session_id = uuid.uuid4().hex
-    now = _now()
+    now = utc_now()
     expires_at = now + timedelta(seconds=ttl)
     async with engine.begin() as conn:
         await conn.execute(
@@ -62,7 +61,7 @@ async def session_is_live(engine: AsyncEngine, *, session_id: str, user_id: str)
         expires_at = (await conn.execute(query)).scalar_one_or_none()
     if expires_at is None:
         return False
-    return bool(expires_at > _now())
+    return bool(expires_at > utc_now())
 
 
 async def delete_session(engine: AsyncEngine, *, session_id: str) -> None:

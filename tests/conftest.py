@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
@@ -53,6 +54,21 @@ def _no_mpchat_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("MPCHAT_") and not name.startswith("MPCHAT_TEST_"):
             monkeypatch.delenv(name)
+
+
+@contextlib.asynccontextmanager
+async def flushed_redis_db(url: str) -> AsyncIterator[str]:
+    """A Redis database of one test's own (``url`` names its number), flushed around it."""
+    from redis.asyncio import Redis
+
+    require_service(url, 6379, "Redis")
+    client = Redis.from_url(url)
+    try:
+        await client.flushdb()
+        yield url
+        await client.flushdb()
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,9 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from redis.asyncio import Redis
 
 from mpchat.fakes.upstream import FakeUpstream
-from tests.conftest import REDIS_URL, require_service
+from tests.conftest import REDIS_URL, flushed_redis_db
 from tests.utils import Running, running_app
 
 FULL = "".join(f"片段{i} " for i in range(20))
@@ -25,15 +24,8 @@ async def shared_state(request: pytest.FixtureRequest) -> AsyncIterator[str | No
     if request.param == "in-process":
         yield None
         return
-    url = REDIS_URL.rsplit("/", 1)[0] + "/12"
-    require_service(url, 6379, "Redis")
-    client = Redis.from_url(url)
-    try:
-        await client.flushdb()
+    async with flushed_redis_db(REDIS_URL.rsplit("/", 1)[0] + "/12") as url:
         yield url
-        await client.flushdb()
-    finally:
-        await client.aclose()
 
 
 def _settings(settings_factory, fake: FakeUpstream, **extra: Any):

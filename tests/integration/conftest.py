@@ -6,9 +6,8 @@ import os
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
-from tests.conftest import PG_URL, require_service, reset_postgres
+from tests.conftest import PG_URL, flushed_redis_db, require_service, reset_postgres
 
 # A Redis database number of their own, flushed before and after each test, so these tests
 # never touch keys of other tests (which use db 0 with their own prefixes).
@@ -18,15 +17,8 @@ REDIS_HOST_URL = os.environ.get("MPCHAT_TEST_REDIS_HOST", "redis://127.0.0.1:637
 
 @pytest.fixture
 async def redis_url() -> AsyncIterator[str]:
-    url = f"{REDIS_HOST_URL}/{REDIS_DB}"
-    require_service(url, 6379, "Redis")
-    client = Redis.from_url(url)
-    try:
-        await client.flushdb()
+    async with flushed_redis_db(f"{REDIS_HOST_URL}/{REDIS_DB}") as url:
         yield url
-        await client.flushdb()
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

@@ -77,7 +77,6 @@ class AnswerContext:
     # (MPCHAT_STREAM_COALESCE_MS): fewer lines, fewer writes, fewer `setData` on the phone.
     coalesce: float = 0.0
     clock: Callable[[], float] = lambda: asyncio.get_running_loop().time()
-    on_complete: Callable[[Answer], None] | None = None  # e.g. schedule a summary
 
     def lease_until(self) -> datetime:
         return datetime.now(UTC) + timedelta(seconds=self.lease)
@@ -96,8 +95,10 @@ class Producer:
         check: OutputCheck,
         prompt_tokens: int,
         received_at: float,
+        on_complete: Callable[[], None] | None = None,
     ) -> None:
         self.ctx = ctx
+        self._on_complete = on_complete  # e.g. summarise the turns its context left out
         self.answer = answer
         self._upstream = upstream
         self._close_upstream = close_upstream
@@ -291,8 +292,8 @@ class Producer:
             answer.status = "unstored"
             answer.failure = ServiceUnavailable(retry_after=5)
             terminal = [{"type": "error", **answer.failure.to_dict()}]
-        if answer.status == "complete" and ctx.on_complete is not None:
-            ctx.on_complete(answer)
+        if answer.status == "complete" and self._on_complete is not None:
+            self._on_complete()
         self._end(*terminal)
 
     def _terminal(self, outcome: str) -> list[Event]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -75,9 +76,6 @@ class ChatService:
         self.max_answer_tokens = max_answer_tokens
         self.max_content_chars = max_content_chars
         self.summarizer = summarizer
-        if summarizer is not None and ctx.on_complete is None:
-            ctx.on_complete = self._summarize_later
-        self._turns: dict[str, store.Turn] = {}
 
     async def wait_idle(self) -> None:
         """Until every answer under way has ended and been stored (for tests)."""
@@ -148,9 +146,8 @@ class ChatService:
                                           rejected=isinstance(exc, ContentRejected)))
             raise
         producer = Producer(ctx, answer, upstream=upstream, close_upstream=close_upstream,
-                            check=check, prompt_tokens=prompt_tokens, received_at=received_at)
-        if turn.omitted and turn.oldest_kept_seq:
-            self._turns[answer_id] = turn
+                            check=check, prompt_tokens=prompt_tokens, received_at=received_at,
+                            on_complete=self._summary_job(turn, request.user_id))
         self.answers.launch(answer, producer.run)
         return answer
 
@@ -164,11 +161,13 @@ class ChatService:
             await store.set_message_status(self.ctx.engine, message_id=turn.user_message_id,
                                            status="rejected")
 
-    def _summarize_later(self, answer: Answer) -> None:
-        turn = self._turns.pop(answer.message_id, None)
-        if self.summarizer is not None and turn is not None and turn.oldest_kept_seq:
-            self.summarizer.schedule(conversation_id=answer.conversation_id,
-                                     user_id=answer.user_id, before=turn.oldest_kept_seq)
+    def _summary_job(self, turn: store.Turn, user_id: str) -> Callable[[], None] | None:
+        """When the turn's context left older turns out: summarise them once it completes."""
+        summarizer, before = self.summarizer, turn.oldest_kept_seq
+        if summarizer is None or not turn.omitted or not before:
+            return None
+        return functools.partial(summarizer.schedule, conversation_id=turn.conversation_id,
+                                 user_id=user_id, before=before)
 
     async def follow(self, *, message_id: str, user_id: str, after: int) -> AsyncIterator[bytes]:
         """The answer's lines after seq ``after``, live to its end; `NotFound` if none."""

@@ -389,3 +389,16 @@ async def test_deltas_within_the_coalescing_window_leave_as_one(
             assert len(deltas) >= 15, len(deltas)  # each chunk as it came (some may meet)
         items = await _messages(app, token, events[0]["conversation_id"])
         assert items[-1]["content"] == FULL
+        # The stored row names the seq of the answer's last event (a resume's snapshot
+        # numbers after it), held text included.
+        assert await _stored_seq(app, events[0]["message_id"]) == events[-1]["seq"]
+
+
+async def _stored_seq(app: Running, message_id: str) -> int | None:
+    from sqlalchemy import select
+
+    from mpchat.storage.tables import messages
+
+    async with app.services.engine.connect() as conn:
+        return (await conn.execute(select(messages.c.event_seq)
+                                   .where(messages.c.id == message_id))).scalar_one()

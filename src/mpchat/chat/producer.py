@@ -262,6 +262,7 @@ class Producer:
             "completion_tokens": usage.completion_tokens if usage else estimate_tokens(text),
         }
         answer.content = "" if outcome == "retracted" else text
+        self._lead_in()  # first, so that the seq stored below is the last event's
         terminal = self._terminal(outcome)
         try:
             if outcome != "retracted" and not text:
@@ -307,11 +308,16 @@ class Producer:
         return [{"type": "done", "finish_reason": answer.finish_reason, "usage": answer.usage,
                  "model": answer.model}]
 
+    def _lead_in(self) -> None:
+        """What leaves before the last events: held text, and `start` unless the answer
+        failed before it (then its request gets an HTTP status instead). Idempotent."""
+        self._publish_held()
+        if self.answer.started or self.answer.failure is None:
+            self._start()
+
     def _end(self, *events: Event) -> None:
         answer = self.answer
-        self._publish_held()
-        if answer.started or answer.failure is None:
-            self._start()
+        self._lead_in()
         for event in events:
             answer.publish(event)
         answer.end(self.ctx.clock())

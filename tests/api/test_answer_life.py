@@ -402,3 +402,28 @@ async def _stored_seq(app: Running, message_id: str) -> int | None:
     async with app.services.engine.connect() as conn:
         return (await conn.execute(select(messages.c.event_seq)
                                    .where(messages.c.id == message_id))).scalar_one()
+
+
+async def test_an_answer_the_database_cannot_store_ends_with_an_error_and_frees_its_slot(
+    settings_factory, fake_upstream, monkeypatch
+):
+    """Storage down at the end: service_unavailable, nothing held; the row is left streaming
+    for the sweeper to settle once this instance's claim lapses."""
+    from mpchat.storage import answers as stored
+
+    async def down(*args: Any, **kwargs: Any) -> bool:
+        raise OSError("database unreachable")
+
+    async with running_app(_settings(settings_factory, fake_upstream)) as app:
+        token = await app.login()
+        monkeypatch.setattr(stored, "finish_answer", down)
+        status, events = await app.chat_events(token, {"content": "hi"})
+        assert status == 200 and events[-1]["type"] == "error"
+        assert events[-1]["code"] == "service_unavailable" and events[-1]["retry_after"] == 5
+        assert [e["seq"] for e in events] == list(range(len(events)))
+        await asyncio.wait_for(app.services.chat.wait_idle(), 5)
+        gate = app.services.upstream.routes[0].gate
+        assert gate.in_flight == 0 and gate.waiting == 0
+        assert _chats(app, "unstored") == 1
+        items = await _messages(app, token, events[0]["conversation_id"])
+        assert items[-1]["status"] == "streaming"

@@ -249,7 +249,7 @@ class EventRelay:
         cancels = task.cancelling() if task is not None else 0
         pool = self._follow_pool
         try:
-            conn = await pool.get_connection()
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py
         except _Failure as exc:
             raise RelayGone(message_id) from exc
         try:
@@ -332,7 +332,7 @@ class EventRelay:
             finally:
                 self._subscribed.clear()
                 with contextlib.suppress(*_Failure):
-                    await asyncio.shield(pubsub.aclose())
+                    await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX)
 

@@ -31,7 +31,7 @@ class RetryPolicy:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         if retry_after is not None:
             return max(0.0, min(retry_after, self.retry_after_cap))
-        return rand() * min(self.max_wait, self.initial * 2 ** (attempt - 1))
+        return float(rand() * min(self.max_wait, self.initial * 2 ** (attempt - 1)))
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from mpchat.errors import MpchatError
+from mpchat.providers.types import ToolCall
 
 __all__ = ["PING", "TERMINAL", "Answer", "Event"]
 
@@ -56,6 +57,7 @@ class Answer:
         self.status = "streaming"
         self.finish_reason = "stop"
         self.usage: dict[str, int] = {}
+        self.tool_calls: list[dict[str, Any]] = []  # whole, as its pieces came
         self.failure: MpchatError | None = None
         self.cancel_reason: str | None = None
         self.settling = False  # the producer is giving back what it held: too late to stop
@@ -92,6 +94,18 @@ class Answer:
         if self._on_publish is not None:
             self._on_publish(self, event)
         self._wake()
+
+    def add_tool_call(self, piece: ToolCall) -> None:
+        """Join a piece of a tool call to the call of its index."""
+        for call in self.tool_calls:
+            if call["index"] == piece.index:
+                call["function"]["arguments"] += piece.arguments
+                call["id"] = call["id"] or piece.id
+                call["function"]["name"] = call["function"]["name"] or piece.name
+                return
+        self.tool_calls.append({"index": piece.index, "id": piece.id, "type": "function",
+                                "function": {"name": piece.name,
+                                             "arguments": piece.arguments}})
 
     def end(self, now: float) -> None:
         """The terminal event was published (or the answer ended before its start)."""

@@ -17,7 +17,9 @@ ends; the settling is shielded, so no cancellation can leave a slot held or a ro
     shutdown           closed at once  pending ones finish   truncated/dropped   error
 
 "dropped": nothing was said, so there is no answer and the question is ``unanswered``.
-A truncated answer keeps only the text that was released to clients.
+A truncated answer keeps only the text that was released to clients. Where an ended
+answer goes is its `Keeper`'s business: the conversation's storage (`ConversationKeeper`)
+for the mini program's chat, the key's usage for the stateless OpenAI-compatible surface.
 """
 
 from __future__ import annotations
@@ -27,25 +29,24 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.chat.answer import Answer, Event
 from mpchat.chat.moderation import OutputCheck, Retracted
-from mpchat.chat.upstream import Queued, Served
+from mpchat.chat.upstream import Queued, Served, UpstreamEvent
 from mpchat.errors import MpchatError, NotFound, ServiceUnavailable, UpstreamTimeout
 from mpchat.estimate import estimate_tokens
 from mpchat.metrics import Metrics
-from mpchat.providers.types import Delta, Finish, Reasoning
+from mpchat.providers.types import Delta, Finish, Reasoning, ToolCall
 from mpchat.storage import answers as stored
 from mpchat.storage.crypto import Keyring
 
-__all__ = ["AnswerContext", "Producer", "shielded"]
+__all__ = ["AnswerContext", "ConversationKeeper", "Keeper", "Producer", "shielded"]
 
 log = logging.getLogger("mpchat.chat")
-UpstreamEvent = Queued | Served | Delta | Reasoning | Finish
 _background: set[asyncio.Future[Any]] = set()  # strong references to shielded settling
 
 
@@ -82,8 +83,45 @@ class AnswerContext:
         return datetime.now(UTC) + timedelta(seconds=self.lease)
 
 
+class Keeper(Protocol):
+    """Where an ended answer goes; called once, in the producer's shielded settling."""
+
+    async def keep(self, answer: Answer, *, content: str, meta: dict[str, Any],
+                   event_seq: int) -> bool:
+        """Keep the answer (``answer.status`` and ``usage`` are set); False when it has
+        nowhere to go any more (its conversation was deleted meanwhile)."""
+        ...
+
+    async def drop(self, answer: Answer) -> None:
+        """Nothing was said: there is no answer (its question stays ``unanswered``)."""
+        ...
+
+
+class ConversationKeeper:
+    """The conversation's storage: the answer's row, written at ``start``, is settled."""
+
+    def __init__(self, engine: AsyncEngine, keyring: Keyring) -> None:
+        self._engine = engine
+        self._keyring = keyring
+
+    async def keep(self, answer: Answer, *, content: str, meta: dict[str, Any],
+                   event_seq: int) -> bool:
+        return await stored.finish_answer(
+            self._engine, self._keyring, message_id=answer.message_id,
+            user_id=answer.user_id, conversation_id=answer.conversation_id, content=content,
+            status=answer.status, prompt_tokens=answer.usage["prompt_tokens"],
+            completion_tokens=answer.usage["completion_tokens"], meta=meta,
+            event_seq=event_seq,
+        )
+
+    async def drop(self, answer: Answer) -> None:
+        await stored.drop_answer(self._engine, message_id=answer.message_id,
+                                 question_id=answer.question_id,
+                                 conversation_id=answer.conversation_id)
+
+
 class Producer:
-    """Produces one answer; `run` is the answer's task. Built by `ChatService.start`."""
+    """Produces one answer; `run` is the answer's task. Built by the service that starts it."""
 
     def __init__(
         self,
@@ -93,6 +131,7 @@ class Producer:
         upstream: AsyncIterator[UpstreamEvent],
         close_upstream: Callable[[], Awaitable[None]],
         check: OutputCheck,
+        keeper: Keeper,
         prompt_tokens: int,
         received_at: float,
         on_complete: Callable[[], None] | None = None,
@@ -103,6 +142,7 @@ class Producer:
         self._upstream = upstream
         self._close_upstream = close_upstream
         self._check = check
+        self._keeper = keeper
         self._prompt_tokens = prompt_tokens
         self._received_at = received_at
         self._released = answer.released  # text published as deltas
@@ -178,6 +218,12 @@ class Producer:
                 self._start()
                 self._publish_held()
                 answer.publish({"type": "reasoning", "text": event.text})
+            elif isinstance(event, ToolCall):  # asked for by the OpenAI-compatible surface
+                self._start()
+                self._publish_held()
+                answer.add_tool_call(event)
+                answer.publish({"type": "tool_call", "index": event.index, "id": event.id,
+                                "name": event.name, "arguments": event.arguments})
             elif isinstance(event, Served):
                 answer.provider, answer.model = event.provider, event.model
                 self._serving = True
@@ -185,7 +231,7 @@ class Producer:
             elif isinstance(event, Queued):
                 self._start()
                 answer.publish({"type": "queued", "position": event.position})
-            else:
+            elif isinstance(event, Finish):
                 self._finish = event
         tail = await check.finish()
         if tail:
@@ -265,11 +311,9 @@ class Producer:
         self._lead_in()  # first, so that the seq stored below is the last event's
         terminal = self._terminal(outcome)
         try:
-            if outcome != "retracted" and not text:
+            if outcome != "retracted" and not text and not answer.tool_calls:
                 answer.status = "unanswered"
-                await stored.drop_answer(ctx.engine, message_id=answer.message_id,
-                                         question_id=answer.question_id,
-                                         conversation_id=answer.conversation_id)
+                await self._keeper.drop(answer)
             else:
                 answer.status = outcome
                 meta = {"ai_generated": True, "content_id": answer.message_id,
@@ -277,13 +321,8 @@ class Producer:
                         "reply_to": answer.question_id, "finish_reason": answer.finish_reason}
                 if answer.failure is not None:
                     meta["error"] = answer.failure.to_dict()
-                kept = await stored.finish_answer(
-                    ctx.engine, ctx.keyring, message_id=answer.message_id,
-                    user_id=answer.user_id, conversation_id=answer.conversation_id,
-                    content=text, status=outcome, prompt_tokens=answer.usage["prompt_tokens"],
-                    completion_tokens=answer.usage["completion_tokens"], meta=meta,
-                    event_seq=answer.next_seq + len(terminal) - 1,
-                )
+                kept = await self._keeper.keep(answer, content=text, meta=meta,
+                                               event_seq=answer.next_seq + len(terminal) - 1)
                 if not kept:
                     answer.status = "deleted"
                     terminal = [{"type": "error", **Deleted().to_dict()}]

@@ -24,10 +24,10 @@ from mpchat.chat.answers import Answers
 from mpchat.chat.context import build_messages
 from mpchat.chat.moderation import Moderation, NoModeration
 from mpchat.chat.prefetch import Prefetch
-from mpchat.chat.producer import AnswerContext, Producer, UpstreamEvent, shielded
+from mpchat.chat.producer import AnswerContext, ConversationKeeper, Producer, shielded
 from mpchat.chat.resume import open_follow
 from mpchat.chat.summarize import Summarizer
-from mpchat.chat.upstream import Upstream
+from mpchat.chat.upstream import Upstream, UpstreamEvent
 from mpchat.errors import ContentRejected, InvalidRequest, NotFound, RateLimited
 from mpchat.estimate import estimate_tokens
 from mpchat.limits import RateLimiter
@@ -76,6 +76,7 @@ class ChatService:
         self.max_answer_tokens = max_answer_tokens
         self.max_content_chars = max_content_chars
         self.summarizer = summarizer
+        self._keeper = ConversationKeeper(ctx.engine, ctx.keyring)
 
     async def wait_idle(self) -> None:
         """Until every answer under way has ended and been stored (for tests)."""
@@ -146,7 +147,8 @@ class ChatService:
                                           rejected=isinstance(exc, ContentRejected)))
             raise
         producer = Producer(ctx, answer, upstream=upstream, close_upstream=close_upstream,
-                            check=check, prompt_tokens=prompt_tokens, received_at=received_at,
+                            check=check, keeper=self._keeper, prompt_tokens=prompt_tokens,
+                            received_at=received_at,
                             on_complete=self._summary_job(turn, request.user_id))
         self.answers.launch(answer, producer.run)
         return answer

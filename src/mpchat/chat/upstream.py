@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from mpchat.errors import Busy, MpchatError, ServiceUnavailable, UpstreamError, UpstreamTimeout
@@ -39,15 +39,18 @@ from mpchat.providers.retry import RetryPolicy
 from mpchat.providers.types import (
     Delta,
     Finish,
+    Message,
+    Options,
     Provider,
     ProviderError,
     ProviderStatus,
     ProviderTimeout,
     Reasoning,
     Retryable,
+    ToolCall,
 )
 
-__all__ = ["Admission", "Queued", "Route", "Served", "Upstream"]
+__all__ = ["Admission", "Queued", "Route", "Served", "Upstream", "UpstreamEvent"]
 
 log = logging.getLogger("mpchat.upstream")
 
@@ -65,6 +68,9 @@ class Served:
     model: str
 
 
+UpstreamEvent = Queued | Served | Delta | Reasoning | ToolCall | Finish
+
+
 @dataclass(slots=True)
 class Route:
     provider: Provider
@@ -77,6 +83,9 @@ class Route:
     @property
     def name(self) -> str:
         return self.provider.name
+
+    def serves(self, model: str | None) -> bool:
+        return model is None or model in self.provider.models
 
     async def aclose(self) -> None:
         await self.gate.aclose()
@@ -133,6 +142,14 @@ class Upstream:
     def model(self) -> str:
         return self.routes[0].provider.model
 
+    def models(self) -> list[str]:
+        """Every model some route serves, each once, in the routes' order."""
+        return list(dict.fromkeys(m for r in self.routes for m in r.provider.models))
+
+    def serves(self, model: str, *, tools: bool = False) -> bool:
+        """Whether some route serves ``model`` (and takes ``tools``, when asked)."""
+        return any(r.serves(model) and (r.provider.tools or not tools) for r in self.routes)
+
     async def aclose(self) -> None:
         for route in self.routes:
             await route.aclose()
@@ -149,9 +166,14 @@ class Upstream:
         return [r for *_, r in sorted(keyed)]
 
     async def admit(
-        self, user_key: str, *, tokens: int, exclude: Route | None = None
+        self,
+        user_key: str,
+        *,
+        tokens: int,
+        exclude: Route | None = None,
+        model: str | None = None,
     ) -> Admission:
-        """A place at the best available route's gate.
+        """A place at the best available route's gate (among those serving ``model``).
 
         Raises `Busy` when the routes that are up cannot take it now, `ServiceUnavailable`
         when every route is down.
@@ -163,7 +185,7 @@ class Upstream:
             return seconds if soonest is None else min(soonest, seconds)
 
         for route in self._ordered():
-            if route is exclude:
+            if route is exclude or not route.serves(model):
                 continue
             breaker = route.breaker
             if breaker.state is BreakerState.OPEN:
@@ -211,31 +233,37 @@ class Upstream:
 
     async def stream(
         self,
-        messages: Sequence[Mapping[str, str]],
+        messages: Sequence[Message],
         *,
         user_key: str,
         tokens: int,
         admission: Admission,
         max_tokens: int | None = None,
-    ) -> AsyncGenerator[Queued | Served | Delta | Reasoning | Finish]:
-        """Queue positions, then the answer's events; raises `MpchatError` on failure."""
+        options: Options | None = None,
+    ) -> AsyncGenerator[UpstreamEvent]:
+        """Queue positions, then the answer's events; raises `MpchatError` on failure.
+
+        ``options.model`` (if any) was admitted for: every route tried serves it.
+        """
         attempt = 0
+        model = options.model if options is not None else None
         current: Admission | None = admission
         try:
             while True:
                 attempt += 1
                 if current is None:
-                    current = await self.admit(user_key, tokens=tokens)
+                    current = await self.admit(user_key, tokens=tokens, model=model)
                 route = current.route
                 async for position in current.lease.wait():
                     yield Queued(position)
-                stream = route.provider.stream(messages, max_tokens=max_tokens)
+                stream = route.provider.stream(messages, max_tokens=max_tokens, options=options)
                 current.reached = True
                 try:
                     first = await anext(stream)
                 except Retryable as exc:
                     await stream.aclose()
-                    current = await self._after_failure(current, exc, attempt, user_key, tokens)
+                    current = await self._after_failure(current, exc, attempt, user_key,
+                                                        tokens, model)
                     continue
                 except ProviderError as exc:
                     await stream.aclose()
@@ -246,7 +274,7 @@ class Upstream:
                 route.breaker.record_success()
                 usage = None
                 try:
-                    yield Served(route.name, route.provider.model)
+                    yield Served(route.name, model or route.provider.model)
                     yield first
                     async for event in stream:
                         if isinstance(event, Finish):
@@ -268,7 +296,13 @@ class Upstream:
                 await current.release()
 
     async def _after_failure(
-        self, failed: Admission, exc: Retryable, attempt: int, user_key: str, tokens: int
+        self,
+        failed: Admission,
+        exc: Retryable,
+        attempt: int,
+        user_key: str,
+        tokens: int,
+        model: str | None,
     ) -> Admission:
         """Record the failure; the next attempt's admission, or the final error."""
         route = failed.route
@@ -287,11 +321,11 @@ class Upstream:
         if attempt >= self.retry.attempts:
             raise _client_error(exc)
         try:
-            return await self.admit(user_key, tokens=tokens, exclude=route)
+            return await self.admit(user_key, tokens=tokens, exclude=route, model=model)
         except (_NoAlternative, Busy, ServiceUnavailable):
             pass  # nothing else can take it now: wait, then try every route again
         await self.sleep(self.retry.wait(attempt, exc.retry_after))
-        return await self.admit(user_key, tokens=tokens)
+        return await self.admit(user_key, tokens=tokens, model=model)
 
     def _count(self, route: Route, outcome: str) -> None:
         self.metrics.upstream_attempts.labels(route.name, outcome).inc()

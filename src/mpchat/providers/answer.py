@@ -20,6 +20,7 @@ from mpchat.providers.types import (
     ProviderInvalid,
     Reasoning,
     StreamEvent,
+    ToolCall,
     Usage,
 )
 
@@ -47,13 +48,14 @@ class Answer:
     """The state of one answer: what was said, how it ended, whether to read on."""
 
     __slots__ = ("_events", "_kind", "_limits", "_max_chars", "_texts", "chars", "cut", "done",
-                 "error", "finish", "reasoning_chars", "usage")
+                 "error", "finish", "reasoning_chars", "tool_calls", "usage")
 
     def __init__(self, limits: StreamLimits) -> None:
         self._limits = limits
         self._max_chars = limits.max_answer_chars
         self.chars = 0
         self.reasoning_chars = 0
+        self.tool_calls = 0  # pieces of tool calls (they count against the answer's size)
         self.finish: str | None = None
         self.usage: Usage | None = None
         self.done = False  # [DONE] was read
@@ -78,7 +80,7 @@ class Answer:
                 self.done = True
                 return
             try:
-                text, reasoning, finish, usage = decode_chunk(data)
+                text, reasoning, finish, usage, tools = decode_chunk(data)
             except ProviderError as exc:
                 self.error = exc
                 return
@@ -88,6 +90,8 @@ class Answer:
                 self.finish = finish
             if reasoning:
                 self._reason(reasoning)
+            if tools:
+                self._call(tools)
             if text:
                 if self._kind is Delta and self.chars + len(text) <= self._max_chars:
                     self._texts.append(text)
@@ -98,15 +102,33 @@ class Answer:
                 return
 
     def take(self, piece: Piece) -> None:
-        text, reasoning, finish, usage = piece
+        text, reasoning, finish, usage, tools = piece
         if usage is not None:
             self.usage = usage
         if finish is not None:
             self.finish = finish
         if reasoning:
             self._reason(reasoning)
+        if tools:
+            self._call(tools)
         if text:
             self._answer(text)
+
+    def _call(self, tools: list[ToolCall]) -> None:
+        """Tool calls leave as they come, in order; their size counts as answer text."""
+        for call in tools:
+            if self.cut:
+                return
+            size = len(call.arguments) + len(call.name or "") + len(call.id or "")
+            if self.chars + size > self._max_chars:
+                self.cut = True  # a cut-off call is no call: it is left out
+                return
+            self.chars += size
+            self.tool_calls += 1
+            if self._texts:
+                self._events.append(self._kind("".join(self._texts)))
+                self._texts = []
+            self._events.append(call)
 
     def _reason(self, text: str) -> None:
         room = self._limits.reasoning_chars - self.reasoning_chars

@@ -9,7 +9,9 @@ One decoder admits every dialect of the OpenAI-compatible providers we know:
   (vLLM's compatibility mode) sends the same text twice, so ``reasoning_content`` wins;
 - ``usage`` at the top level (in the last chunk, or in a chunk without choices) or inside
   the choice (Moonshot), or nowhere;
-- an ``{"error": ...}`` object instead of a chunk.
+- an ``{"error": ...}`` object instead of a chunk;
+- ``tool_calls`` (function calling, asked for by the OpenAI-compatible surface only), in
+  pieces by ``index`` when streamed, whole in a JSON body.
 
 Anything else of the wrong type is `ProviderInvalid`: msgspec checks every field we read,
 so no provider input reaches a plain Python exception halfway through a stream.
@@ -22,11 +24,13 @@ from typing import Annotated, Any
 
 import msgspec
 
-from mpchat.providers.types import ProviderInvalid, Usage
+from mpchat.providers.types import ProviderInvalid, ToolCall, Usage
 
 __all__ = ["Piece", "decode_chunk", "decode_completion", "finish_reason"]
 
 _Count = Annotated[int, msgspec.Meta(ge=0)]
+# A model calls a few tools at once; an index past this is no tool call but a hostile one.
+_ToolIndex = Annotated[int, msgspec.Meta(ge=0, le=127)]
 
 
 class _Part(msgspec.Struct, gc=False):
@@ -42,10 +46,22 @@ class _Usage(msgspec.Struct, gc=False):
     completion_tokens: _Count | None = None
 
 
+class _Function(msgspec.Struct, gc=False):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCall(msgspec.Struct, gc=False):
+    index: _ToolIndex | None = None  # absent in a JSON body: the position then
+    id: str | None = None
+    function: _Function | None = None
+
+
 class _Delta(msgspec.Struct, gc=False):
     content: _Content = None
     reasoning_content: str | None = None
     reasoning: str | None = None
+    tool_calls: list[_ToolCall] | None = None
 
 
 class _Choice(msgspec.Struct, gc=False):
@@ -71,8 +87,9 @@ _FAILED = frozenset({"network_error", "insufficient_system_resource", "error"})
 _SYNONYMS = {"sensitive": "content_filter"}  # Zhipu
 
 
-Piece = tuple[str, str, str | None, Usage | None]
-"""What one chunk says: text, reasoning, how it ended, what it cost (each may be empty)."""
+Piece = tuple[str, str, str | None, Usage | None, list[ToolCall] | None]
+"""What one chunk says: text, reasoning, how it ended, what it cost, the tools it calls
+(each may be empty)."""
 
 
 def decode_chunk(data: bytes) -> Piece:
@@ -83,7 +100,7 @@ def decode_chunk(data: bytes) -> Piece:
 def decode_completion(body: bytes) -> Piece:
     """A non-streaming ``chat.completion`` body (answered to a streaming request)."""
     piece = _read(_decode(body), streaming=False)
-    if not (piece[0] or piece[1] or piece[2]):
+    if not (piece[0] or piece[1] or piece[2] or piece[4]):
         raise ProviderInvalid("provider answered a JSON body that is no chat completion")
     return piece
 
@@ -112,10 +129,11 @@ def _decode(data: bytes) -> _Chunk:
 def _read(chunk: _Chunk, *, streaming: bool) -> Piece:
     usage = None if chunk.usage is None else _usage(chunk.usage)
     if not chunk.choices:
-        return "", "", None, usage
+        return "", "", None, usage, None
     choice = chunk.choices[0]  # we never ask for more than one
     delta = choice.delta if streaming else choice.message
     text = reasoning = ""
+    tools = None
     if delta is not None:
         content = delta.content
         if isinstance(content, str):
@@ -123,10 +141,24 @@ def _read(chunk: _Chunk, *, streaming: bool) -> Piece:
         elif content:
             text = "".join(p.text for p in content if p.type == "text" and p.text)
         reasoning = delta.reasoning_content or delta.reasoning or ""
+        if delta.tool_calls:
+            tools = [_tool_call(i, call) for i, call in enumerate(delta.tool_calls)]
     finish = None if choice.finish_reason is None else finish_reason(choice.finish_reason)
     if choice.usage is not None:
         usage = _usage(choice.usage)
-    return text, reasoning, finish, usage
+    return text, reasoning, finish, usage, tools
+
+
+def _tool_call(position: int, raw: _ToolCall) -> ToolCall:
+    if position > 127:
+        raise ProviderInvalid("provider sent more tool calls than any model makes")
+    function = raw.function
+    return ToolCall(
+        index=position if raw.index is None else raw.index,
+        id=raw.id,
+        name=function.name if function is not None else None,
+        arguments=(function.arguments or "") if function is not None else "",
+    )
 
 
 def _usage(raw: _Usage) -> Usage:

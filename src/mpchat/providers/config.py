@@ -11,6 +11,7 @@ weight = 3                         # share of traffic among providers of one pri
 rpm = 500                          # requests per minute it allows (0 = untracked)
 tpm = 200000                       # tokens per minute it allows (0 = untracked)
 max_concurrency = 32               # in flight at once (default MPCHAT_UPSTREAM_MAX_CONCURRENCY)
+tools = true                       # takes `tools` (function calling) on /v1/chat/completions
 
 [aliases]
 default = "deepseek-chat"          # what a client's "default" means
@@ -47,6 +48,7 @@ class ProviderConfig(BaseModel):
     rpm: int = Field(default=0, ge=0)
     tpm: int = Field(default=0, ge=0)
     max_concurrency: int | None = Field(default=None, ge=1)
+    tools: bool = True
 
     def key(self) -> str | None:
         if self.api_key is not None:

@@ -12,7 +12,7 @@ sends reaches a plain Python exception.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,8 @@ from mpchat.providers.chunks import decode_completion
 from mpchat.providers.retry import parse_retry_after
 from mpchat.providers.sse import LineSplitter
 from mpchat.providers.types import (
+    Message,
+    Options,
     ProviderConnectionError,
     ProviderError,
     ProviderInvalid,
@@ -61,12 +63,16 @@ class OpenAICompatible:
         base_url: str,
         api_key: str | None,
         model: str,
+        models: Sequence[str] = (),
+        tools: bool = True,
         name: str = "upstream",
         timeouts: Timeouts | None = None,
         limits: StreamLimits | None = None,
     ) -> None:
         self.name = name
         self.model = model
+        self.models = (model, *(m for m in models if m != model))
+        self.tools = tools
         self._session = session
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
@@ -87,14 +93,19 @@ class OpenAICompatible:
         """The session belongs to the app's lifespan; nothing of ours to close."""
 
     async def stream(
-        self, messages: Sequence[Mapping[str, str]], *, max_tokens: int | None = None
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int | None = None,
+        options: Options | None = None,
     ) -> AsyncGenerator[StreamEvent]:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": list(messages),
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
+        body: dict[str, Any] = {}
+        if options is not None:
+            body.update(options.params)
+        body["model"] = options.model if options is not None and options.model else self.model
+        body["messages"] = messages if isinstance(messages, list) else list(messages)
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
         if max_tokens:
             body["max_tokens"] = max_tokens
         loop = asyncio.get_running_loop()

@@ -44,7 +44,8 @@ def build_providers(
         for p in config.providers:
             model = default_model if default_model in p.models else p.models[0]
             client = OpenAICompatible(session=http, base_url=p.base_url, api_key=p.key(),
-                                      model=model, name=p.name, timeouts=timeouts, limits=limits)
+                                      model=model, models=p.models, tools=p.tools, name=p.name,
+                                      timeouts=timeouts, limits=limits)
             specs.append(ProviderSpec(client, p.priority, p.weight, p.rpm, p.tpm,
                                       p.max_concurrency))
         return specs

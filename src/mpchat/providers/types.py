@@ -13,12 +13,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 __all__ = [
     "Delta",
     "Finish",
+    "Message",
+    "Options",
     "Provider",
     "ProviderConnectionError",
     "ProviderError",
@@ -29,8 +31,12 @@ __all__ = [
     "Reasoning",
     "Retryable",
     "StreamEvent",
+    "ToolCall",
     "Usage",
 ]
+
+Message = Mapping[str, Any]
+"""A chat message as the provider takes it (``role``, ``content``, maybe tool fields)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,22 +58,51 @@ class Reasoning:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A piece of a tool call the model makes: the first piece of one ``index`` carries its
+    ``id`` and ``name``, the arguments (JSON text) may come in several pieces."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
     reason: str
     usage: Usage | None = None
 
 
-StreamEvent = Delta | Reasoning | Finish
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What one request asks of the provider beyond its messages.
+
+    ``model`` is one the provider serves (None: its default); ``params`` are passed through
+    as they are (temperature, top_p, stop, user, tools, ...): the caller validated them.
+    """
+
+    model: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+StreamEvent = Delta | Reasoning | ToolCall | Finish
 
 
 class Provider(Protocol):
     """An OpenAI-compatible chat model, streamed."""
 
     name: str
-    model: str
+    model: str  # its default model
+    models: tuple[str, ...]  # every model it serves, the default first
+    tools: bool  # whether it takes ``tools`` (function calling)
 
     def stream(
-        self, messages: Sequence[Mapping[str, str]], *, max_tokens: int | None = None
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int | None = None,
+        options: Options | None = None,
     ) -> AsyncGenerator[StreamEvent]:
         """Deltas (and reasoning), then one `Finish`; closing the iterator cancels the request."""
         ...

@@ -67,7 +67,7 @@ async function startStack(options = {}) {
   const fakePort = await freePort();
   const port = await freePort();
   const upstream = start(['fake-upstream', '--host', '127.0.0.1', '--port', String(fakePort), ...(options.upstreamArgs || [])], {});
-  const server = start(['serve'], {
+  const env = {
     MPCHAT_HOST: '127.0.0.1',
     MPCHAT_PORT: String(port),
     MPCHAT_DATA_DIR: dataDir,
@@ -77,9 +77,11 @@ async function startStack(options = {}) {
     MPCHAT_ENV: 'development',
     MPCHAT_AUTH_MODE: 'dev',
     ...(options.env || {}),
-  });
+  };
+  const server = start(['serve'], env);
   const stack = {
     base: `http://127.0.0.1:${port}`,
+    env,
     upstream: `http://127.0.0.1:${fakePort}`,
     server,
     fake: upstream,
@@ -87,6 +89,15 @@ async function startStack(options = {}) {
       await stop(server);
       await stop(upstream);
       fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+    /** Run `mpchat <args>` against the same database; resolves to its stdout (rejects on exit != 0). */
+    cli(args) {
+      return new Promise((resolve, reject) => {
+        const child = start(args, env);
+        let out = '';
+        child.stdout.on('data', (d) => (out += d));
+        child.once('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`mpchat ${args.join(' ')}: exit ${code}\n${child.log}`))));
+      });
     },
     /** Script the fake provider's next answers (its `/_control/script`). */
     async script(steps) {

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mpchat.auth.login import Authenticator, CodeExchange
 from mpchat.auth.tokens import TokenSigner
 from mpchat.chat.answers import Answers
+from mpchat.chat.completions import Completions
 from mpchat.chat.producer import AnswerContext
 from mpchat.chat.service import ChatService
 from mpchat.chat.summarize import Summarizer
@@ -63,6 +64,7 @@ class Services:
     moderation: Moderator
     summarizer: Summarizer
     answers: Answers
+    completions: Completions
 
 
 @asynccontextmanager
@@ -151,6 +153,10 @@ async def open_services(
             max_answer_tokens=settings.max_answer_tokens,
             max_content_chars=settings.max_content_chars,
         )
+        completions = Completions(
+            ctx=ctx, answers=answers, upstream=upstream, aliases=config.aliases,
+            moderation=moderation, max_answer_tokens=settings.max_answer_tokens,
+        )
         if settings.retention_days:
             retention = asyncio.create_task(
                 run_retention(engine, days=settings.retention_days, interval=3600, redis=redis)
@@ -160,7 +166,8 @@ async def open_services(
         yield Services(settings=settings, engine=engine, http=http, redis=redis,
                        keyring=keyring, auth=auth, chat=chat, upstream=upstream,
                        limiter=limiter, login_limiter=login_limiter, metrics=metrics,
-                       moderation=moderation, summarizer=summarizer, answers=answers)
+                       moderation=moderation, summarizer=summarizer, answers=answers,
+                       completions=completions)
 
 
 def _pool_size(settings: Settings, config: FileConfig) -> int:

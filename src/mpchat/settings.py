@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     queue_timeout: float = Field(default=30.0, gt=0)
 
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    # /v1/chat/completions: its callers send whole conversations.
+    openai_max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     max_content_chars: int = Field(default=2000, gt=0)
     context_token_budget: int = Field(default=3000, gt=0)
     max_answer_tokens: int | None = None

@@ -1,8 +1,11 @@
-"""Errors to HTTP, in one place: the envelope of API.md, or one NDJSON line for chat.
+"""Errors to HTTP, in one place: the envelope of API.md, one NDJSON line for chat, or
+OpenAI's error shape under ``/v1/``.
 
 A chat request that fails before ``start`` gets its status and, unless it asked for
 ``stream: false``, a single ``error`` line: a mini program reading chunks may never
-see a plain JSON body.
+see a plain JSON body. The OpenAI-compatible surface answers as OpenAI does (statuses
+and ``{"error": {"message", "type", "param", "code"}}``), so its SDKs raise their usual
+exceptions.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Scope
 
+from mpchat.chat.completions import openai_error
 from mpchat.errors import InvalidRequest, MpchatError, NotFound, PayloadTooLarge
 
 __all__ = ["error_response", "install_error_handlers", "too_large_app"]
@@ -23,16 +27,20 @@ __all__ = ["error_response", "install_error_handlers", "too_large_app"]
 log = logging.getLogger("mpchat.api")
 NDJSON = "application/x-ndjson; charset=utf-8"
 CHAT_PATH = "/api/v1/chat"
+OPENAI_PREFIX = "/v1/"
 
 
 class _MethodNotAllowed(InvalidRequest):
     status, default_message = 405, "不支持该请求方法"
 
 
-def error_response(exc: MpchatError, *, ndjson: bool) -> Response:
+def error_response(exc: MpchatError, *, ndjson: bool, openai: bool = False) -> Response:
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.to_dict()["retry_after"])
+    if openai:
+        status, shape = openai_error(exc)
+        return Response(orjson.dumps(shape), status, headers, media_type="application/json")
     if ndjson:
         body = orjson.dumps({"type": "error", **exc.to_dict()}) + b"\n"
         return Response(body, exc.status, headers, media_type=NDJSON)
@@ -47,18 +55,24 @@ def _wants_ndjson(scope: Scope) -> bool:
     return scope.get("state", {}).get("stream", True) is not False
 
 
+def _respond(exc: MpchatError, scope: Scope) -> Response:
+    if str(scope.get("path", "")).startswith(OPENAI_PREFIX):
+        return error_response(exc, ndjson=False, openai=True)
+    return error_response(exc, ndjson=_wants_ndjson(scope))
+
+
 def too_large_app(scope: Scope) -> ASGIApp:
-    return error_response(PayloadTooLarge(), ndjson=_wants_ndjson(scope))
+    return _respond(PayloadTooLarge(), scope)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     async def on_domain(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, MpchatError)
-        return error_response(exc, ndjson=_wants_ndjson(request.scope))
+        return _respond(exc, request.scope)
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return error_response(_describe(exc), ndjson=_wants_ndjson(request.scope))
+        return _respond(_describe(exc), request.scope)
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -71,12 +85,12 @@ def install_error_handlers(app: FastAPI) -> None:
             domain = _MethodNotAllowed()
         else:
             domain = InvalidRequest()
-        return error_response(domain, ndjson=_wants_ndjson(request.scope))
+        return _respond(domain, request.scope)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         # Logged with its traceback; the client learns nothing but the request id.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(MpchatError(), ndjson=_wants_ndjson(request.scope))
+        return _respond(MpchatError(), request.scope)
 
     app.add_exception_handler(MpchatError, on_domain)
     app.add_exception_handler(RequestValidationError, on_validation)

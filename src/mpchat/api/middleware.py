@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -53,19 +53,32 @@ class BodyLimitMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, *, max_bytes: int, on_too_large: Callable[[Scope], ASGIApp]
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        on_too_large: Callable[[Scope], ASGIApp],
+        prefix_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.on_too_large = on_too_large
+        # Paths under a prefix with a limit of their own (the OpenAI-compatible surface,
+        # whose callers send whole conversations).
+        self.prefix_limits = tuple((prefix_limits or {}).items())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.max_bytes
+        for prefix, limit in self.prefix_limits:
+            if scope["path"].startswith(prefix):
+                max_bytes = limit
+                break
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if not value.isdigit() or int(value) > self.max_bytes:
+                if not value.isdigit() or int(value) > max_bytes:
                     await self.on_too_large(scope)(scope, receive, send)
                     return
                 break
@@ -76,7 +89,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     raise PayloadTooLarge()
             return message
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
+from urllib.parse import quote
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["FollowResponse"]
+__all__ = ["FollowResponse", "ai_headers"]
 
 NDJSON = "application/x-ndjson; charset=utf-8"
 
@@ -31,10 +32,12 @@ class FollowResponse(Response):
         *,
         headers: Mapping[str, str] | None = None,
         on_leave: Callable[[bool], None] | None = None,
+        media_type: str = NDJSON,
     ) -> None:
         # As StreamingResponse does: no body, so no Content-Length.
         self.status_code = 200
         self.background = None
+        self.media_type = media_type
         self.init_headers(headers)
         self._lines = lines
         self._on_leave = on_leave
@@ -67,6 +70,16 @@ class FollowResponse(Response):
                     await aclose()
             if self._on_leave is not None:
                 self._on_leave(completed)
+
+
+def ai_headers(content_id: str, provider: str) -> dict[str, str]:
+    """The implicit AI-content marker (docs/safety.md, "Labels"), beside the visible label."""
+    return {
+        "X-AI-Generated": "true",
+        "X-AI-Content-Id": content_id,
+        # Percent-encoded: header values are latin-1 and a display name may be Chinese.
+        "X-AI-Provider": quote(provider, safe=""),
+    }
 
 
 async def _watch(receive: Receive, writer: asyncio.Task[object], state: dict[str, bool]) -> None:

@@ -22,11 +22,16 @@ import orjson
 from mpchat.errors import MpchatError
 from mpchat.providers.types import ToolCall
 
-__all__ = ["PING", "TERMINAL", "Answer", "Event"]
+__all__ = ["PING", "TERMINAL", "Answer", "Event", "ndjson"]
 
 Event = dict[str, Any]
 TERMINAL = frozenset(("done", "retract", "error"))
 PING = b'{"type":"ping"}\n'
+
+
+def ndjson(event: Event) -> bytes:
+    """The mini program's wire format (API.md): one JSON object a line."""
+    return orjson.dumps(event) + b"\n"
 
 
 class Answer:
@@ -41,12 +46,17 @@ class Answer:
         question_id: str,
         model: str,
         on_publish: Callable[[Answer, Event], None] | None = None,
+        encode: Callable[[Event], bytes] = ndjson,
+        ping_line: bytes = PING,
+        stored: bool = True,
     ) -> None:
         self.message_id = message_id
         self.user_id = user_id
         self.conversation_id = conversation_id
         self.question_id = question_id
         self.model = model  # the model of the route that serves it, once known
+        self.stored = stored  # it has a row in storage (else: stateless, no resume)
+        self.ping_line = ping_line
         self.provider: str | None = None
         self.lines: list[bytes] = []
         self.released: list[str] = []  # the answer's text, as published in deltas
@@ -64,6 +74,7 @@ class Answer:
         self.ended_at: float | None = None
         self.task: asyncio.Task[None] | None = None
         self._on_publish = on_publish
+        self._encode = encode
         self._started = asyncio.Event()
         self._ended = asyncio.Event()
         self._changed = asyncio.Event()
@@ -87,7 +98,7 @@ class Answer:
         if self.ended:
             raise RuntimeError("an ended answer takes no more events")
         event["seq"] = len(self.lines)
-        self.lines.append(orjson.dumps(event) + b"\n")
+        self.lines.append(self._encode(event))
         if event["type"] == "start":
             self.start_published = True
             self._started.set()
@@ -163,6 +174,6 @@ class Answer:
                 return
             if pings != self.pings:
                 pings = self.pings
-                yield PING
+                yield self.ping_line
                 continue
             await self._changed.wait()

@@ -111,7 +111,10 @@ class Answers:
     # -- answers ---------------------------------------------------------------------------
 
     def new(self, **fields: Any) -> Answer:
-        return Answer(on_publish=self._mirror if self.relay is not None else None, **fields)
+        """An answer of the conversations (mirrored to the relay), or a stateless one
+        (``stored=False``: no row, no resume, nothing mirrored)."""
+        mirror = self.relay is not None and fields.get("stored", True)
+        return Answer(on_publish=self._mirror if mirror else None, **fields)
 
     def launch(self, answer: Answer, run: Callable[[], Any]) -> None:
         """Run ``run()`` (the answer's producer) as a task of the service."""
@@ -131,16 +134,17 @@ class Answers:
         finally:
             answer.released = []  # only the saver needed the pieces; the lines stay
             self._live.pop(answer.message_id, None)
-            if self.relay is not None:
-                self.relay.end(answer.message_id)
-            self._ended[answer.message_id] = answer
+            if answer.stored:  # a stateless answer has nothing to resume
+                if self.relay is not None:
+                    self.relay.end(answer.message_id)
+                self._ended[answer.message_id] = answer
             if not self._live:
                 self._idle.set()
 
     def find(self, message_id: str, user_id: str) -> Answer | None:
         """The user's answer, live or recently ended on this instance."""
         answer = self._live.get(message_id) or self._ended.get(message_id)
-        if answer is None or answer.user_id != user_id:
+        if answer is None or answer.user_id != user_id or not answer.stored:
             return None
         return answer
 
@@ -201,7 +205,7 @@ class Answers:
         while True:
             await asyncio.sleep(self.save_interval)
             grown = [a for a in self._live.values()
-                     if len(a.released) > a.saved and not a.settling]
+                     if a.stored and len(a.released) > a.saved and not a.settling]
             if not grown:
                 continue
             items = [stored.Progress(a.message_id, a.user_id, "".join(a.released),

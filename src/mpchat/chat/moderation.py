@@ -56,7 +56,10 @@ class Moderation(Protocol):
         """The authoritative input check; raises `ContentRejected`."""
         ...
 
-    def output(self, *, user_id: str, message_id: str) -> OutputCheck: ...
+    def output(self, *, user_id: str, message_id: str, remote: bool = True) -> OutputCheck:
+        """The checks of one answer; ``remote=False``: the local list only (a caller with
+        no WeChat openid, whom WeChat's check cannot take)."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -87,7 +90,7 @@ class NoModeration:
     async def check_input(self, text: str, *, user_id: str) -> None:
         pass
 
-    def output(self, *, user_id: str, message_id: str) -> OutputCheck:
+    def output(self, *, user_id: str, message_id: str, remote: bool = True) -> OutputCheck:
         return _Passthrough()
 
     async def aclose(self) -> None:

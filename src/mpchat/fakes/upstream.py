@@ -88,6 +88,7 @@ class Stats:
     completed: int = 0
     cancelled: int = 0
     received: list[list[dict[str, Any]]] = field(default_factory=list)
+    bodies: list[dict[str, Any]] = field(default_factory=list)  # whole request bodies
     authorization: list[str | None] = field(default_factory=list)
 
     def public(self) -> dict[str, Any]:
@@ -167,6 +168,7 @@ class FakeUpstream:
         self._arrived.set()
         if self.keep_requests:
             stats.received.append(body.get("messages", []))
+            stats.bodies.append(body)
             stats.authorization.append(request.headers.get("Authorization"))
         step = self.script.pop(0) if self.script else {}
         stats.in_flight += 1

@@ -133,8 +133,9 @@ class Moderator:
         if decision is not None:
             raise ContentRejected(_UNAVAILABLE_MESSAGE if decision == "unavailable" else None)
 
-    def output(self, *, user_id: str, message_id: str) -> OutputCheck:
-        return _AnswerCheck(self, user_id=user_id, message_id=message_id)
+    def output(self, *, user_id: str, message_id: str, remote: bool = True) -> OutputCheck:
+        return _AnswerCheck(self, user_id=user_id, message_id=message_id,
+                            remote=remote and self.security is not None)
 
     async def flush_audit(self) -> None:
         """Until the audit events recorded so far are written (tests, operators' tools)."""
@@ -213,12 +214,13 @@ class Moderator:
 class _AnswerCheck:
     """One streamed answer: the local guard inline, WeChat checks in background tasks."""
 
-    def __init__(self, moderator: Moderator, *, user_id: str, message_id: str) -> None:
+    def __init__(self, moderator: Moderator, *, user_id: str, message_id: str,
+                 remote: bool) -> None:
         self._mod = moderator
         self._user_id = user_id
         self._message_id = message_id
         self._guard = OutputGuard(moderator.word_filter)
-        self._remote = moderator.security is not None
+        self._remote = remote
         self._released: list[str] = []
         self._buffer = ""  # released, not yet part of a checked segment
         self._segments = 0

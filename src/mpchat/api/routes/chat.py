@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request
@@ -12,7 +11,7 @@ from starlette.responses import Response
 
 from mpchat.api.deps import Caller, Svc
 from mpchat.api.models import ChatBody, ChatResponse
-from mpchat.api.streaming import FollowResponse
+from mpchat.api.streaming import FollowResponse, ai_headers
 from mpchat.chat.answer import Answer
 from mpchat.chat.service import ChatRequest
 
@@ -94,10 +93,4 @@ def _body(answer: Answer, label: str) -> dict[str, Any]:
 
 
 def _ai_headers(answer: Answer, display_name: str | None) -> dict[str, str]:
-    """The implicit AI-content marker (docs/safety.md, "Labels"), beside the visible label."""
-    return {
-        "X-AI-Generated": "true",
-        "X-AI-Content-Id": answer.message_id,
-        # Percent-encoded: header values are latin-1 and a display name may be Chinese.
-        "X-AI-Provider": quote(display_name or answer.model, safe=""),
-    }
+    return ai_headers(answer.message_id, display_name or answer.model)

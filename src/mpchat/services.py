@@ -19,6 +19,7 @@ import aiohttp
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mpchat.apikeys import ApiKeys
 from mpchat.auth.login import Authenticator, CodeExchange
 from mpchat.auth.tokens import TokenSigner
 from mpchat.chat.answers import Answers
@@ -63,6 +64,7 @@ class Services:
     moderation: Moderator
     summarizer: Summarizer
     answers: Answers
+    api_keys: ApiKeys
 
 
 @asynccontextmanager
@@ -119,6 +121,9 @@ async def open_services(
         login_limiter = RateLimiter(settings.login_rate_limit, redis=redis,
                                     prefix="mpchat:login:", on_degraded=degraded("login"))
         stack.push_async_callback(login_limiter.aclose)
+        api_keys = ApiKeys(engine, redis=redis, cache_ttl=settings.api_key_cache_ttl,
+                           on_degraded=degraded("apikeys"))
+        stack.push_async_callback(api_keys.aclose)
         summarizer = Summarizer(engine=engine, keyring=keyring, upstream=upstream)
         stack.push_async_callback(summarizer.aclose)
         owner = uuid.uuid4().hex
@@ -160,7 +165,8 @@ async def open_services(
         yield Services(settings=settings, engine=engine, http=http, redis=redis,
                        keyring=keyring, auth=auth, chat=chat, upstream=upstream,
                        limiter=limiter, login_limiter=login_limiter, metrics=metrics,
-                       moderation=moderation, summarizer=summarizer, answers=answers)
+                       moderation=moderation, summarizer=summarizer, answers=answers,
+                       api_keys=api_keys)
 
 
 def _pool_size(settings: Settings, config: FileConfig) -> int:

@@ -7,7 +7,8 @@ the mapping to a response happens once, at the edge (``mpchat.api.errors``)::
     ├── InvalidRequest            400 invalid_request
     ├── ContentRejected           400 content_rejected
     ├── Unauthorized              401 unauthorized
-    │   └── InvalidCode           401 invalid_code
+    │   ├── InvalidCode           401 invalid_code
+    │   └── InvalidApiKey         401 invalid_api_key   (missing, unknown, revoked, expired)
     ├── QuotaExceeded             402 quota_exceeded
     ├── NotFound                  404 not_found
     ├── PayloadTooLarge           413 payload_too_large
@@ -26,6 +27,7 @@ from __future__ import annotations
 __all__ = [
     "Busy",
     "ContentRejected",
+    "InvalidApiKey",
     "InvalidCode",
     "InvalidRequest",
     "MpchatError",
@@ -79,6 +81,10 @@ class Unauthorized(MpchatError):
 
 class InvalidCode(Unauthorized):
     code, default_message = "invalid_code", "登录凭证无效，请重新登录"
+
+
+class InvalidApiKey(Unauthorized):
+    code, default_message = "invalid_api_key", "API 密钥无效"
 
 
 class QuotaExceeded(MpchatError):

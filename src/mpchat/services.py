@@ -19,6 +19,7 @@ import aiohttp
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mpchat.apikeys import ApiKeys
 from mpchat.auth.login import Authenticator, CodeExchange
 from mpchat.auth.tokens import TokenSigner
 from mpchat.chat.answers import Answers
@@ -65,6 +66,7 @@ class Services:
     summarizer: Summarizer
     answers: Answers
     completions: Completions
+    api_keys: ApiKeys
 
 
 @asynccontextmanager
@@ -121,6 +123,9 @@ async def open_services(
         login_limiter = RateLimiter(settings.login_rate_limit, redis=redis,
                                     prefix="mpchat:login:", on_degraded=degraded("login"))
         stack.push_async_callback(login_limiter.aclose)
+        api_keys = ApiKeys(engine, redis=redis, cache_ttl=settings.api_key_cache_ttl,
+                           on_degraded=degraded("apikeys"))
+        stack.push_async_callback(api_keys.aclose)
         summarizer = Summarizer(engine=engine, keyring=keyring, upstream=upstream)
         stack.push_async_callback(summarizer.aclose)
         owner = uuid.uuid4().hex
@@ -167,7 +172,7 @@ async def open_services(
                        keyring=keyring, auth=auth, chat=chat, upstream=upstream,
                        limiter=limiter, login_limiter=login_limiter, metrics=metrics,
                        moderation=moderation, summarizer=summarizer, answers=answers,
-                       completions=completions)
+                       completions=completions, api_keys=api_keys)
 
 
 def _pool_size(settings: Settings, config: FileConfig) -> int:

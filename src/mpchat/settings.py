@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     filing_number: str | None = None
 
     admin_token: SecretStr | None = None
+    # Seconds an instance trusts what it looked up about an API key (revocation delay).
+    api_key_cache_ttl: float = Field(default=5.0, ge=0, le=300)
     web_demo: bool | None = None
     cors_origins: str | None = None
 

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import JSON, TypeDecorator
 
 __all__ = [
+    "api_keys",
     "audit_events",
     "conversations",
     "messages",
@@ -165,4 +166,23 @@ audit_events = Table(
     Column("excerpt", Text, nullable=True),
     Index(None, "created_at"),
     Index(None, "user_hash", "seq"),
+)
+
+# Operator-issued API keys (``mpchat.apikeys``). Only the SHA-256 of a secret is kept; the
+# prefix is its visible start, for support. ``models`` is a JSON list, or NULL for every model.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("prefix", String(32), nullable=False),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("models", JSON, nullable=True),
+    Column("rpm", Integer, nullable=True),
+    Column("tpm", Integer, nullable=True),
+    Column("quota", BigInteger, nullable=True),
+    Column("used_tokens", BigInteger, nullable=False, default=0),
+    Column("expires_at", UTC, nullable=True),
+    Column("revoked_at", UTC, nullable=True),
+    Column("created_at", UTC, nullable=False),
 )

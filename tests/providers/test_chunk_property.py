@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mpchat.fakes.upstream import FakeUpstream
-from mpchat.providers.types import Delta, Finish, ProviderError, Reasoning
+from mpchat.providers.types import Delta, Finish, ProviderError, Reasoning, ToolCall
 from tests.providers.helpers import collect, make_client
 
 JSON = st.recursive(
@@ -30,7 +30,10 @@ JSON = st.recursive(
 TEMPLATE: dict[str, Any] = {
     "id": "x", "object": "chat.completion.chunk",
     "choices": [{"index": 0, "delta": {"role": "assistant", "content": "答",
-                                       "reasoning_content": "想"},
+                                       "reasoning_content": "想",
+                                       "tool_calls": [{"index": 0, "id": "c", "type": "function",
+                                                       "function": {"name": "f",
+                                                                    "arguments": "{}"}}]},
                  "finish_reason": None}],
     "usage": {"prompt_tokens": 1, "completion_tokens": 2},
 }
@@ -46,6 +49,12 @@ FIELDS: dict[str, list[Any]] = {
     "finish_reason": ["choices", 0, "finish_reason"],
     "choice_usage": ["choices", 0, "usage"], "usage": ["usage"],
     "prompt_tokens": ["usage", "prompt_tokens"], "error": ["error"],
+    "tool_calls": ["choices", 0, "delta", "tool_calls"],
+    "tool_call": ["choices", 0, "delta", "tool_calls", 0],
+    "tool_index": ["choices", 0, "delta", "tool_calls", 0, "index"],
+    "tool_id": ["choices", 0, "delta", "tool_calls", 0, "id"],
+    "tool_function": ["choices", 0, "delta", "tool_calls", 0, "function"],
+    "tool_arguments": ["choices", 0, "delta", "tool_calls", 0, "function", "arguments"],
 }
 
 
@@ -100,5 +109,10 @@ def test_any_json_in_any_field_ends_in_the_contract(changes, parts, shape):
     assert isinstance(outcome[-1], Finish)
     assert isinstance(outcome[-1].reason, str) and outcome[-1].reason
     for event in outcome[:-1]:
+        if isinstance(event, ToolCall):
+            assert type(event.index) is int and 0 <= event.index <= 127
+            assert type(event.arguments) is str
+            assert all(v is None or type(v) is str for v in (event.id, event.name))
+            continue
         assert isinstance(event, Delta | Reasoning)
         assert type(event.text) is str and event.text

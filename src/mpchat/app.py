@@ -15,7 +15,17 @@ from starlette.staticfiles import StaticFiles
 from mpchat import __version__
 from mpchat.api.errors import install_error_handlers, too_large_app
 from mpchat.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from mpchat.api.routes import admin, chat, conversations, health, login, me, meta, openai
+from mpchat.api.routes import (
+    admin,
+    admin_keys,
+    chat,
+    conversations,
+    health,
+    login,
+    me,
+    meta,
+    openai,
+)
 from mpchat.services import open_services
 from mpchat.settings import Settings
 
@@ -44,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
-    for module in (login, chat, conversations, me, health, meta, admin, openai):
+    for module in (login, chat, conversations, me, health, meta, admin, admin_keys, openai):
         app.include_router(module.router)
     if settings.web_demo_enabled and (_STATIC / "index.html").exists():
         app.mount("/static", StaticFiles(directory=_STATIC), name="static")

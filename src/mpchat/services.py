@@ -41,6 +41,7 @@ from mpchat.settings import Settings, UnsafeSettings
 from mpchat.storage.crypto import Keyring
 from mpchat.storage.engine import create_engine, is_sqlite
 from mpchat.storage.migrations import upgrade
+from mpchat.storage.request_log import RequestLog
 from mpchat.storage.retention import run_retention
 from mpchat.wechat import LoginClient
 
@@ -132,6 +133,10 @@ async def open_services(
         relay = _relay(settings, redis, degraded)
         if relay is not None:
             stack.push_async_callback(relay.aclose)
+        request_log = None
+        if settings.openai_log_requests:
+            request_log = RequestLog(engine, keyring)
+            stack.push_async_callback(request_log.aclose)
         # Entered after everything the answers use, so it closes first: answers under way
         # finish (or are stopped and stored) while the database, providers and relay are up.
         answers = await stack.enter_async_context(Answers(
@@ -161,10 +166,13 @@ async def open_services(
         completions = Completions(
             ctx=ctx, answers=answers, upstream=upstream, aliases=config.aliases,
             moderation=moderation, max_answer_tokens=settings.max_answer_tokens,
+            request_log=request_log,
         )
-        if settings.retention_days:
+        log_days = settings.openai_log_days if settings.openai_log_requests else None
+        if settings.retention_days or log_days:
             retention = asyncio.create_task(
-                run_retention(engine, days=settings.retention_days, interval=3600, redis=redis)
+                run_retention(engine, days=settings.retention_days, interval=3600, redis=redis,
+                              request_log_days=log_days)
             )
             stack.push_async_callback(_cancel, retention)
         _log_startup(settings, upstream, keyring)

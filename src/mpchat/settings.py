@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     # /v1/chat/completions: its callers send whole conversations.
     openai_max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # Its request log (encrypted messages and answers), off by default; kept this many days.
+    openai_log_requests: bool = False
+    openai_log_days: int = Field(default=30, ge=1)
     max_content_chars: int = Field(default=2000, gt=0)
     context_token_budget: int = Field(default=3000, gt=0)
     max_answer_tokens: int | None = None

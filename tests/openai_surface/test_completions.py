@@ -9,7 +9,7 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
-from mpchat.storage.tables import messages
+from mpchat.storage.tables import api_requests, messages
 from tests.openai_surface.conftest import Surface, open_surface, upstream_settings
 from tests.utils import wait_until
 
@@ -88,6 +88,7 @@ async def test_nothing_is_stored_and_the_key_counts_its_use(surface: Surface):
     services = surface.services
     async with services.engine.connect() as conn:
         assert await conn.scalar(select(func.count()).select_from(messages)) == 0
+        assert await conn.scalar(select(func.count()).select_from(api_requests)) == 0
     [key] = await services.api_keys.list()
     assert completion.usage is not None
     await wait_until(lambda: _used(services, key.id, completion.usage.total_tokens),

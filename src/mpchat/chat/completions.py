@@ -35,6 +35,7 @@ from mpchat.chat.upstream import Upstream
 from mpchat.errors import InvalidRequest, MpchatError, NotFound
 from mpchat.estimate import estimate_tokens
 from mpchat.providers.types import Message, Options
+from mpchat.storage.request_log import LoggedRequest, RequestLog
 
 __all__ = [
     "SSE_PING",
@@ -84,9 +85,11 @@ class Completions:
         aliases: Mapping[str, str],
         moderation: Moderation | None = None,
         max_answer_tokens: int | None = None,
+        request_log: RequestLog | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.ctx = ctx
+        self.request_log = request_log
         self.answers = answers
         self.upstream = upstream
         self.moderation = moderation or NoModeration()
@@ -157,27 +160,52 @@ class Completions:
         except BaseException:
             await shielded(close_upstream())
             raise
+        keeper = UsageKeeper(record_usage, self._logger(request))
         producer = Producer(ctx, answer, upstream=source, close_upstream=close_upstream,
-                            check=check, keeper=UsageKeeper(record_usage),
-                            prompt_tokens=tokens, received_at=received_at)
+                            check=check, keeper=keeper, prompt_tokens=tokens,
+                            received_at=received_at)
         self.answers.launch(answer, producer.run)
         return answer
 
+    def _logger(self, request: CompletionRequest) -> Callable[[Answer, str], None] | None:
+        """With the request log on: how this request's ending is recorded."""
+        request_log = self.request_log
+        if request_log is None:
+            return None
+        key_id = request.caller.removeprefix("key:")
+
+        def log(answer: Answer, content: str) -> None:
+            request_log.record(LoggedRequest(
+                id=answer.message_id, key_id=key_id, model=answer.model, status=answer.status,
+                finish_reason=answer.finish_reason, prompt_tokens=answer.usage["prompt_tokens"],
+                completion_tokens=answer.usage["completion_tokens"],
+                messages=list(request.messages), answer=content,
+            ))
+
+        return log
+
 
 class UsageKeeper:
-    """A stateless answer is kept nowhere; what it cost goes to the caller's key."""
+    """A stateless answer is kept nowhere (but in the request log, when it is on); what it
+    cost goes to the caller's key."""
 
-    def __init__(self, record: Callable[[int], Awaitable[None]] | None) -> None:
+    def __init__(self, record: Callable[[int], Awaitable[None]] | None,
+                 log: Callable[[Answer, str], None] | None = None) -> None:
         self._record = record
+        self._log = log
 
     async def keep(self, answer: Answer, *, content: str, meta: dict[str, Any],
                    event_seq: int) -> bool:
+        if self._log is not None:
+            self._log(answer, content)
         if self._record is not None:
             await self._record(answer.usage["prompt_tokens"] + answer.usage["completion_tokens"])
         return True
 
     async def drop(self, answer: Answer) -> None:
-        """Nothing was said: it costs nothing."""
+        """Nothing was said: it costs nothing (a request log still records it)."""
+        if self._log is not None:
+            self._log(answer, "")
 
 
 def _texts(messages: Sequence[Message]) -> list[str]:

@@ -1,15 +1,14 @@
 """The content safety audit trail: who (as a keyed hash) was refused what, by which check.
 
-Rows are written off the chat's hot path by `AuditWriter` (a queue and one task that writes
-in batches); a failed write is logged and dropped, never raised into a chat. Users appear
+Rows are written off the chat's hot path by `AuditWriter` (a `BatchWriter`: a queue and
+one task that writes in batches); a failed write is logged and dropped, never raised into a
+chat. Users appear
 only as ``HMAC-SHA256(audit key, user id)``: an operator holding a user id can find that
 user's rows, while a leaked table does not name anyone.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -21,6 +20,7 @@ from typing import Literal
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mpchat.storage.batches import BatchWriter
 from mpchat.storage.tables import audit_events, utc_now
 
 __all__ = [
@@ -143,68 +143,11 @@ async def list_events(
     return items, (items[-1].seq if len(rows) > limit else None)
 
 
-class AuditWriter:
-    """Queues events and writes them in batches from one background task.
-
-    ``record`` never blocks and never raises: when the queue is full (the database is far
-    behind) events are dropped and counted, because a chat must not wait for its audit.
-    """
+class AuditWriter(BatchWriter[AuditEvent]):
+    """Audit events written in batches off the chat's hot path (`BatchWriter`)."""
 
     def __init__(self, engine: AsyncEngine, *, max_queue: int = 10_000, batch: int = 200) -> None:
-        self._engine = engine
-        self._queue: asyncio.Queue[AuditEvent] = asyncio.Queue(maxsize=max_queue)
-        self._batch = batch
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
-        self.dropped = 0  # events lost to a full queue or a failed write
-        self.written = 0
+        async def write(events: Sequence[AuditEvent]) -> None:
+            await write_events(engine, events=events)
 
-    @property
-    def state(self) -> Literal["idle", "running", "closed"]:
-        if self._closed:
-            return "closed"
-        return "running" if self._task is not None and not self._task.done() else "idle"
-
-    def record(self, event: AuditEvent) -> None:
-        if self._closed:
-            self.dropped += 1
-            return
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.warning("audit queue full: %d events dropped so far", self.dropped)
-            return
-        if self._task is None or self._task.done():
-            # Started lazily, inside the running loop of the first chat that needs it.
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def flush(self) -> None:
-        """Until every event recorded so far has been written (or dropped)."""
-        await self._queue.join()
-
-    async def aclose(self) -> None:
-        """Write what is queued, then stop."""
-        self._closed = True
-        if self._task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._queue.join(), timeout=5)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            events = [await self._queue.get()]
-            while len(events) < self._batch and not self._queue.empty():
-                events.append(self._queue.get_nowait())
-            try:
-                await write_events(self._engine, events=events)
-                self.written += len(events)
-            except Exception:
-                self.dropped += len(events)
-                log.exception("could not write %d audit events", len(events))
-            finally:
-                for _ in events:
-                    self._queue.task_done()
+        super().__init__(write, what="audit events", max_queue=max_queue, batch=batch)

@@ -1,4 +1,5 @@
-"""Retention: conversations untouched for ``MPCHAT_RETENTION_DAYS`` are deleted, rows and all.
+"""Retention: conversations untouched for ``MPCHAT_RETENTION_DAYS`` are deleted, rows and all;
+the OpenAI-compatible surface's request log (when on) after ``MPCHAT_OPENAI_LOG_DAYS``.
 
 Safe with several instances: every delete is idempotent and batched (short transactions,
 no long locks), so two instances purging at once only repeat each other's no-ops. With
@@ -17,6 +18,7 @@ from redis.asyncio import Redis
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mpchat.storage.request_log import purge_requests
 from mpchat.storage.tables import conversations, messages
 
 __all__ = ["LOCK_KEY", "purge_expired", "retention_pass", "run_retention"]
@@ -93,11 +95,12 @@ async def _delete_messages(engine: AsyncEngine, conversation_ids: list[str], bat
 async def retention_pass(
     engine: AsyncEngine,
     *,
-    days: int,
+    days: int | None,
     interval: float,
     redis: Redis | None = None,
     lock_key: str = LOCK_KEY,
     now: datetime | None = None,
+    request_log_days: int | None = None,
 ) -> int | None:
     """One pass, unless another instance holds this interval's lock (then None).
 
@@ -115,22 +118,29 @@ async def retention_pass(
             acquired = True
         if not acquired:
             return None
-    return await purge_expired(engine, days=days, now=now)
+    if request_log_days is not None:
+        purged = await purge_requests(engine, days=request_log_days, now=now)
+        if purged:
+            log.info("retention: deleted %d request log rows older than %d days",
+                     purged, request_log_days)
+    return await purge_expired(engine, days=days, now=now) if days is not None else 0
 
 
 async def run_retention(
     engine: AsyncEngine,
     *,
-    days: int,
+    days: int | None,
     interval: float,
     redis: Redis | None = None,
     lock_key: str = LOCK_KEY,
+    request_log_days: int | None = None,
 ) -> None:
     """Purge every ``interval`` seconds until cancelled; failures are logged, never raised."""
     while True:
         try:
             deleted = await retention_pass(
-                engine, days=days, interval=interval, redis=redis, lock_key=lock_key
+                engine, days=days, interval=interval, redis=redis, lock_key=lock_key,
+                request_log_days=request_log_days,
             )
             if deleted:
                 log.info("retention: deleted %d conversations older than %d days",

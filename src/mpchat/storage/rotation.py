@@ -29,7 +29,8 @@ from mpchat.storage.crypto import (
     summary_aad,
     title_aad,
 )
-from mpchat.storage.tables import conversations, messages
+from mpchat.storage.request_log import request_aad
+from mpchat.storage.tables import api_requests, conversations, messages
 
 __all__ = [
     "BatchProgress",
@@ -44,31 +45,38 @@ DEFAULT_BATCH = 500
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    """One encrypted column: where it lives, its key-id column and how its AAD is built."""
+    """One encrypted column: where it lives, its key-id column and how its AAD is built
+    (from the row's ``id`` and its ``owner``: the user, or the API key)."""
 
     name: str
     table: Table
     pk: Column[Any]
     blob: Column[Any]
     key: Column[Any]
+    owner: Column[Any]
     aad: Callable[[Any], bytes]
 
 
 _TARGETS = (
     _Target(
         "messages.content", messages, messages.c.seq, messages.c.content,
-        messages.c.content_key,
-        lambda row: message_aad(message_id=row.id, user_id=row.user_id),
+        messages.c.content_key, messages.c.user_id,
+        lambda row: message_aad(message_id=row.id, user_id=row.owner),
     ),
     _Target(
         "conversations.title", conversations, conversations.c.id, conversations.c.title,
-        conversations.c.title_key,
-        lambda row: title_aad(conversation_id=row.id, user_id=row.user_id),
+        conversations.c.title_key, conversations.c.user_id,
+        lambda row: title_aad(conversation_id=row.id, user_id=row.owner),
     ),
     _Target(
         "conversations.summary", conversations, conversations.c.id, conversations.c.summary,
-        conversations.c.summary_key,
-        lambda row: summary_aad(conversation_id=row.id, user_id=row.user_id),
+        conversations.c.summary_key, conversations.c.user_id,
+        lambda row: summary_aad(conversation_id=row.id, user_id=row.owner),
+    ),
+    _Target(
+        "api_requests.record", api_requests, api_requests.c.id, api_requests.c.record,
+        api_requests.c.record_key, api_requests.c.key_id,
+        lambda row: request_aad(request_id=row.id, key_id=row.owner),
     ),
 )
 
@@ -148,8 +156,8 @@ async def _rotate_column(
     total = 0
     while True:
         query = select(
-            target.pk.label("pk"), table.c.id, table.c.user_id, target.blob.label("blob"),
-            target.key.label("key_id"),
+            target.pk.label("pk"), table.c.id, target.owner.label("owner"),
+            target.blob.label("blob"), target.key.label("key_id"),
         ).where(_stale(target, keyring))
         if after is not None:
             query = query.where(target.pk > after)

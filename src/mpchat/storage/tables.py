@@ -186,3 +186,24 @@ api_keys = Table(
     Column("revoked_at", UTC, nullable=True),
     Column("created_at", UTC, nullable=False),
 )
+
+# The OpenAI-compatible surface's request log: off unless MPCHAT_OPENAI_LOG_REQUESTS; the
+# messages and the answer, one encrypted JSON record a request; purged after
+# MPCHAT_OPENAI_LOG_DAYS.
+api_requests = Table(
+    "api_requests",
+    metadata,
+    Column("id", String(48), primary_key=True),  # the completion's id
+    Column("key_id", String(32), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("finish_reason", String(40), nullable=True),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("record", LargeBinary, nullable=False),
+    Column("record_key", String(32), nullable=False),
+    Column("created_at", UTC, nullable=False),
+    Index(None, "key_id", "created_at"),
+    Index(None, "created_at"),
+    Index(None, "record_key"),
+)

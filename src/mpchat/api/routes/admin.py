@@ -1,4 +1,5 @@
-"""GET /admin/v1/audit: the content safety audit trail, for the operator.
+"""GET /admin/v1/audit: the content safety audit trail; GET /admin/v1/requests: the
+OpenAI-compatible surface's request log (when on), for the operator.
 
 Authenticated by ``Authorization: Bearer <MPCHAT_ADMIN_TOKEN>``. With no admin token
 configured the admin API does not exist (404), so it cannot be guessed into.
@@ -7,14 +8,14 @@ configured the admin API does not exist (404), so it cannot be guessed into.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from mpchat.api.deps import Svc, parse_cursor, require_admin
 from mpchat.devkeys import resolve_secrets
-from mpchat.storage import audit
+from mpchat.storage import audit, request_log
 
 __all__ = ["router"]
 
@@ -71,4 +72,45 @@ async def list_audit(
             for e in items
         ],
         next=str(cursor) if cursor is not None else None,
+    )
+
+
+class LoggedRequestOut(BaseModel):
+    id: str
+    key_id: str
+    model: str
+    status: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    created_at: datetime
+    messages: list[Any] | None  # None: the record could not be decrypted
+    answer: str | None
+
+
+class RequestPage(BaseModel):
+    items: list[LoggedRequestOut]
+    next: datetime | None  # pass as ``before`` for the next page
+
+
+@router.get("/requests", response_model=RequestPage)
+async def list_requests(
+    svc: Svc,
+    key_id: Annotated[str | None, Query(max_length=32)] = None,
+    before: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> RequestPage:
+    if before is not None and before.tzinfo is None:
+        before = before.replace(tzinfo=UTC)
+    items = await request_log.list_requests(svc.engine, svc.keyring, key_id=key_id,
+                                            before=before, limit=limit + 1)
+    page = items[:limit]
+    return RequestPage(
+        items=[LoggedRequestOut(
+            id=r.id, key_id=r.key_id, model=r.model, status=r.status,
+            finish_reason=r.finish_reason, prompt_tokens=r.prompt_tokens,
+            completion_tokens=r.completion_tokens, created_at=r.created_at,
+            messages=list(r.messages) if r.messages is not None else None, answer=r.answer,
+        ) for r in page],
+        next=page[-1].created_at if len(items) > limit else None,
     )

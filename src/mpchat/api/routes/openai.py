@@ -12,7 +12,7 @@ import time
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
@@ -98,7 +98,9 @@ async def models(key: Key, svc: Svc) -> Response:
 
 
 @router.get("/models/{model:path}")
-async def model(model: str, key: Key, svc: Svc) -> Response:
+async def model(
+    model: Annotated[str, Path(min_length=1, max_length=128)], key: Key, svc: Svc
+) -> Response:
     svc.completions.resolve(model, key.allows)  # ModelNotFound: 404 as OpenAI says it
     body = {"id": model, "object": "model", "created": 0, "owned_by": "mpchat"}
     return Response(orjson.dumps(body), media_type="application/json")

@@ -13,10 +13,13 @@ import re
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from mpchat.apikeys import ApiKey, ApiKeys
 from mpchat.errors import InvalidRequest, NotFound
-from mpchat.settings import Settings
+
+if TYPE_CHECKING:  # imported when a keys command runs, not on every `mpchat` start
+    from mpchat.apikeys import ApiKey, ApiKeys
+    from mpchat.settings import Settings
 
 __all__ = ["add_keys_parser", "run_keys"]
 
@@ -51,6 +54,7 @@ def add_keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 async def run_keys(settings: Settings, args: argparse.Namespace) -> int:
+    from mpchat.apikeys import ApiKeys
     from mpchat.storage.engine import create_engine
     from mpchat.storage.migrations import upgrade
 

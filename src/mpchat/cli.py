@@ -1,4 +1,4 @@
-"""The `mpchat` command: serve, migrate, rotate-keys, fake-upstream, fake-wechat."""
+"""The `mpchat` command: serve, migrate, keys, rotate-keys, fake-upstream, fake-wechat."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from mpchat.cli_keys import add_keys_parser, run_keys
 from mpchat.settings import Settings, UnsafeSettings
 
 __all__ = ["main"]
@@ -23,6 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, help="processes (default MPCHAT_WORKERS, 1)")
     sub.add_parser("migrate", help="apply database migrations (Alembic) and exit")
+    add_keys_parser(sub)
     fake = sub.add_parser("fake-upstream", help="run the fake OpenAI-compatible provider",
                           description=_fake_upstream_doc(),
                           formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,9 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from mpchat.logs import configure_logging
 
-    configure_logging(settings.log_level, _secret_values(settings))
+    quiet = args.command == "keys" and getattr(args, "quiet", False)
+    configure_logging("WARNING" if quiet else settings.log_level, _secret_values(settings))
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
+    if args.command == "keys":
+        return asyncio.run(run_keys(settings, args))
     if args.command == "rotate-keys":
         return asyncio.run(_rotate_keys(settings, max(args.batch_size, 1)))
     return _serve(settings, args.host, args.port, args.workers)

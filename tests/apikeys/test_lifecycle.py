@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -14,7 +15,9 @@ from mpchat.storage.tables import api_keys
 from tests.apikeys.conftest import Clocks
 
 
-async def test_created_key_is_shown_once_and_stored_as_a_hash(keys: ApiKeys, engine) -> None:
+async def test_created_key_is_shown_once_and_stored_as_a_hash(
+    keys: ApiKeys, engine: Any
+) -> None:
     key, secret = await keys.create(name="acc", models=["gpt-4o-mini", "deepseek-chat"],
                                     rpm=60, tpm=10_000, quota=1_000_000)
     assert secret.startswith(SECRET_PREFIX) and len(secret) == len(SECRET_PREFIX) + 43
@@ -113,7 +116,9 @@ async def test_naive_expiry_is_utc(keys: ApiKeys, clocks: Clocks) -> None:
         {"name": "ok", "expires_at": "past"},
     ],
 )
-async def test_create_refuses_bad_settings(keys: ApiKeys, clocks: Clocks, kwargs: dict) -> None:
+async def test_create_refuses_bad_settings(
+    keys: ApiKeys, clocks: Clocks, kwargs: dict[str, Any]
+) -> None:
     if kwargs.get("expires_at") == "past":
         kwargs["expires_at"] = clocks.wall
     with pytest.raises(InvalidRequest):

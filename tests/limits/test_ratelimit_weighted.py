@@ -60,7 +60,7 @@ async def _weighted_window(limiter: RateLimiter, advance: Advance, *, tol: float
     # 100 used: 60 more needs the first two hits (40 + 30) gone; the second leaves at 70 s.
     big = await limiter.peek("k", cost=60, rate=TPM)
     assert not big.allowed and big.remaining == 0
-    assert big.retry_after == pytest.approx(40.001, abs=tol)
+    assert big.retry_after is not None and big.retry_after == pytest.approx(40.001, abs=tol)
     await advance(big.retry_after - 0.2)  # slightly early: only the first has left
     early = await limiter.hit("k", cost=60, rate=TPM)
     assert not early.allowed and early.remaining == 40
@@ -74,7 +74,8 @@ async def _oversized_cost(limiter: RateLimiter, advance: Advance, *, tol: float)
     assert (await limiter.hit("o", cost=10, rate=TPM)).allowed
     await advance(5)
     waits = await limiter.hit("o", cost=250, rate=TPM)  # needs the whole window: the 10 gone
-    assert not waits.allowed and waits.retry_after == pytest.approx(55.001, abs=tol)
+    assert not waits.allowed and waits.retry_after is not None
+    assert waits.retry_after == pytest.approx(55.001, abs=tol)
     await advance(waits.retry_after)
     big = await limiter.hit("o", cost=250, rate=TPM)
     assert big.allowed and big.remaining == 0

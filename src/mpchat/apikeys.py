@@ -13,9 +13,11 @@ on every call.
 
 Limits are per key: ``rpm`` (one hit per request) and ``tpm`` (a hit weighing the request's
 token estimate) on the shared sliding-window limiter (exact across instances with Redis), and
-``quota``, the tokens the key may use in all. ``record_usage`` adds what an answer really used
-with one relative UPDATE; answers already under way when a key reaches its quota still count,
-so a key may overshoot it by those answers (a ledger with reservations comes with quotas).
+``quota``, the tokens the key may use in all. ``record_usage`` adds what an answer really used:
+at once in this instance's view, and in the database with relative UPDATEs written in batches
+off the answer's path (one transaction for the answers that ended meanwhile). Answers already
+under way when a key reaches its quota still count, so a key may overshoot it by those answers
+(a ledger with reservations comes with quotas).
 
 Never log a secret or its hash: key ids only.
 """
@@ -40,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mpchat.errors import InvalidApiKey, InvalidRequest, NotFound, QuotaExceeded, RateLimited
 from mpchat.limits.ratelimit import Rate, RateLimiter
 from mpchat.storage import api_keys as store
+from mpchat.storage.batches import BatchWriter
 from mpchat.storage.tables import utc_now
 
 __all__ = ["SECRET_PREFIX", "ApiKey", "ApiKeys", "KeyStatus"]
@@ -161,6 +164,11 @@ class ApiKeys:
             Rate(1, _MINUTE), redis=redis, prefix=prefix, on_degraded=on_degraded,
             clock=clock, name="api key limits",
         )
+        # Usage is written in batches off the answer's path: one transaction for all the
+        # answers that ended meanwhile, instead of one write per answer.
+        self._usage: BatchWriter[tuple[str, int]] = BatchWriter(
+            self._write_usage, what="api key usage updates", batch=1000)
+        self._unwritten: dict[str, int] = {}  # key id -> tokens recorded, not yet written
 
     async def create(
         self,
@@ -185,20 +193,20 @@ class ApiKeys:
             secret_hash=digest, models=allowed, rpm=rpm, tpm=tpm, quota=quota,
             expires_at=expires_at, created_at=self._utcnow(),
         )
-        key = _key(row)
+        key = self._from_row(row)
         log.info("api key %s created", key.id)
         return key, secret
 
     async def list(self, *, include_revoked: bool = False) -> list[ApiKey]:
         rows = await store.list_keys(self._engine, include_revoked=include_revoked)
-        return [_key(row) for row in rows]
+        return [self._from_row(row) for row in rows]
 
     async def get(self, key_id: str) -> ApiKey:
-        return _found(await store.get_key(self._engine, key_id=key_id))
+        return self._found(await store.get_key(self._engine, key_id=key_id))
 
     async def revoke(self, key_id: str) -> ApiKey:
         """Idempotent: revoking again keeps the first revocation's time."""
-        key = _found(await store.revoke_key(self._engine, key_id=key_id, at=self._utcnow()))
+        key = self._found(await store.revoke_key(self._engine, key_id=key_id, at=self._utcnow()))
         self._cache.forget(key.id)
         log.info("api key %s revoked", key.id)
         return key
@@ -209,7 +217,7 @@ class ApiKeys:
         row = await store.replace_secret(
             self._engine, key_id=key_id, prefix=prefix, secret_hash=digest
         )
-        key = _found(row)
+        key = self._found(row)
         if key.revoked_at is not None:
             raise InvalidRequest("已吊销的 API 密钥不能轮换")
         self._cache.forget(key.id)
@@ -228,7 +236,7 @@ class ApiKeys:
             key = entry.key
         else:
             row = await store.find_by_hash(self._engine, secret_hash=digest)
-            key = None if row is None else _key(row)
+            key = None if row is None else self._from_row(row)
             self._cache.put(digest, key)
         if key is None:
             raise InvalidApiKey()
@@ -264,18 +272,49 @@ class ApiKeys:
                                   retry_after=decision.retry_after)
 
     async def record_usage(self, key: ApiKey, *, tokens: int) -> None:
-        """Add an answer's real tokens to the key's usage; a failed write is logged, not raised."""
+        """Add an answer's real tokens to the key's usage: at once in this instance's cache,
+        in the database with the next batch (`flush_usage`); never raises."""
         if tokens <= 0:
             return
-        try:
-            await store.add_usage(self._engine, key_id=key.id, tokens=tokens)
-        except (SQLAlchemyError, OSError) as exc:
-            log.warning("could not record %d tokens of api key %s: %s",
-                        tokens, key.id, type(exc).__name__)
-            return
         self._cache.add_usage(key.id, tokens)
+        self._unwritten[key.id] = self._unwritten.get(key.id, 0) + tokens
+        self._usage.record((key.id, tokens))
+
+    async def flush_usage(self) -> None:
+        """Until the usage recorded so far is written (tests, shutdown)."""
+        await self._usage.flush()
+
+    async def _write_usage(self, items: Sequence[tuple[str, int]]) -> None:
+        totals: dict[str, int] = {}
+        for key_id, tokens in items:
+            totals[key_id] = totals.get(key_id, 0) + tokens
+        try:
+            await store.add_usage(self._engine, totals)
+        except (SQLAlchemyError, OSError) as exc:
+            for key_id, tokens in totals.items():
+                log.warning("could not record %d tokens of api key %s: %s",
+                            tokens, key_id, type(exc).__name__)
+        finally:
+            for key_id, tokens in totals.items():
+                left = self._unwritten.get(key_id, 0) - tokens
+                if left > 0:
+                    self._unwritten[key_id] = left
+                else:
+                    self._unwritten.pop(key_id, None)
+
+    def _from_row(self, row: store.KeyRow) -> ApiKey:
+        """The key as stored, with the usage this instance recorded and has not written yet."""
+        key = _key(row)
+        unwritten = self._unwritten.get(key.id)
+        return replace(key, used_tokens=key.used_tokens + unwritten) if unwritten else key
+
+    def _found(self, row: store.KeyRow | None) -> ApiKey:
+        if row is None:
+            raise NotFound("API 密钥不存在")
+        return self._from_row(row)
 
     async def aclose(self) -> None:
+        await self._usage.aclose()
         await self._limiter.aclose()
 
     def _checked_expiry(self, expires_at: datetime | None) -> datetime | None:
@@ -306,12 +345,6 @@ def _key(row: store.KeyRow) -> ApiKey:
         rpm=row["rpm"], tpm=row["tpm"], quota=row["quota"], used_tokens=int(row["used_tokens"]),
         expires_at=row["expires_at"], revoked_at=row["revoked_at"], created_at=row["created_at"],
     )
-
-
-def _found(row: store.KeyRow | None) -> ApiKey:
-    if row is None:
-        raise NotFound("API 密钥不存在")
-    return _key(row)
 
 
 def _checked_name(name: str) -> str:

@@ -82,6 +82,7 @@ async def test_quota_refuses_once_used_up(keys: ApiKeys, engine: Any) -> None:
     with pytest.raises(QuotaExceeded) as caught:
         await keys.admit(key, tokens=1)
     assert caught.value.status == 402 and caught.value.code == "quota_exceeded"
+    await keys.flush_usage()
     assert (await make_keys(engine, Clocks()).get(key.id)).used_tokens == 109
 
 
@@ -89,6 +90,7 @@ async def test_concurrent_usage_all_counts(keys: ApiKeys) -> None:
     key, _ = await keys.create(name="busy")
     await asyncio.gather(*(keys.record_usage(key, tokens=3) for _ in range(20)))
     await keys.record_usage(key, tokens=0)
+    await keys.flush_usage()
     assert (await keys.get(key.id)).used_tokens == 60
 
 
@@ -99,7 +101,9 @@ async def test_usage_lost_to_a_database_failure_is_logged_not_raised(
     broken = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")  # no tables
     try:
         with caplog.at_level(logging.WARNING, logger="mpchat.apikeys"):
-            await make_keys(broken, clocks).record_usage(key, tokens=5)
+            hiccup = make_keys(broken, clocks)
+            await hiccup.record_usage(key, tokens=5)
+            await hiccup.flush_usage()
     finally:
         await broken.dispose()
     assert f"could not record 5 tokens of api key {key.id}" in caplog.text

@@ -5,7 +5,7 @@ Every function returns the public columns only (``_PUBLIC``): the hash goes in, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy import RowMapping, insert, select, update
@@ -103,15 +103,13 @@ async def replace_secret(
         return await _read(conn, key_id)
 
 
-async def add_usage(engine: AsyncEngine, *, key_id: str, tokens: int) -> None:
-    """One relative update, so concurrent answers on any number of instances all count."""
-    statement = (
-        update(api_keys)
-        .where(api_keys.c.id == key_id)
-        .values(used_tokens=api_keys.c.used_tokens + tokens)
-    )
+async def add_usage(engine: AsyncEngine, totals: Mapping[str, int]) -> None:
+    """Relative updates (so concurrent answers on any number of instances all count), one
+    transaction for all the keys."""
     async with engine.begin() as conn:
-        await conn.execute(statement)
+        for key_id, tokens in sorted(totals.items()):  # one order: no deadlock between two
+            await conn.execute(update(api_keys).where(api_keys.c.id == key_id)
+                               .values(used_tokens=api_keys.c.used_tokens + tokens))
 
 
 async def _read(conn: AsyncConnection, key_id: str) -> KeyRow | None:

@@ -66,7 +66,6 @@ class CompletionRequest:
     caller: str  # whose queue place and limits: ``key:<id>``
     model: str  # as asked: a model or an alias
     messages: Sequence[Message]
-    stream: bool = False
     include_usage: bool = False
     max_tokens: int | None = None
     params: Mapping[str, Any] = field(default_factory=dict)  # passed through as they are
@@ -96,14 +95,14 @@ class Completions:
         self.max_answer_tokens = max_answer_tokens
         self._wall_clock = wall_clock
         served = upstream.models()
-        # "default" always names the first route's model, as the mini program's chat uses it.
+        # "default" is always there: the config's alias, else the model the chat uses.
         self.aliases = {"default": upstream.model,
                         **{a: t for a, t in aliases.items() if t in served}}
+        self._names = [*served, *(a for a in self.aliases if a not in served)]
 
     def models(self) -> list[str]:
         """Every model a caller may name: those served, then the aliases."""
-        return [*self.upstream.models(), *(a for a in self.aliases if a not in
-                                           self.upstream.models())]
+        return list(self._names)
 
     def resolve(self, model: str, allowed: Callable[[str], bool] = lambda _: True) -> str:
         """The served model ``model`` names; `ModelNotFound` if none (or not ``allowed``)."""

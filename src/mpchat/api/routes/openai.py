@@ -125,7 +125,6 @@ async def chat_completions(body: CompletionBody, key: Key, svc: Svc) -> Response
             caller=f"key:{key.id}",
             model=body.model,
             messages=[m.model_dump(exclude_none=True) for m in body.messages],
-            stream=body.stream,
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
             max_tokens=body.max_completion_tokens or body.max_tokens,
             params=params,

@@ -124,12 +124,12 @@ class WeChatPayClient:
         try:
             async with self._http.request(method, m.api_base.rstrip("/") + path, data=body or None,
                                           headers=headers, timeout=self._timeout) as response:
-                answer = await response.content.read(_MAX_ANSWER + 1)
+                answer = await _bounded(response)
                 status, answer_headers = response.status, response.headers
         except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("wechat pay %s unreachable: %s", what, type(exc).__name__)
             raise ServiceUnavailable(retry_after=1) from None
-        if len(answer) > _MAX_ANSWER:
+        if answer is None:
             log.error("wechat pay %s: an answer over %d bytes", what, _MAX_ANSWER)
             raise ServiceUnavailable()
         if status == 404 and absent_ok:
@@ -155,6 +155,18 @@ class WeChatPayClient:
         if problem is not None:
             log.error("wechat pay %s: answer refused, %s", what, problem)
             raise ServiceUnavailable()
+
+
+async def _bounded(response: aiohttp.ClientResponse) -> bytes | None:
+    """The whole body, or None past ``_MAX_ANSWER`` bytes (not read further)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(16384):
+        size += len(chunk)
+        if size > _MAX_ANSWER:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _error_code(answer: bytes) -> str:

@@ -212,3 +212,21 @@ async def _openid(app: Any, token: str) -> str:
     found = await openid_of(app.services.engine, user_id=me["user_id"])
     assert found is not None
     return found
+
+
+async def test_the_fake_refuses_a_request_signed_by_another_merchant(
+    pay_settings: Callable[..., Settings], fake_pay: FakeWeChatPay, tmp_path: Any,
+    payment_logs: pytest.LogCaptureFixture,
+) -> None:
+    """The fake really checks the Authorization: a wrong serial, or another key, is 401."""
+    from mpchat.fakes.wechatpay_keys import FakeWeChatPayKeys
+
+    other = FakeWeChatPayKeys.generate().write(tmp_path / "other")
+    for overrides in ({"wechatpay_serial": "0" * 40},
+                      {"wechatpay_private_key": other["MPCHAT_WECHATPAY_PRIVATE_KEY"]}):
+        async with running_app(pay_settings(**overrides)) as app:
+            token = await app.login("buyer")
+            status, _ = await call(app, "POST", "/api/v1/orders", token, json={"plan": "p1"})
+            assert status == 503
+    assert fake_pay.stats.auth_failures == 2 and not fake_pay.orders
+    assert "code=SIGN_ERROR" in payment_logs.text

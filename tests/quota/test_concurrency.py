@@ -28,12 +28,14 @@ async def _race(quotas: Quotas, n: int) -> tuple[list[Reservation], int]:
     return granted, n - len(granted)
 
 
-@pytest.mark.parametrize(("free", "credits"), [(0, 10), (4, 6)])
+@pytest.mark.parametrize(("free", "credits"), [(0, 10), (4, 6), (10, 0)])
 async def test_100_at_once_with_a_balance_of_10(
     make_quotas: MakeQuotas, engine: Any, free: int, credits: int
 ) -> None:
     quotas = make_quotas(free_units=free)  # default price: one unit per answer
-    await quotas.grant("u", credits, reason="pack", key="g")
+    if credits:
+        await quotas.grant("u", credits, reason="pack", key="g")
+    # (10, 0): the account does not exist yet; 100 first requests create it at once.
     granted, refused = await _race(quotas, 100)
     assert (len(granted), refused) == (10, 90)
     view = await quotas.view("u")

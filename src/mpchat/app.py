@@ -18,6 +18,7 @@ from mpchat.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from mpchat.api.routes import (
     admin,
     admin_keys,
+    admin_quota,
     chat,
     conversations,
     health,
@@ -25,6 +26,7 @@ from mpchat.api.routes import (
     me,
     meta,
     openai,
+    payments,
 )
 from mpchat.services import open_services
 from mpchat.settings import Settings
@@ -54,7 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
-    for module in (login, chat, conversations, me, health, meta, admin, admin_keys, openai):
+    for module in (login, chat, conversations, me, health, meta, admin, admin_keys, openai,
+                   payments, admin_quota):
         app.include_router(module.router)
     if settings.web_demo_enabled and (_STATIC / "index.html").exists():
         app.mount("/static", StaticFiles(directory=_STATIC), name="static")

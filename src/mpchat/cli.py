@@ -1,4 +1,5 @@
-"""The `mpchat` command: serve, migrate, keys, rotate-keys, fake-upstream, fake-wechat."""
+"""The `mpchat` command: serve, migrate, keys, rotate-keys, and the fakes (upstream, wechat,
+wechatpay)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     wx = sub.add_parser("fake-wechat", help="run the fake WeChat API")
     wx.add_argument("--host", default="127.0.0.1")
     wx.add_argument("--port", type=int, default=9200)
+    pay = sub.add_parser("fake-wechatpay", help="run the fake WeChat Pay (API v3)",
+                         description="Writes the key files the service needs into --dir and "
+                                     "prints its MPCHAT_WECHATPAY_* settings.")
+    pay.add_argument("--host", default="127.0.0.1")
+    pay.add_argument("--port", type=int, default=9300)
+    pay.add_argument("--dir", default="data/fake-wechatpay", help="default %(default)s")
+    pay.add_argument("--notify-url", default="http://127.0.0.1:8000/api/v1/pay/wechat/notify",
+                     help="where notifications go (default %(default)s)")
     args = parser.parse_args(argv)
 
     if args.command == "fake-upstream":
@@ -53,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mpchat.fakes.wechat import main as fake_wechat
 
         return fake_wechat(["--host", args.host, "--port", str(args.port)])
+    if args.command == "fake-wechatpay":
+        from mpchat.fakes.wechatpay import main as fake_wechatpay
+
+        return fake_wechatpay(["--host", args.host, "--port", str(args.port), "--dir", args.dir,
+                               "--notify-url", args.notify_url])
 
     try:
         settings = Settings()
@@ -85,7 +99,7 @@ def _fake_upstream_doc() -> str:
 
 def _secret_values(settings: Settings) -> list[str]:
     values = [settings.upstream_api_key, settings.wechat_secret, settings.secret_key,
-              settings.encryption_keys, settings.admin_token]
+              settings.encryption_keys, settings.admin_token, settings.wechatpay_apiv3_key]
     return [v.get_secret_value() for v in values if v is not None]
 
 

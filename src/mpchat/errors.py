@@ -5,10 +5,12 @@ the mapping to a response happens once, at the edge (``mpchat.api.errors``)::
 
     MpchatError
     ├── InvalidRequest            400 invalid_request
+    │   └── InvalidNotification   400 invalid_notification (a WeChat Pay notification refused)
     ├── ContentRejected           400 content_rejected
     ├── Unauthorized              401 unauthorized
     │   ├── InvalidCode           401 invalid_code
-    │   └── InvalidApiKey         401 invalid_api_key   (missing, unknown, revoked, expired)
+    │   ├── InvalidApiKey         401 invalid_api_key   (missing, unknown, revoked, expired)
+    │   └── UnverifiedNotification 401 invalid_signature (signature, key id or timestamp)
     ├── QuotaExceeded             402 quota_exceeded
     ├── NotFound                  404 not_found
     ├── PayloadTooLarge           413 payload_too_large
@@ -29,6 +31,7 @@ __all__ = [
     "ContentRejected",
     "InvalidApiKey",
     "InvalidCode",
+    "InvalidNotification",
     "InvalidRequest",
     "MpchatError",
     "NotFound",
@@ -37,6 +40,7 @@ __all__ = [
     "RateLimited",
     "ServiceUnavailable",
     "Unauthorized",
+    "UnverifiedNotification",
     "UpstreamError",
     "UpstreamTimeout",
 ]
@@ -71,6 +75,12 @@ class InvalidRequest(MpchatError):
     status, code, default_message = 400, "invalid_request", "请求格式不正确"
 
 
+class InvalidNotification(InvalidRequest):
+    """A WeChat Pay notification that is not what it must be (body, resource, order)."""
+
+    code, default_message = "invalid_notification", "通知内容不正确"
+
+
 class ContentRejected(MpchatError):
     status, code, default_message = 400, "content_rejected", "内容未通过安全检查，请修改后再试"
 
@@ -85,6 +95,12 @@ class InvalidCode(Unauthorized):
 
 class InvalidApiKey(Unauthorized):
     code, default_message = "invalid_api_key", "API 密钥无效"
+
+
+class UnverifiedNotification(Unauthorized):
+    """A WeChat Pay notification whose signature, key id or timestamp does not check out."""
+
+    code, default_message = "invalid_signature", "通知签名验证失败"
 
 
 class QuotaExceeded(MpchatError):

@@ -31,10 +31,13 @@ from mpchat.chat.upstream import Route, Upstream
 from mpchat.devkeys import resolve_secrets
 from mpchat.limits import CircuitBreaker, ProviderBudget, RateLimiter, UpstreamGate
 from mpchat.metrics import Metrics
+from mpchat.payments import Payments
+from mpchat.payments.setup import build_payments
 from mpchat.providers.config import FileConfig, load_config
 from mpchat.providers.demo import DemoModel
 from mpchat.providers.registry import build_providers
 from mpchat.providers.retry import RetryPolicy
+from mpchat.quota import Quotas
 from mpchat.safety.moderator import Moderator
 from mpchat.safety.setup import build_moderation
 from mpchat.settings import Settings, UnsafeSettings
@@ -68,6 +71,8 @@ class Services:
     answers: Answers
     completions: Completions
     api_keys: ApiKeys
+    quotas: Quotas  # enabled only with [quota] in MPCHAT_CONFIG
+    payments: Payments | None  # None: WeChat Pay is not configured
 
 
 @asynccontextmanager
@@ -127,6 +132,8 @@ async def open_services(
         api_keys = ApiKeys(engine, redis=redis, cache_ttl=settings.api_key_cache_ttl,
                            on_degraded=degraded("apikeys"))
         stack.push_async_callback(api_keys.aclose)
+        quotas = Quotas(engine, config.quota, aliases=config.aliases)
+        payments = build_payments(settings, config, engine, http, quotas)
         summarizer = Summarizer(engine=engine, keyring=keyring, upstream=upstream)
         stack.push_async_callback(summarizer.aclose)
         owner = uuid.uuid4().hex
@@ -180,7 +187,8 @@ async def open_services(
                        keyring=keyring, auth=auth, chat=chat, upstream=upstream,
                        limiter=limiter, login_limiter=login_limiter, metrics=metrics,
                        moderation=moderation, summarizer=summarizer, answers=answers,
-                       completions=completions, api_keys=api_keys)
+                       completions=completions, api_keys=api_keys, quotas=quotas,
+                       payments=payments)
 
 
 def _pool_size(settings: Settings, config: FileConfig) -> int:

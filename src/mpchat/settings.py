@@ -106,6 +106,16 @@ class Settings(BaseSettings):
     web_demo: bool | None = None
     cors_origins: str | None = None
 
+    # WeChat Pay API v3 (docs/quota.md): off unless configured.
+    wechatpay_mchid: str | None = None
+    wechatpay_apiv3_key: SecretStr | None = None
+    wechatpay_private_key: Path | None = None
+    wechatpay_serial: str | None = None
+    wechatpay_public_key: Path | None = None
+    wechatpay_public_key_id: str | None = None
+    wechatpay_notify_url: str | None = None
+    wechatpay_api_base: str = "https://api.mch.weixin.qq.com"
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         for name in ("rate_limit", "login_rate_limit"):
@@ -115,6 +125,9 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"MPCHAT_{name.upper()} {getattr(self, name)!r}: use N/second|minute|hour|day"
                 ) from None
+        key = self.wechatpay_apiv3_key
+        if key is not None and len(key.get_secret_value().encode()) != 32:
+            raise ValueError("MPCHAT_WECHATPAY_APIV3_KEY must be the 32-character API v3 key")
         return self
 
     # Derived values: properties, so there is one source of truth.
@@ -139,6 +152,18 @@ class Settings(BaseSettings):
     def web_demo_enabled(self) -> bool:
         return self.web_demo if self.web_demo is not None else self.env == "development"
 
+    @property
+    def wechatpay_missing(self) -> list[str]:
+        """The WeChat Pay settings still unset when some are set (half-configured)."""
+        values = {f"MPCHAT_{name.upper()}": getattr(self, name) for name in _WECHATPAY}
+        if not any(values.values()):
+            return []
+        return [name for name, value in values.items() if not value]
+
+    @property
+    def wechatpay_enabled(self) -> bool:
+        return bool(self.wechatpay_mchid) and not self.wechatpay_missing
+
     def refuse_unsafe(self) -> None:
         """Raise `UnsafeSettings` listing every unsafe choice when running in production."""
         if self.env != "production":
@@ -152,5 +177,23 @@ class Settings(BaseSettings):
             problems.append("MPCHAT_ENCRYPTION_KEYS is missing")
         if self.resolved_auth_mode == "wechat" and not self.wechat_secret:
             problems.append("MPCHAT_WECHAT_SECRET is missing for wechat login")
+        problems.extend(self._wechatpay_problems())
         if problems:
             raise UnsafeSettings("refusing to start in production: " + "; ".join(problems))
+
+    def _wechatpay_problems(self) -> list[str]:
+        if self.wechatpay_missing:
+            return ["WeChat Pay is half-configured, missing " + ", ".join(self.wechatpay_missing)]
+        if not self.wechatpay_enabled:
+            return []
+        problems = []
+        if not self.wechat_appid:
+            problems.append("MPCHAT_WECHAT_APPID is missing (WeChat Pay orders name the appid)")
+        if not (self.wechatpay_notify_url or "").startswith("https://"):
+            problems.append("MPCHAT_WECHATPAY_NOTIFY_URL must be an https:// URL")
+        return problems
+
+
+_WECHATPAY = ("wechatpay_mchid", "wechatpay_apiv3_key", "wechatpay_private_key",
+              "wechatpay_serial", "wechatpay_public_key", "wechatpay_public_key_id",
+              "wechatpay_notify_url")

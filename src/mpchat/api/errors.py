@@ -28,6 +28,8 @@ log = logging.getLogger("mpchat.api")
 NDJSON = "application/x-ndjson; charset=utf-8"
 CHAT_PATH = "/api/v1/chat"
 OPENAI_PREFIX = "/v1/"
+# WeChat Pay's notifications: refused with WeChat Pay's shape, and never a 5xx (API.md).
+WECHATPAY_NOTIFY_PATH = "/api/v1/pay/wechat/notify"
 
 
 class _MethodNotAllowed(InvalidRequest):
@@ -55,7 +57,16 @@ def _wants_ndjson(scope: Scope) -> bool:
     return scope.get("state", {}).get("stream", True) is not False
 
 
+def _wechatpay_refusal(exc: MpchatError) -> Response:
+    """``{"code": "FAIL", "message"}``; a failure of ours is 429, so WeChat Pay retries later."""
+    status = exc.status if 400 <= exc.status < 500 else 429
+    return Response(orjson.dumps({"code": "FAIL", "message": exc.message}), status,
+                    media_type="application/json")
+
+
 def _respond(exc: MpchatError, scope: Scope) -> Response:
+    if scope.get("path") == WECHATPAY_NOTIFY_PATH:
+        return _wechatpay_refusal(exc)
     if str(scope.get("path", "")).startswith(OPENAI_PREFIX):
         return error_response(exc, ndjson=False, openai=True)
     return error_response(exc, ndjson=_wants_ndjson(scope))

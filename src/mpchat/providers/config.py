@@ -20,6 +20,9 @@ default = "deepseek-chat"          # what a client's "default" means
 system_prompt = "你是语音助手，回答口语化、简短。"
 ```
 
+``[quota]``, ``[quota.prices]`` and ``[[plans]]`` (quotas and credit packs) are described in
+`mpchat.quota.config` and docs/quota.md.
+
 Without a file, ``MPCHAT_UPSTREAM_*`` describe one provider (or none: the demo model).
 """
 
@@ -31,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from mpchat.quota.config import PlanConfig, QuotaConfig
 
 __all__ = ["FileConfig", "ProviderConfig", "load_config"]
 
@@ -72,12 +77,17 @@ class FileConfig(BaseModel):
     providers: list[ProviderConfig] = Field(default_factory=list)
     aliases: dict[str, str] = Field(default_factory=dict)
     profiles: dict[str, Profile] = Field(default_factory=dict)
+    quota: QuotaConfig | None = None  # None: quotas off
+    plans: list[PlanConfig] = Field(default_factory=list, max_length=50)
 
     @model_validator(mode="after")
     def _check(self) -> FileConfig:
         names = [p.name for p in self.providers]
         if len(names) != len(set(names)):
             raise ValueError("provider names must be unique")
+        plan_ids = [p.id for p in self.plans]
+        if len(plan_ids) != len(set(plan_ids)):
+            raise ValueError("plan ids must be unique")
         served = {m for p in self.providers for m in p.models}
         for alias, target in self.aliases.items():
             if self.providers and target not in served:

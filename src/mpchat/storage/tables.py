@@ -12,6 +12,7 @@ import datetime as dt
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
@@ -32,6 +33,10 @@ __all__ = [
     "conversations",
     "messages",
     "metadata",
+    "payment_orders",
+    "quota_accounts",
+    "quota_ledger",
+    "quota_reservations",
     "sessions",
     "users",
     "utc_now",
@@ -43,6 +48,7 @@ metadata = MetaData(
         "uq": "uq_%(table_name)s_%(column_0_N_name)s",
         "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
         "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
     }
 )
 
@@ -206,4 +212,77 @@ api_requests = Table(
     Index(None, "key_id", "created_at"),
     Index(None, "created_at"),
     Index(None, "record_key"),
+)
+
+# Quotas and credits (``mpchat.quota``, docs/quota.md). No foreign keys to users: balances,
+# the ledger and orders are financial records that outlive a user's deleted conversations.
+# The CHECKs are the last line: whatever a bug or a race did, a balance cannot go below zero.
+quota_accounts = Table(
+    "quota_accounts",
+    metadata,
+    Column("user_id", String(32), primary_key=True),
+    Column("credits", BigInteger, nullable=False),  # purchased or granted, not reserved
+    Column("free_used", BigInteger, nullable=False),  # free units used or reserved this period
+    Column("period_start", UTC, nullable=False),  # the period free_used counts in
+    Column("updated_at", UTC, nullable=False),
+    CheckConstraint("credits >= 0", name="credits_not_negative"),
+    CheckConstraint("free_used >= 0", name="free_used_not_negative"),
+)
+
+# One per answer (``key``: its message id) from reserve to settle.
+quota_reservations = Table(
+    "quota_reservations",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("user_id", String(32), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("max_completion_tokens", Integer, nullable=False),
+    Column("free_units", BigInteger, nullable=False),
+    Column("credit_units", BigInteger, nullable=False),
+    Column("period_start", UTC, nullable=False),
+    Column("status", String(16), nullable=False),  # open | settled
+    Column("cost", BigInteger, nullable=True),  # units charged in the end
+    Column("created_at", UTC, nullable=False),
+    Column("settled_at", UTC, nullable=True),
+    Index(None, "status", "created_at"),
+)
+
+# Append-only: every change of a balance, with the idempotency key that makes it happen once.
+quota_ledger = Table(
+    "quota_ledger",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("key", String(96), nullable=False, unique=True),
+    Column("user_id", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),  # credits: + granted or returned, - taken
+    Column("free_amount", BigInteger, nullable=False),  # free units: + returned, - taken
+    Column("balance_after", BigInteger, nullable=False),  # credits after this row
+    Column("reason", String(200), nullable=True),
+    Column("order_id", String(32), nullable=True),
+    Column("message_id", String(64), nullable=True),
+    Column("created_at", UTC, nullable=False),
+    Index(None, "user_id", "seq"),
+    Index(None, "created_at"),
+)
+
+# WeChat Pay orders; ``id`` is the out_trade_no WeChat Pay knows them by.
+payment_orders = Table(
+    "payment_orders",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", String(32), nullable=False),
+    Column("plan_id", String(32), nullable=False),
+    Column("title", String(64), nullable=False),
+    Column("price_fen", BigInteger, nullable=False),
+    Column("credits", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | paid | closed
+    Column("prepay_id", String(128), nullable=True),
+    Column("transaction_id", String(64), nullable=True),
+    Column("created_at", UTC, nullable=False),
+    Column("expires_at", UTC, nullable=False),
+    Column("paid_at", UTC, nullable=True),
+    Index(None, "user_id", "created_at"),
+    Index(None, "paid_at"),
 )

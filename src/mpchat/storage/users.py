@@ -16,6 +16,7 @@ __all__ = [
     "delete_session",
     "delete_user_sessions",
     "get_or_create_user",
+    "openid_of",
     "session_is_live",
 ]
 
@@ -72,3 +73,11 @@ async def delete_session(engine: AsyncEngine, *, session_id: str) -> None:
 async def delete_user_sessions(engine: AsyncEngine, *, user_id: str) -> None:
     async with engine.begin() as conn:
         await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
+
+
+async def openid_of(engine: AsyncEngine, *, user_id: str) -> str | None:
+    """The user's openid (what WeChat Pay's JSAPI orders are for); None: no such user."""
+    async with engine.connect() as conn:
+        found = await conn.execute(select(users.c.openid).where(users.c.id == user_id))
+        openid = found.scalar_one_or_none()
+    return None if openid is None else str(openid)

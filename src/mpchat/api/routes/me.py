@@ -1,4 +1,4 @@
-"""GET /api/v1/me: the caller's remaining chat budget."""
+"""GET /api/v1/me: the caller's remaining chat budget (rate limit, quota and credits)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,5 @@ async def me(caller: Caller, svc: Svc) -> dict[str, object]:
             "remaining": decision.remaining,
             "reset_s": round(decision.reset_s, 3),
         },
-        # Per-user quotas and paid credits are not built yet: no quota applies.
-        "quota": {"enabled": False},
+        "quota": (await svc.quotas.view(caller.user_id)).to_dict(),
     }

@@ -65,7 +65,8 @@ async def test_interrupted_rotation_resumes_and_old_key_can_go(engine, key1, key
     user = await get_or_create_user(engine, openid="rotating")
     expected = await _write_history(engine, old, user, 6)  # 12 messages, 6 titles, 1 summary
     assert await count_stale(engine, both) == {
-        "messages.content": 12, "conversations.title": 6, "conversations.summary": 1}
+        "messages.content": 12, "conversations.title": 6, "conversations.summary": 1,
+        "api_requests.record": 0}
 
     batches: list[BatchProgress] = []
 
@@ -87,7 +88,8 @@ async def test_interrupted_rotation_resumes_and_old_key_can_go(engine, key1, key
     assert [b.column for b in seen] == ["messages.content"] * 2 + ["conversations.title"] * 2 + [
         "conversations.summary"]
     assert await count_stale(engine, both) == dict.fromkeys(
-        ("messages.content", "conversations.title", "conversations.summary"), 0)
+        ("messages.content", "conversations.title", "conversations.summary",
+         "api_requests.record"), 0)
     assert (await rotate_keys(engine, both)).rewritten == 0  # idempotent
 
     async with engine.connect() as conn:

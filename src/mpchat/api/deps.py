@@ -14,7 +14,8 @@ from mpchat.services import Services
 __all__ = ["Caller", "Svc", "parse_cursor", "require_admin"]
 
 
-def _services(request: Request) -> Services:
+async def _services(request: Request) -> Services:
+    # async: FastAPI would run a plain def in a worker thread, on every request.
     services: Services = request.state.services
     return services
 
@@ -28,7 +29,7 @@ async def _caller(request: Request) -> Claims:
     return await services.auth.authenticate(token.strip() if scheme.lower() == "bearer" else None)
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
     """The operator's bearer token (``MPCHAT_ADMIN_TOKEN``); without one the admin API is 404."""
     services: Services = request.state.services
     configured = services.settings.admin_token

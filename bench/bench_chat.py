@@ -1,13 +1,17 @@
-"""Streaming chat benchmark: direct to the fake provider vs through mpchat (vs LiteLLM's proxy).
+"""Chat benchmark: direct to the fake provider vs through mpchat (vs LiteLLM's proxy).
 
-    .venv/bin/python bench/bench_chat.py               # direct and mpchat, about 35 s
+    .venv/bin/python bench/bench_chat.py               # direct, mpchat, mpchat-v1: about 1 min
     .venv/bin/python bench/bench_chat.py --litellm     # and LiteLLM's proxy, side by side
+    .venv/bin/python bench/bench_chat.py --targets direct,mpchat-v1 --modes json
     .venv/bin/python bench/bench_chat.py --held        # 1,000 long answers held open at once
 
 Two scenarios. The default (throughput) streams short answers back to back from a fake
 provider with no delay at all (0 ms to first token, 20 chunks, no gap), at concurrency 1 and
-64, and checks the bars of issue 2. ``--held [N]`` holds N answers open at once against a
-slow fake (500 ms to first token, 40 chunks 250 ms apart), as a burst and at a steady rate.
+64, and checks the bars of issue 2 (mpchat's NDJSON chat) and the aims for mpchat's
+OpenAI-compatible surface (``mpchat-v1``: ``/v1/chat/completions`` with an API key, streamed
+and not, against LiteLLM's proxy with the same client). ``--held [N]`` holds N answers open
+at once against a slow fake (500 ms to first token, 40 chunks 250 ms apart), as a burst and
+at a steady rate.
 
 Every server is a subprocess on a free loopback port: the fake OpenAI-compatible provider
 (``mpchat fake-upstream``), mpchat (``mpchat serve``, SQLite in a temporary directory) and,
@@ -34,8 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chatbench.held import HeldPlan, run_held
 from chatbench.procs import raise_nofile
 from chatbench.report import bars, fmt, held_table, machine, table
-from chatbench.targets import start_fake
-from chatbench.throughput import Plan, bench_direct, bench_litellm, bench_mpchat
+from chatbench.report_surface import surface_aims, surface_table
+from chatbench.surface import MODES, TARGETS, run_targets
+from chatbench.targets import mpchat_source, start_fake
+from chatbench.throughput import Plan, TargetResult
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,6 +52,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--litellm",
         action="store_true",
         help="also measure LiteLLM's proxy (installed into bench/.litellm-venv)",
+    )
+    p.add_argument(
+        "--targets",
+        help=f"comma-separated, of {', '.join(TARGETS)} (default: all but litellm, which "
+        "--litellm adds)",
+    )
+    p.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="OpenAI-style targets' modes: stream (SSE), json (stream: false); default both",
     )
     p.add_argument("--concurrency", type=int, default=64, help="the high-concurrency level")
     p.add_argument("--warmup", type=int, default=200, help="unmeasured chats first (at c=8)")
@@ -92,6 +108,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help="profile mpchat with py-spy for SECONDS during the high phase (held: the first)",
     )
+    p.add_argument(
+        "--py-spy-targets",
+        default="mpchat",
+        help="with --py-spy: which mpchat targets to profile (mpchat, mpchat-v1; both modes)",
+    )
     p.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     p.add_argument(
         "--logs", type=Path, metavar="DIR", help="keep the servers' and load clients' logs here"
@@ -122,6 +143,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     held.add_argument("--held-warmup", type=int, default=50, help="unmeasured chats first (at c=8)")
     args = p.parse_args(argv)
+    default = [t for t in TARGETS if t != "litellm" or args.litellm]
+    args.targets = _choices(p, "--targets", args.targets, TARGETS) if args.targets else default
+    args.litellm = args.litellm or "litellm" in args.targets
+    args.modes = _choices(p, "--modes", args.modes, MODES)
+    args.py_spy_targets = _choices(p, "--py-spy-targets", args.py_spy_targets, TARGETS)
     if args.users < args.concurrency:
         p.error("--users must be at least --concurrency (no user has two chats in flight)")
     modes = [m.strip() for m in args.held_modes.split(",") if m.strip()]
@@ -129,6 +155,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--held-modes: a comma-separated list of burst and steady")
     args.held_modes = modes
     return args
+
+
+def _choices(p: argparse.ArgumentParser, flag: str, text: str, known: tuple[str, ...]) -> list[str]:
+    chosen = [c.strip() for c in text.split(",") if c.strip()]
+    if not chosen or any(c not in known for c in chosen):
+        p.error(f"{flag}: a comma-separated list of {', '.join(known)}")
+    return chosen
 
 
 def print_machine() -> dict[str, Any]:
@@ -140,11 +173,11 @@ def print_machine() -> dict[str, Any]:
     return info
 
 
-def print_profile(profile: dict[str, Any]) -> None:
+def print_profile(profile: dict[str, Any], name: str = "mpchat") -> None:
     if not profile:
         return
     print(
-        f"\npy-spy profile of mpchat ({profile.get('samples', 0)} samples, "
+        f"\npy-spy profile of {name} ({profile.get('samples', 0)} samples, "
         f"raw stacks in {profile.get('raw')}):"
     )
     for label in ("packages", "self", "inclusive"):
@@ -169,6 +202,14 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
     path.write_text(json.dumps(document, indent=2, default=str))
 
 
+def issue2_bars(results: list[TargetResult], concurrency: int) -> list[dict[str, Any]]:
+    """The bars of issue 2, on mpchat's NDJSON chat against direct streaming (if both ran)."""
+    found = {r.name: r for r in results}
+    if "direct" not in found or "mpchat" not in found:
+        return []
+    return bars(found["direct"], found["mpchat"], concurrency)
+
+
 async def throughput(args: argparse.Namespace) -> int:
     plan = Plan(
         warmup=args.warmup,
@@ -182,22 +223,17 @@ async def throughput(args: argparse.Namespace) -> int:
         f"plan: warm-up {plan.warmup}, {plan.chats_c1} chats at c=1, {plan.chats_high} at "
         f"c={plan.concurrency} (each phase capped at {plan.max_phase_s:.0f} s); "
         f"{args.chunks} chunks per answer; {args.users} mpchat users, "
-        f"{args.turns} turns per conversation",
+        f"{args.turns} turns per conversation; targets {', '.join(args.targets)}, "
+        f"modes {', '.join(args.modes)}",
         flush=True,
     )
+    print(f"mpchat runs from {mpchat_source(args.mpchat_src)}", flush=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-chat-") as tmp_name:
         tmp = Path(tmp_name)
         fake, fake_port = start_fake(tmp, chunks=args.chunks, gap_ms=args.gap_ms)
         try:
-            print("direct to the fake provider ...", flush=True)
-            direct = await bench_direct(fake_port, fake.pid, plan)
-            print("through mpchat ...", flush=True)
-            mpchat, profile = await bench_mpchat(tmp, fake_port, fake.pid, plan, args)
-            results = [direct, mpchat]
-            if args.litellm:
-                print("through LiteLLM's proxy ...", flush=True)
-                results.append(await bench_litellm(tmp, fake_port, fake.pid, plan))
+            results, profiles = await run_targets(tmp, (fake_port, fake.pid), plan, args)
         finally:
             fake.stop()
         keep_logs(tmp, args.logs)
@@ -205,6 +241,9 @@ async def throughput(args: argparse.Namespace) -> int:
 
     print()
     print(table(results, plan.concurrency))
+    if any(r.target == "mpchat-v1" for r in results):
+        print("\nOpenAI-compatible targets side by side (added: over direct in the same mode):")
+        print(surface_table(results, plan.concurrency))
     for r in results:
         for note in r.notes:
             print(f"{r.name}: {note}")
@@ -214,10 +253,11 @@ async def throughput(args: argparse.Namespace) -> int:
         if r.failure:
             print(f"{r.name} FAILED: {r.failure}")
     print()
-    checks = bars(direct, mpchat, plan.concurrency)
+    checks = issue2_bars(results, plan.concurrency) + surface_aims(results, plan.concurrency)
     for check in checks:
         print(f"[{check['verdict']}] {check['bar']}: {fmt(check['value'])} {check['unit']}")
-    print_profile(profile)
+    for name, profile in profiles.items():
+        print_profile(profile, name)
     print(f"\nwhole run: {elapsed:.1f} s")
 
     if args.json:
@@ -237,7 +277,8 @@ async def throughput(args: argparse.Namespace) -> int:
                     for r in results
                 ],
                 "bars": checks,
-                "profile": profile,
+                "profiles": profiles,
+                "mpchat_source": mpchat_source(args.mpchat_src),
             },
         )
     missed = any(c["verdict"] == "FAIL" for c in checks)

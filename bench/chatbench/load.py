@@ -1,13 +1,16 @@
-"""One streamed chat, driven and timed as a client sees it.
+"""One chat, driven and timed as a client sees it.
 
-Two wire formats: an OpenAI-style SSE completion (direct to the provider, or through LiteLLM's
-proxy) and mpchat's NDJSON chat. Both are read to the end of the body and time the same
-points: status line and headers, first piece of content, last event.
+Three wire formats: an OpenAI-style completion, streamed (SSE) or not (one JSON body), sent
+direct to the provider, through LiteLLM's proxy or through mpchat's ``/v1`` surface; and
+mpchat's NDJSON chat. Each is read to the end of the body and times the same points: status
+line and headers, first piece of content, last event. A non-streamed answer has one piece of
+content, the whole message, so its "first delta" is the body read and parsed.
 
-A chat is good only when the stream ended properly (``done``, or ``[DONE]``), with at least
-one delta and no ``error`` event. mpchat's other event types (``start``, ``queued``, ``ping``,
-``reasoning``, anything new) are ignored, except that ``start`` names the conversation; only
-``delta`` text counts as the answer.
+A streamed chat is good only when the stream ended properly (``done``, or ``[DONE]``), with at
+least one delta and no ``error`` event. mpchat's other event types (``start``, ``queued``,
+``ping``, ``reasoning``, anything new) are ignored, except that ``start`` names the
+conversation; only ``delta`` text counts as the answer. A non-streamed chat is good when it
+answers 200 with a non-empty ``choices[0].message.content``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "Sample",
     "make_chat",
     "new_session",
+    "openai_json_chat",
     "openai_stream_chat",
 ]
 
@@ -60,6 +64,7 @@ class Endpoint:
     kind: Literal["openai", "mpchat"]
     base: str  # http://127.0.0.1:<port>
     api_key: str = "x"  # bearer for OpenAI-style targets; mpchat users log in instead
+    stream: bool = True  # OpenAI-style targets: SSE (True) or one JSON body (False)
 
 
 def new_session(connections: int, *, total_timeout: float = 120.0) -> aiohttp.ClientSession:
@@ -109,6 +114,41 @@ async def openai_stream_chat(
             sample.ok = done and sample.deltas > 0 and not sample.error
             if not sample.ok and not sample.error:
                 sample.error = f"stream ended without [DONE] after {sample.deltas} deltas"
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        sample.error = f"{type(exc).__name__}: {exc}"[:200]
+    return sample
+
+
+async def openai_json_chat(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str]
+) -> Sample:
+    """One OpenAI-style completion with ``stream: false``: one ``chat.completion`` body.
+
+    TTFB is the status line and headers; "first delta" and total are the body read and parsed
+    (the whole answer arrives at once, so they coincide).
+    """
+    body = orjson.dumps(
+        {"model": MODEL, "stream": False, "messages": [{"role": "user", "content": PROMPT}]}
+    )
+    sample = Sample(ok=False)
+    t0 = time.perf_counter()
+    try:
+        async with session.post(url, data=body, headers=headers) as resp:
+            sample.ttfb = time.perf_counter() - t0
+            raw = await resp.read()
+            if resp.status != 200:
+                sample.error = f"HTTP {resp.status}: {raw[:200].decode(errors='replace')}"
+                return sample
+            answer = orjson.loads(raw)
+            sample.first_delta = sample.total = time.perf_counter() - t0
+            choices = answer.get("choices") if isinstance(answer, dict) else None
+            message = (choices[0].get("message") or {}) if choices else {}
+            text = message.get("content")
+            if isinstance(text, str) and text:
+                sample.deltas, sample.chars, sample.ok = 1, len(text), True
+            else:
+                shown = raw[:150].decode(errors="replace")
+                sample.error = f"no choices[0].message.content: {shown}"
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         sample.error = f"{type(exc).__name__}: {exc}"[:200]
     return sample
@@ -219,4 +259,5 @@ async def make_chat(
         return client.chat
     url = f"{endpoint.base}/v1/chat/completions"
     headers = {"Authorization": f"Bearer {endpoint.api_key}", "Content-Type": "application/json"}
-    return lambda: openai_stream_chat(session, url, headers)
+    one = openai_stream_chat if endpoint.stream else openai_json_chat
+    return lambda: one(session, url, headers)

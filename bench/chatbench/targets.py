@@ -1,7 +1,9 @@
 """The servers a benchmark talks to, each its own process on a free loopback port.
 
 - the fake provider (``mpchat fake-upstream``), which every target streams from;
-- mpchat (``mpchat serve``, SQLite in a new temporary data directory);
+- mpchat (``mpchat serve``, SQLite in a new temporary data directory), reached either as the
+  mini program's NDJSON chat (users log in) or as its OpenAI-compatible ``/v1`` surface (an
+  API key created through the admin API, ``MPCHAT_ADMIN_TOKEN``);
 - LiteLLM's proxy, from its own virtualenv ``bench/.litellm-venv`` with the version pinned in
   ``bench/requirements-litellm.txt`` (never a dependency of mpchat).
 
@@ -12,6 +14,7 @@ reaches it.
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import subprocess
@@ -24,12 +27,16 @@ from .procs import Child, base_env, free_port, start_child
 
 __all__ = [
     "LITELLM_REQUIREMENTS",
+    "MPCHAT_ADMIN_TOKEN",
+    "create_api_key",
     "direct_endpoint",
     "ensure_litellm",
     "litellm_endpoint",
     "litellm_version",
     "mpchat_argv",
     "mpchat_endpoint",
+    "mpchat_source",
+    "mpchat_v1_endpoint",
     "start_fake",
     "start_litellm",
     "start_mpchat",
@@ -39,6 +46,8 @@ BENCH_DIR = Path(__file__).resolve().parent.parent
 LITELLM_VENV = BENCH_DIR / ".litellm-venv"
 LITELLM_REQUIREMENTS = BENCH_DIR / "requirements-litellm.txt"
 LITELLM_MASTER_KEY = "sk-bench-master-key"
+# The operator's token for mpchat's admin API (``POST /admin/v1/keys``), for the /v1 target.
+MPCHAT_ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
 
 # mpchat as the chat benchmark runs it: only the limiter is opened up, everything else is
 # the default. The limiter is measured by bench/bench_limits.py, and the load logs in many
@@ -71,17 +80,37 @@ def start_fake(
     return child, port
 
 
-def direct_endpoint(fake_port: int) -> Endpoint:
-    return Endpoint("openai", f"http://127.0.0.1:{fake_port}")
+def mpchat_source(src: Path | None = None) -> str:
+    """Where the ``mpchat`` package the servers run comes from (with the benchmark's env)."""
+    env = base_env() | ({"PYTHONPATH": str(src)} if src is not None else {})
+    out = subprocess.run(
+        [sys.executable, "-c", "import mpchat; print(mpchat.__file__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = out.stdout.strip()
+    return str(Path(found).parent.parent) if found else f"not importable: {out.stderr[-200:]}"
+
+
+def direct_endpoint(fake_port: int, *, stream: bool = True) -> Endpoint:
+    return Endpoint("openai", f"http://127.0.0.1:{fake_port}", stream=stream)
 
 
 def start_mpchat(
-    tmp: Path, fake_port: int, extra_env: dict[str, str], src: Path | None
+    tmp: Path,
+    fake_port: int,
+    extra_env: dict[str, str],
+    src: Path | None,
+    *,
+    name: str = "mpchat",
 ) -> tuple[Child, int, float]:
     """A fresh mpchat (new data dir, so new SQLite file and dev keys): child, port, cold start.
 
     ``src``: run the ``mpchat`` package found there instead of the installed one, e.g. a
     ``git archive`` of another commit, to compare two versions with the same harness.
+    ``name``: the child's, which names its log (``<name>.log``) and any profile of it.
     """
     port = free_port()
     data_dir = Path(tempfile.mkdtemp(prefix="mpchat-data-", dir=tmp))
@@ -102,13 +131,40 @@ def start_mpchat(
     if src is not None:
         env["PYTHONPATH"] = str(src)
         argv = [sys.executable, "-m", "mpchat", "serve"]
-    child = start_child("mpchat", argv, env=env, log_dir=tmp)
+    child = start_child(name, argv, env=env, log_dir=tmp)
     cold = child.wait_http_ok(port, "/healthz", timeout=60)
     return child, port, cold
 
 
 def mpchat_endpoint(port: int) -> Endpoint:
     return Endpoint("mpchat", f"http://127.0.0.1:{port}")
+
+
+def create_api_key(
+    port: int, *, name: str = "bench", admin_token: str = MPCHAT_ADMIN_TOKEN
+) -> tuple[str, str]:
+    """A new API key from a running mpchat's admin API (``POST /admin/v1/keys``): id, secret."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10.0)
+    try:
+        conn.request(
+            "POST",
+            "/admin/v1/keys",
+            body=json.dumps({"name": name}),
+            headers={"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"},
+        )
+        resp = conn.getresponse()
+        text = resp.read().decode(errors="replace")
+    finally:
+        conn.close()
+    if resp.status != 201:
+        raise RuntimeError(f"creating an API key failed: HTTP {resp.status} {text[:200]}")
+    created = json.loads(text)
+    return str(created["id"]), str(created["key"])
+
+
+def mpchat_v1_endpoint(port: int, secret: str, *, stream: bool = True) -> Endpoint:
+    """mpchat's OpenAI-compatible surface (``/v1/chat/completions``) with an API key."""
+    return Endpoint("openai", f"http://127.0.0.1:{port}", api_key=secret, stream=stream)
 
 
 def pinned_litellm() -> str:
@@ -192,5 +248,5 @@ def start_litellm(tmp: Path, fake_port: int) -> tuple[Child, int, float]:
     return child, port, cold
 
 
-def litellm_endpoint(port: int) -> Endpoint:
-    return Endpoint("openai", f"http://127.0.0.1:{port}", api_key=LITELLM_MASTER_KEY)
+def litellm_endpoint(port: int, *, stream: bool = True) -> Endpoint:
+    return Endpoint("openai", f"http://127.0.0.1:{port}", api_key=LITELLM_MASTER_KEY, stream=stream)

@@ -1,10 +1,12 @@
 """The default scenario: short answers back to back, at concurrency 1 and at a high level.
 
-Per target: a warm-up (unmeasured, concurrency 8), then ``chats_c1`` chats at concurrency 1,
-then ``chats_high`` at ``concurrency`` (closed loops, each phase capped in time). The load
-runs in this process; CPU per chat of the server, the fake and this process comes from /proc.
-mpchat is started ``cold_starts`` times (each a new process on a new data directory) and the
-last one takes the load.
+Per target (and, for OpenAI-style targets, per mode: streamed or one JSON body): a warm-up
+(unmeasured, concurrency 8), then ``chats_c1`` chats at concurrency 1, then ``chats_high`` at
+``concurrency`` (closed loops, each phase capped in time). The load runs in this process; CPU
+per chat of the server, the fake and this process comes from /proc. mpchat is started
+``cold_starts`` times (each a new process on a new data directory) and the last one takes
+the load. mpchat's OpenAI-compatible surface (``/v1``, the ``mpchat-v1`` target) is in
+`chatbench.surface`.
 """
 
 from __future__ import annotations
@@ -33,12 +35,29 @@ from .targets import (
     start_mpchat,
 )
 
-__all__ = ["Plan", "TargetResult", "bench_direct", "bench_litellm", "bench_mpchat"]
+__all__ = [
+    "Plan",
+    "TargetResult",
+    "bench_direct",
+    "bench_litellm",
+    "bench_mpchat",
+    "fake_stats",
+    "label",
+    "measure",
+    "measure_openai",
+]
+
+
+def label(target: str, stream: bool) -> str:
+    """A result's name: the target's, with `` json`` for non-streamed OpenAI-style chats."""
+    return target if stream else f"{target} json"
 
 
 @dataclass
 class TargetResult:
-    name: str
+    name: str  # the column's label: target, plus " json" when not streamed
+    target: str = ""  # direct, mpchat, mpchat-v1, litellm
+    mode: str = "stream"  # stream (SSE, or mpchat's NDJSON) or json (one chat.completion)
     c1: PhaseResult | None = None
     c64: PhaseResult | None = None
     cold_start_s: list[float] = field(default_factory=list)
@@ -98,17 +117,36 @@ async def fake_stats(session: aiohttp.ClientSession, fake_port: int) -> dict[str
         return stats
 
 
-async def _measure_openai(
-    result: TargetResult, endpoint: Endpoint, plan: Plan, pid: int | None, fake_pid: int
+async def measure_openai(
+    result: TargetResult,
+    endpoint: Endpoint,
+    plan: Plan,
+    pid: int | None,
+    fake: tuple[int, int],
+    on_high_start: Callable[[], None] | None = None,
 ) -> None:
+    """`measure` with the OpenAI-style client; ``fake`` is the provider's (port, pid).
+
+    Through a server (``pid`` given), also notes how many requests the provider saw.
+    """
+    fake_port, fake_pid = fake
     async with new_session(plan.concurrency + 16) as session:
+        before = await fake_stats(session, fake_port)
         chat = await make_chat(session, endpoint)
-        await measure(result, chat, plan, pid, fake_pid)
+        await measure(result, chat, plan, pid, fake_pid, on_high_start)
+        after = await fake_stats(session, fake_port)
+    if pid is not None:
+        done = sum(p.chats for p in (result.c1, result.c64) if p) + plan.warmup
+        sent = after["requests"] - before["requests"]
+        result.notes.append(f"provider requests: {sent} for about {done} chats (with warm-up)")
 
 
-async def bench_direct(fake_port: int, fake_pid: int, plan: Plan) -> TargetResult:
-    result = TargetResult("direct")
-    await _measure_openai(result, direct_endpoint(fake_port), plan, None, fake_pid)
+async def bench_direct(
+    fake_port: int, fake_pid: int, plan: Plan, *, stream: bool = True
+) -> TargetResult:
+    result = TargetResult(label("direct", stream), "direct", "stream" if stream else "json")
+    endpoint = direct_endpoint(fake_port, stream=stream)
+    await measure_openai(result, endpoint, plan, None, (fake_port, fake_pid))
     return result
 
 
@@ -119,7 +157,7 @@ async def bench_mpchat(
     plan: Plan,
     args: argparse.Namespace,
 ) -> tuple[TargetResult, dict[str, Any]]:
-    result = TargetResult("mpchat")
+    result = TargetResult("mpchat", "mpchat", "stream")
     extra = dict(kv.split("=", 1) for kv in args.mpchat_env)
     profile: dict[str, Any] = {}
     child: Child | None = None
@@ -142,7 +180,7 @@ async def bench_mpchat(
                 run_id=str(os.getpid()),
             )
             hook = None
-            if args.py_spy:
+            if args.py_spy and "mpchat" in getattr(args, "py_spy_targets", ("mpchat",)):
                 hook = lambda: profile.update(start_py_spy(child, tmp, args.py_spy))  # noqa: E731
             await measure(result, chat, plan, child.pid, fake_pid, hook)
             after = await fake_stats(session, fake_port)
@@ -157,14 +195,17 @@ async def bench_mpchat(
     return result, profile
 
 
-async def bench_litellm(tmp: Path, fake_port: int, fake_pid: int, plan: Plan) -> TargetResult:
-    result = TargetResult("litellm")
+async def bench_litellm(
+    tmp: Path, fake_port: int, fake_pid: int, plan: Plan, *, stream: bool = True
+) -> TargetResult:
+    result = TargetResult(label("litellm", stream), "litellm", "stream" if stream else "json")
     child: Child | None = None
     try:
         child, port, cold = start_litellm(tmp, fake_port)
         result.cold_start_s.append(cold)
         result.notes.append(f"litellm {litellm_version()}, 1 worker, no database")
-        await _measure_openai(result, litellm_endpoint(port), plan, child.pid, fake_pid)
+        endpoint = litellm_endpoint(port, stream=stream)
+        await measure_openai(result, endpoint, plan, child.pid, (fake_port, fake_pid))
     except (RuntimeError, TimeoutError, OSError, subprocess.CalledProcessError) as exc:
         result.failure = f"{type(exc).__name__}: {exc}"
     finally:

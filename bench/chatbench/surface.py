@@ -1,0 +1,170 @@
+"""mpchat's OpenAI-compatible surface as a target, and every target in every mode, in order.
+
+``mpchat-v1`` is a fresh ``mpchat serve`` (as for the ``mpchat`` target, with
+``MPCHAT_ADMIN_TOKEN`` set) with one API key created through its admin API
+(``POST /admin/v1/keys``), driven by the very client that drives the provider directly and
+LiteLLM's proxy: ``POST /v1/chat/completions`` with ``Authorization: Bearer sk-mp-...``.
+Content safety is mpchat's default: the local word list checks every message of the request
+and the answer as it streams (WeChat's check needs a mini program user and is not used on
+``/v1``).
+
+Every OpenAI-style target (direct, mpchat-v1, litellm) runs in each mode asked: ``stream``
+(SSE to ``[DONE]``) and ``json`` (``stream: false``, one ``chat.completion``). The fake
+provider always streams unless told otherwise, so for the non-streamed chats of direct and
+LiteLLM (which pass ``stream: false`` on) the fake is scripted to answer one
+``chat.completion`` body per request (`json_answers`); mpchat always asks its provider for a
+stream, also for a non-streamed caller, and assembles the answer itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .procs import Child
+from .profiling import finish_profile, start_py_spy
+from .targets import MPCHAT_ADMIN_TOKEN, create_api_key, mpchat_v1_endpoint, start_mpchat
+from .throughput import (
+    Plan,
+    TargetResult,
+    bench_direct,
+    bench_litellm,
+    bench_mpchat,
+    label,
+    measure_openai,
+)
+
+__all__ = ["MODES", "TARGETS", "bench_mpchat_v1", "json_answers", "run_targets"]
+
+TARGETS = ("direct", "mpchat", "mpchat-v1", "litellm")
+MODES = ("stream", "json")
+# Targets that speak OpenAI's API (and so run in both modes); mpchat's NDJSON chat streams.
+OPENAI_STYLE = ("direct", "mpchat-v1", "litellm")
+
+
+@contextlib.asynccontextmanager
+async def json_answers(fake_port: int, requests: int) -> AsyncIterator[None]:
+    """The fake answers the next ``requests`` requests with one JSON ``chat.completion`` each.
+
+    The fake ignores ``stream: false`` (it streams unless scripted), so a non-streamed caller
+    that passes the flag on to it needs this. Whatever is left of the script is cleared after.
+    """
+    base = f"http://127.0.0.1:{fake_port}/_control"
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{base}/reset") as resp:
+            resp.raise_for_status()
+        async with session.post(f"{base}/script", json=[{"json_body": True}] * requests) as resp:
+            resp.raise_for_status()
+        try:
+            yield
+        finally:
+            async with session.post(f"{base}/reset") as resp:
+                resp.raise_for_status()
+
+
+async def bench_mpchat_v1(
+    tmp: Path,
+    fake: tuple[int, int],
+    plan: Plan,
+    args: argparse.Namespace,
+    *,
+    stream: bool,
+    profile: dict[str, Any] | None = None,
+) -> TargetResult:
+    """A fresh mpchat, an API key from its admin API, the OpenAI-style load on ``/v1``.
+
+    ``profile``: when given (and ``args.py_spy``), py-spy samples the server during the high
+    phase and the summary is left in it.
+    """
+    name = label("mpchat-v1", stream)
+    result = TargetResult(name, "mpchat-v1", "stream" if stream else "json")
+    extra = {"MPCHAT_ADMIN_TOKEN": MPCHAT_ADMIN_TOKEN} | dict(
+        kv.split("=", 1) for kv in args.mpchat_env
+    )
+    child: Child | None = None
+    try:
+        slug = name.replace(" ", "-")
+        child, port, cold = start_mpchat(tmp, fake[0], extra, args.mpchat_src, name=slug)
+        result.cold_start_s.append(cold)
+        key_id, secret = create_api_key(port, name=f"bench-{result.mode}")
+        result.notes.append(f"API key {key_id} created with POST /admin/v1/keys")
+        hook = None
+        if profile is not None and args.py_spy:
+            server = child
+            hook = lambda: profile.update(start_py_spy(server, tmp, args.py_spy))  # noqa: E731
+        endpoint = mpchat_v1_endpoint(port, secret, stream=stream)
+        await measure_openai(result, endpoint, plan, child.pid, fake, hook)
+        if profile:
+            finish_profile(profile, saved_as=f"{slug}-profile.txt")
+    except (RuntimeError, TimeoutError, OSError, aiohttp.ClientError) as exc:
+        result.failure = f"{type(exc).__name__}: {exc}"
+    finally:
+        if child is not None:
+            child.stop()
+    return result
+
+
+async def run_targets(
+    tmp: Path, fake: tuple[int, int], plan: Plan, args: argparse.Namespace
+) -> tuple[list[TargetResult], dict[str, dict[str, Any]]]:
+    """Every target of ``args.targets`` in every mode of ``args.modes``, mode by mode.
+
+    Within a mode the targets run one after the other in the order of `TARGETS`, so that a
+    target and the direct figure it is compared with are measured close in time. Returns the
+    results and the py-spy profiles by result name.
+    """
+    fake_port, fake_pid = fake
+    results: list[TargetResult] = []
+    profiles: dict[str, dict[str, Any]] = {}
+    chats = plan.warmup + plan.chats_c1 + plan.chats_high + 100
+    for mode in args.modes:
+        stream = mode == "stream"
+        for target in TARGETS:
+            if target not in args.targets or (target == "mpchat" and not stream):
+                continue
+            name = label(target, stream)
+            print(f"{name}: {describe(target, mode)} ...", flush=True)
+            profile: dict[str, Any] | None = {} if target in args.py_spy_targets else None
+            if target == "direct":
+                async with json_answers(fake_port, chats) if not stream else _nothing():
+                    results.append(await bench_direct(fake_port, fake_pid, plan, stream=stream))
+            elif target == "mpchat":
+                result, found = await bench_mpchat(tmp, fake_port, fake_pid, plan, args)
+                results.append(result)
+                if profile is not None and found:
+                    profiles[name] = found
+                continue
+            elif target == "mpchat-v1":
+                results.append(
+                    await bench_mpchat_v1(tmp, fake, plan, args, stream=stream, profile=profile)
+                )
+            else:
+                async with json_answers(fake_port, chats) if not stream else _nothing():
+                    results.append(
+                        await bench_litellm(tmp, fake_port, fake_pid, plan, stream=stream)
+                    )
+            if profile:
+                profiles[name] = profile
+    return results, profiles
+
+
+def describe(target: str, mode: str) -> str:
+    how = {
+        "direct": "direct to the fake provider",
+        "mpchat": "through mpchat's chat (NDJSON, users log in)",
+        "mpchat-v1": "through mpchat's /v1/chat/completions (API key)",
+        "litellm": "through LiteLLM's proxy",
+    }[target]
+    if target == "mpchat":
+        return how
+    return how + (", streamed (SSE)" if mode == "stream" else ", not streamed (one JSON body)")
+
+
+@contextlib.asynccontextmanager
+async def _nothing() -> AsyncIterator[None]:
+    yield

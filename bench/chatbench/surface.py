@@ -10,17 +10,14 @@ and the answer as it streams (WeChat's check needs a mini program user and is no
 
 Every OpenAI-style target (direct, mpchat-v1, litellm) runs in each mode asked: ``stream``
 (SSE to ``[DONE]``) and ``json`` (``stream: false``, one ``chat.completion``). The fake
-provider always streams unless told otherwise, so for the non-streamed chats of direct and
-LiteLLM (which pass ``stream: false`` on) the fake is scripted to answer one
-``chat.completion`` body per request (`json_answers`); mpchat always asks its provider for a
-stream, also for a non-streamed caller, and assembles the answer itself.
+provider answers ``stream: false`` with one ``chat.completion`` body (direct and LiteLLM pass
+the flag on); mpchat always asks its provider for a stream, also for a non-streamed caller,
+and assembles the answer itself.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,32 +36,12 @@ from .throughput import (
     measure_openai,
 )
 
-__all__ = ["MODES", "TARGETS", "bench_mpchat_v1", "json_answers", "run_targets"]
+__all__ = ["MODES", "TARGETS", "bench_mpchat_v1", "run_targets"]
 
 TARGETS = ("direct", "mpchat", "mpchat-v1", "litellm")
 MODES = ("stream", "json")
 # Targets that speak OpenAI's API (and so run in both modes); mpchat's NDJSON chat streams.
 OPENAI_STYLE = ("direct", "mpchat-v1", "litellm")
-
-
-@contextlib.asynccontextmanager
-async def json_answers(fake_port: int, requests: int) -> AsyncIterator[None]:
-    """The fake answers the next ``requests`` requests with one JSON ``chat.completion`` each.
-
-    The fake ignores ``stream: false`` (it streams unless scripted), so a non-streamed caller
-    that passes the flag on to it needs this. Whatever is left of the script is cleared after.
-    """
-    base = f"http://127.0.0.1:{fake_port}/_control"
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{base}/reset") as resp:
-            resp.raise_for_status()
-        async with session.post(f"{base}/script", json=[{"json_body": True}] * requests) as resp:
-            resp.raise_for_status()
-        try:
-            yield
-        finally:
-            async with session.post(f"{base}/reset") as resp:
-                resp.raise_for_status()
 
 
 async def bench_mpchat_v1(
@@ -121,7 +98,6 @@ async def run_targets(
     fake_port, fake_pid = fake
     results: list[TargetResult] = []
     profiles: dict[str, dict[str, Any]] = {}
-    chats = plan.warmup + plan.chats_c1 + plan.chats_high + 100
     for mode in args.modes:
         stream = mode == "stream"
         for target in TARGETS:
@@ -131,8 +107,7 @@ async def run_targets(
             print(f"{name}: {describe(target, mode)} ...", flush=True)
             profile: dict[str, Any] | None = {} if target in args.py_spy_targets else None
             if target == "direct":
-                async with json_answers(fake_port, chats) if not stream else _nothing():
-                    results.append(await bench_direct(fake_port, fake_pid, plan, stream=stream))
+                results.append(await bench_direct(fake_port, fake_pid, plan, stream=stream))
             elif target == "mpchat":
                 result, found = await bench_mpchat(tmp, fake_port, fake_pid, plan, args)
                 results.append(result)
@@ -144,10 +119,7 @@ async def run_targets(
                     await bench_mpchat_v1(tmp, fake, plan, args, stream=stream, profile=profile)
                 )
             else:
-                async with json_answers(fake_port, chats) if not stream else _nothing():
-                    results.append(
-                        await bench_litellm(tmp, fake_port, fake_pid, plan, stream=stream)
-                    )
+                results.append(await bench_litellm(tmp, fake_port, fake_pid, plan, stream=stream))
             if profile:
                 profiles[name] = profile
     return results, profiles
@@ -163,8 +135,3 @@ def describe(target: str, mode: str) -> str:
     if target == "mpchat":
         return how
     return how + (", streamed (SSE)" if mode == "stream" else ", not streamed (one JSON body)")
-
-
-@contextlib.asynccontextmanager
-async def _nothing() -> AsyncIterator[None]:
-    yield

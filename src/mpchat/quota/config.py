@@ -6,6 +6,8 @@ period = "day"                # day | week (resets Mondays) | month (resets on t
 reset_time = "00:00"          # local time of the reset, in `timezone`
 timezone = "Asia/Shanghai"
 free_units = 100              # free units per user per period (0: credits only)
+max_completion_tokens = 1024  # reserved for, and the most the provider is asked to write,
+                              # when MPCHAT_MAX_ANSWER_TOKENS is unset
 
 [quota.prices]                # units one answer costs, per model or alias; "default" for the rest
 default = { per_message = 1 }
@@ -77,6 +79,9 @@ class QuotaConfig(BaseModel):
     reset_time: dt.time = dt.time(0, 0)
     timezone: str = "Asia/Shanghai"
     free_units: int = Field(default=0, ge=0, le=_MAX_UNITS)
+    # An answer's reservation needs a bound on what it may write; the provider is told it, so
+    # no answer costs more than it reserved. MPCHAT_MAX_ANSWER_TOKENS, when set, wins.
+    max_completion_tokens: int = Field(default=1024, ge=1, le=1_000_000)
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
 
     @field_validator("reset_time", mode="before")

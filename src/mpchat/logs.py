@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -62,6 +63,8 @@ class RedactingFilter(logging.Filter):
         record.msg, record.args = self.redact(message), None
         if record.exc_text:
             record.exc_text = self.redact(record.exc_text)
+        rid = request_id.get()  # the client may choose it (X-Request-Id)
+        record.request_id = self.redact(rid) if rid is not None else None
         return True
 
 
@@ -79,7 +82,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        rid = request_id.get()
+        rid = getattr(record, "request_id", None)  # set, redacted, by RedactingFilter
         if rid is not None:
             line["request_id"] = rid
         if self._process is not None:
@@ -111,6 +114,10 @@ def secret_values(settings: Settings) -> list[str]:
     values = [settings.upstream_api_key, settings.wechat_secret, settings.secret_key,
               settings.encryption_keys, settings.admin_token]
     found = [v.get_secret_value() for v in values if v is not None]
+    for url in (settings.database_url, settings.redis_url):  # their passwords
+        password = urlsplit(url).password if url else None
+        if password:
+            found.append(password)
     if settings.encryption_keys is not None:  # each key alone too, as it may appear alone
         for part in settings.encryption_keys.get_secret_value().split(","):
             found.append(part.partition(":")[2].strip())

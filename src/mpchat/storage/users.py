@@ -16,6 +16,7 @@ __all__ = [
     "delete_session",
     "delete_user_sessions",
     "get_or_create_user",
+    "purge_expired_sessions",
     "session_is_live",
 ]
 
@@ -72,3 +73,24 @@ async def delete_session(engine: AsyncEngine, *, session_id: str) -> None:
 async def delete_user_sessions(engine: AsyncEngine, *, user_id: str) -> None:
     async with engine.begin() as conn:
         await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
+
+
+async def purge_expired_sessions(
+    engine: AsyncEngine, *, now: datetime | None = None, batch: int = 1000
+) -> int:
+    """Delete session rows past their expiry, a batch per transaction; how many went.
+
+    An expired token is refused anyway (`session_is_live`); this only stops the table
+    from growing by a row per login forever.
+    """
+    cutoff = now or utc_now()
+    deleted = 0
+    while True:
+        async with engine.begin() as conn:
+            ids = list((await conn.execute(
+                select(sessions.c.id).where(sessions.c.expires_at < cutoff).limit(batch)
+            )).scalars())
+            if not ids:
+                return deleted
+            await conn.execute(delete(sessions).where(sessions.c.id.in_(ids)))
+        deleted += len(ids)

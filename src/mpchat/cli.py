@@ -1,4 +1,4 @@
-"""The `mpchat` command: serve, migrate, keys, rotate-keys, fake-upstream, fake-wechat."""
+"""The `mpchat` command: serve, migrate, doctor, keys, rotate-keys, fake-upstream, fake-wechat."""
 
 from __future__ import annotations
 
@@ -19,11 +19,15 @@ log = logging.getLogger("mpchat")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mpchat", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the HTTP service (uvicorn, uvloop, httptools)")
+    serve = sub.add_parser("serve", help="run the HTTP service (uvicorn, uvloop, httptools)",
+                           epilog=_settings_help(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, help="processes (default MPCHAT_WORKERS, 1)")
     sub.add_parser("migrate", help="apply database migrations (Alembic) and exit")
+    sub.add_parser("doctor", help="check the configuration and every dependency; exit 0 if all "
+                                  "is well")
     add_keys_parser(sub)
     fake = sub.add_parser("fake-upstream", help="run the fake OpenAI-compatible provider",
                           description=_fake_upstream_doc(),
@@ -64,11 +68,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                       fmt=settings.log_format)
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
+    if args.command == "doctor":
+        from mpchat.doctor import run
+
+        return run(settings)
     if args.command == "keys":
         return asyncio.run(run_keys(settings, args))
     if args.command == "rotate-keys":
         return asyncio.run(_rotate_keys(settings, max(args.batch_size, 1)))
     return _serve(settings, args.host, args.port, args.workers)
+
+
+def _settings_help() -> str:
+    """Every setting as its variable and default (their meanings: docs/configuration.md)."""
+    lines = ["settings (environment variables, or a .env file in the working directory;",
+             "meanings in docs/configuration.md, every one commented in .env.example):"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "unset" if default is None else str(default)
+        if field.annotation is not None and "SecretStr" in str(field.annotation):
+            shown = "unset (secret)"
+        shown = shown if len(shown) < 40 else shown[:37] + "..."
+        lines.append(f"  MPCHAT_{name.upper():<34} {shown}")
+    return "\n".join(lines)
 
 
 def _fake_upstream_doc() -> str:

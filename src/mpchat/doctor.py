@@ -132,7 +132,7 @@ Probe = tuple[str, Awaitable[str], str]
 
 def _providers(settings: Settings, config: Any, http: aiohttp.ClientSession) -> list[Probe]:
     if config is not None and config.providers:
-        probes = []
+        probes: list[Probe] = []
         for p in config.providers:
             fix = f"check provider {p.name} in MPCHAT_CONFIG (base_url, models, its key)"
             try:

@@ -13,8 +13,8 @@ from starlette.responses import FileResponse
 from starlette.staticfiles import StaticFiles
 
 from mpchat import __version__
-from mpchat.api.errors import install_error_handlers, too_large_app
-from mpchat.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from mpchat.api.errors import CHAT_PATH, install_error_handlers, too_large_app
+from mpchat.api.middleware import BodyLimitMiddleware, ChatModeMiddleware, RequestIdMiddleware
 from mpchat.api.routes import (
     admin,
     admin_keys,
@@ -66,10 +66,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async def demo_page() -> FileResponse:
             return FileResponse(_STATIC / "index.html")
 
-    # Outermost last: the request id wraps everything, then the size limit.
+    # Outermost last: the request id wraps everything, then the chat mode, the size limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        on_too_large=too_large_app,
                        prefix_limits={"/v1/": settings.openai_max_body_bytes})
+    app.add_middleware(ChatModeMiddleware, path=CHAT_PATH, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -1,5 +1,5 @@
-"""The `mpchat` command: serve, migrate, keys, rotate-keys, and the fakes (upstream, wechat,
-wechatpay)."""
+"""The `mpchat` command: serve, migrate, doctor, keys, rotate-keys, and the fakes (upstream,
+wechat, wechatpay)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from mpchat.cli_keys import add_keys_parser, run_keys
-from mpchat.settings import Settings, UnsafeSettings
+from mpchat.settings import Settings, describe_errors
 
 __all__ = ["main"]
 
@@ -20,11 +20,15 @@ log = logging.getLogger("mpchat")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mpchat", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the HTTP service (uvicorn, uvloop, httptools)")
+    serve = sub.add_parser("serve", help="run the HTTP service (uvicorn, uvloop, httptools)",
+                           epilog=_settings_help(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, help="processes (default MPCHAT_WORKERS, 1)")
     sub.add_parser("migrate", help="apply database migrations (Alembic) and exit")
+    sub.add_parser("doctor", help="check the configuration and every dependency; exit 0 if all "
+                                  "is well")
     add_keys_parser(sub)
     fake = sub.add_parser("fake-upstream", help="run the fake OpenAI-compatible provider",
                           description=_fake_upstream_doc(),
@@ -68,26 +72,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fake_wechatpay(["--host", args.host, "--port", str(args.port), "--dir", args.dir,
                                "--notify-url", args.notify_url])
 
-    try:
-        settings = Settings()
-        settings.refuse_unsafe()
-    except UnsafeSettings as exc:
-        print(f"mpchat: {exc}", file=sys.stderr)
+    settings = _load_settings()
+    if settings is None:
         return 2
-    except ValueError as exc:  # pydantic's ValidationError, with the bad variable named
-        print(f"mpchat: invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
-    from mpchat.logs import configure_logging
+    from mpchat.logs import configure_logging, secret_values
 
     quiet = args.command == "keys" and getattr(args, "quiet", False)
-    configure_logging("WARNING" if quiet else settings.log_level, _secret_values(settings))
+    configure_logging("WARNING" if quiet else settings.log_level, secret_values(settings),
+                      fmt=settings.log_format)
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
+    if args.command == "doctor":
+        from mpchat.doctor import run
+
+        return run(settings)
     if args.command == "keys":
         return asyncio.run(run_keys(settings, args))
     if args.command == "rotate-keys":
         return asyncio.run(_rotate_keys(settings, max(args.batch_size, 1)))
     return _serve(settings, args.host, args.port, args.workers)
+
+
+def _settings_help() -> str:
+    """Every setting as its variable and default (their meanings: docs/configuration.md)."""
+    lines = ["settings (environment variables, or a .env file in the working directory;",
+             "meanings in docs/configuration.md, every one commented in .env.example):"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "unset" if default is None else str(default)
+        if field.annotation is not None and "SecretStr" in str(field.annotation):
+            shown = "unset (secret)"
+        shown = shown if len(shown) < 40 else shown[:37] + "..."
+        lines.append(f"  MPCHAT_{name.upper():<34} {shown}")
+    return "\n".join(lines)
 
 
 def _fake_upstream_doc() -> str:
@@ -97,10 +114,31 @@ def _fake_upstream_doc() -> str:
     return upstream.__doc__ or ""
 
 
-def _secret_values(settings: Settings) -> list[str]:
-    values = [settings.upstream_api_key, settings.wechat_secret, settings.secret_key,
-              settings.encryption_keys, settings.admin_token, settings.wechatpay_apiv3_key]
-    return [v.get_secret_value() for v in values if v is not None]
+def _load_settings() -> Settings | None:
+    """The settings, or None after printing one line per problem, each naming its variable."""
+    from pydantic import ValidationError
+
+    from mpchat.providers.config import load_config
+
+    problems: list[str] = []
+    try:
+        settings = Settings()
+        settings.refuse_unsafe()
+    except ValidationError as exc:
+        problems = describe_errors(exc)
+    except ValueError as exc:  # UnsafeSettings: names its variables
+        problems = [str(exc)]
+    else:
+        try:  # a broken MPCHAT_CONFIG is found now, not when the app starts
+            load_config(settings.config)
+        except ValidationError as exc:
+            problems = [f"MPCHAT_CONFIG {settings.config}: {'.'.join(map(str, e['loc']))}: "
+                        f"{e['msg']}" for e in exc.errors(include_input=False)]
+        except ValueError as exc:  # unreadable or not TOML: names MPCHAT_CONFIG
+            problems = [str(exc)]
+    for line in problems:
+        print(f"mpchat: {line}", file=sys.stderr)
+    return None if problems else settings
 
 
 async def _migrate(settings: Settings) -> int:
@@ -145,31 +183,13 @@ async def _rotate_keys(settings: Settings, batch_size: int) -> int:
 
 
 def _serve(settings: Settings, host: str | None, port: int | None, workers: int | None) -> int:
-    import uvicorn
-
-    from mpchat.app import create_app
+    from mpchat.server import serve
 
     workers = workers or settings.workers
     if workers > 1 and settings.env == "development":
         # Migrate once here, so the workers starting together find the schema at head.
         asyncio.run(_migrate(settings))
-
-    uvicorn.run(
-        create_app(settings) if workers == 1 else "mpchat.app:create_app",
-        factory=workers != 1,
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        # Streams follow answers under way; the answers themselves get the same bound
-        # again in the lifespan's shutdown (docs/chat.md, "Shutdown").
-        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
-    )
-    return 0
+    return serve(settings, host=host, port=port, workers=workers)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ def resolve_secrets(settings: Settings) -> tuple[str, str]:
 def _kept(path: Path, make: Callable[[], str]) -> str:
     if path.exists():
         return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
     value = make()
     # Created owner-only and exclusively: two processes starting together keep one value.
     try:

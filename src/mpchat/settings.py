@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mpchat.limits.ratelimit import parse_rate
 
-__all__ = ["AuthMode", "Settings", "UnsafeSettings"]
+__all__ = ["AuthMode", "Settings", "UnsafeSettings", "describe_errors"]
 
 AuthMode = Literal["wechat", "cloudrun", "dev"]
 
@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     port: int = 8000
     workers: int = Field(default=1, ge=1)
     data_dir: Path = Path("data")
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
     config: Path | None = None
 
     database_url: str | None = None
@@ -115,6 +116,19 @@ class Settings(BaseSettings):
     wechatpay_public_key_id: str | None = None
     wechatpay_notify_url: str | None = None
     wechatpay_api_base: str = "https://api.mch.weixin.qq.com"
+    # The listener (mpchat.server): what one client may hold of it, and whom to believe.
+    forwarded_allow_ips: str | None = None
+    header_timeout: float = Field(default=10.0, gt=0)
+    body_timeout: float = Field(default=30.0, gt=0)
+    keepalive_timeout: int = Field(default=5, ge=1)
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    max_headers: int = Field(default=100, ge=10)
+    max_connections: int = Field(default=2000, ge=1)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -128,6 +142,13 @@ class Settings(BaseSettings):
         key = self.wechatpay_apiv3_key
         if key is not None and len(key.get_secret_value().encode()) != 32:
             raise ValueError("MPCHAT_WECHATPAY_APIV3_KEY must be the 32-character API v3 key")
+        if self.encryption_keys is not None:
+            from mpchat.storage.crypto import parse_key_spec
+
+            try:
+                parse_key_spec(self.encryption_keys.get_secret_value())
+            except ValueError as exc:  # its message names no key material
+                raise ValueError(f"MPCHAT_ENCRYPTION_KEYS: {exc}") from None
         return self
 
     # Derived values: properties, so there is one source of truth.
@@ -197,3 +218,16 @@ class Settings(BaseSettings):
 _WECHATPAY = ("wechatpay_mchid", "wechatpay_apiv3_key", "wechatpay_private_key",
               "wechatpay_serial", "wechatpay_public_key", "wechatpay_public_key_id",
               "wechatpay_notify_url")
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """One line per problem, each naming its ``MPCHAT_*`` variable, never its value."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = str(error.get("msg", "invalid"))
+        message = message.removeprefix("Value error, ")
+        loc = [str(part) for part in error.get("loc", ())]
+        if loc and loc[0] in Settings.model_fields:
+            lines.append(f"MPCHAT_{loc[0].upper()}: {message}")
+        else:  # a check across fields names its variables itself
+            lines.append(message)
+    return lines

@@ -49,7 +49,7 @@ async def test_readyz_reports_redis_but_stays_ready_without_it(settings_factory)
         async with app.http.get(f"{app.base_url}/readyz") as r:
             body = await r.json()
         assert r.status == 200
-        assert body["checks"] == {"database": "ok", "redis": "unavailable"}
+        assert body["checks"] == {"database": "ok", "schema": "ok", "redis": "unavailable"}
         assert body["status"] == "degraded"
         token = await app.login()  # and chats still work, with in-process limits
         status, events = await app.chat_events(token, {"content": "hi"})

@@ -46,7 +46,8 @@ def parse_cursor(before: str | None) -> int | None:
     """Cursors are opaque to clients; here, the positive sequence number they stand for."""
     if before is None:
         return None
-    if not before.isdigit() or len(before) > 18:
+    # ASCII digits only: str.isdigit() also accepts "²" or "٣", which int() then refuses.
+    if not (before.isascii() and before.isdigit()) or len(before) > 18:
         raise InvalidRequest("before 游标不合法")
     return int(before)
 

@@ -20,9 +20,16 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Scope
 
 from mpchat.chat.completions import openai_error
-from mpchat.errors import InvalidRequest, MpchatError, NotFound, PayloadTooLarge
+from mpchat.errors import (
+    InvalidRequest,
+    MpchatError,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
+from mpchat.storage.engine import STORAGE_ERRORS, is_outage
 
-__all__ = ["error_response", "install_error_handlers", "too_large_app"]
+__all__ = ["OUTAGE_RETRY_AFTER", "error_response", "install_error_handlers", "too_large_app"]
 
 log = logging.getLogger("mpchat.api")
 NDJSON = "application/x-ndjson; charset=utf-8"
@@ -30,6 +37,9 @@ CHAT_PATH = "/api/v1/chat"
 OPENAI_PREFIX = "/v1/"
 # WeChat Pay's notifications: refused with WeChat Pay's shape, and never a 5xx (API.md).
 WECHATPAY_NOTIFY_PATH = "/api/v1/pay/wechat/notify"
+
+
+OUTAGE_RETRY_AFTER = 5.0
 
 
 class _MethodNotAllowed(InvalidRequest):
@@ -99,9 +109,19 @@ def install_error_handlers(app: FastAPI) -> None:
         return _respond(domain, request.scope)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
+        if is_outage(exc):
+            # The database is down or going away: a dependency, not a bug. Retry later.
+            log.warning("database unavailable on %s %s: %s", request.method,
+                        request.url.path, type(exc).__name__)
+            return _respond(ServiceUnavailable(retry_after=OUTAGE_RETRY_AFTER), request.scope)
         # Logged with its traceback; the client learns nothing but the request id.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _respond(MpchatError(), request.scope)
+
+    # Storage and connection errors are answered here rather than by the catch-all, which
+    # Starlette re-raises after answering (a traceback per request during an outage).
+    for kind in STORAGE_ERRORS:
+        app.add_exception_handler(kind, on_unexpected)
 
     app.add_exception_handler(MpchatError, on_domain)
     app.add_exception_handler(RequestValidationError, on_validation)

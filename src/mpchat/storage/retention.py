@@ -1,5 +1,6 @@
 """Retention: conversations untouched for ``MPCHAT_RETENTION_DAYS`` are deleted, rows and all;
-the OpenAI-compatible surface's request log (when on) after ``MPCHAT_OPENAI_LOG_DAYS``.
+the OpenAI-compatible surface's request log (when on) after ``MPCHAT_OPENAI_LOG_DAYS``;
+expired login sessions always.
 
 Safe with several instances: every delete is idempotent and batched (short transactions,
 no long locks), so two instances purging at once only repeat each other's no-ops. With
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.storage.request_log import purge_requests
 from mpchat.storage.tables import conversations, messages
+from mpchat.storage.users import purge_expired_sessions
 
 __all__ = ["LOCK_KEY", "purge_expired", "retention_pass", "run_retention"]
 
@@ -118,6 +120,9 @@ async def retention_pass(
             acquired = True
         if not acquired:
             return None
+    sessions = await purge_expired_sessions(engine, now=now)
+    if sessions:
+        log.info("retention: deleted %d expired sessions", sessions)
     if request_log_days is not None:
         purged = await purge_requests(engine, days=request_log_days, now=now)
         if purged:

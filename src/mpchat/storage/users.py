@@ -17,6 +17,7 @@ __all__ = [
     "delete_user_sessions",
     "get_or_create_user",
     "openid_of",
+    "purge_expired_sessions",
     "session_is_live",
 ]
 
@@ -81,3 +82,24 @@ async def openid_of(engine: AsyncEngine, *, user_id: str) -> str | None:
         found = await conn.execute(select(users.c.openid).where(users.c.id == user_id))
         openid = found.scalar_one_or_none()
     return None if openid is None else str(openid)
+
+
+async def purge_expired_sessions(
+    engine: AsyncEngine, *, now: datetime | None = None, batch: int = 1000
+) -> int:
+    """Delete session rows past their expiry, a batch per transaction; how many went.
+
+    An expired token is refused anyway (`session_is_live`); this only stops the table
+    from growing by a row per login forever.
+    """
+    cutoff = now or utc_now()
+    deleted = 0
+    while True:
+        async with engine.begin() as conn:
+            ids = list((await conn.execute(
+                select(sessions.c.id).where(sessions.c.expires_at < cutoff).limit(batch)
+            )).scalars())
+            if not ids:
+                return deleted
+            await conn.execute(delete(sessions).where(sessions.c.id.in_(ids)))
+        deleted += len(ids)

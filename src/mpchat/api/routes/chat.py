@@ -12,8 +12,10 @@ from starlette.responses import Response
 from mpchat.api.deps import Caller, Svc
 from mpchat.api.models import ChatBody, ChatResponse
 from mpchat.api.streaming import FollowResponse, ai_headers
+from mpchat.blank import is_blank
 from mpchat.chat.answer import Answer
 from mpchat.chat.service import ChatRequest
+from mpchat.errors import InvalidRequest
 
 router = APIRouter(prefix="/api/v1", tags=["chat"])
 
@@ -27,6 +29,8 @@ MessageId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
 )
 async def chat(body: ChatBody, request: Request, caller: Caller, svc: Svc) -> Any:
     request.state.stream = body.stream
+    if is_blank(body.content):  # zero-width characters alone are no question
+        raise InvalidRequest("content 不能为空")
     answer = await svc.chat.start(
         ChatRequest(
             user_id=caller.user_id,

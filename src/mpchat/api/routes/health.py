@@ -1,4 +1,4 @@
-"""Liveness and readiness."""
+"""Liveness and readiness (ready: the database answers, its schema at this code's head)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,19 @@ import asyncio
 import logging
 
 from fastapi import APIRouter
-from sqlalchemy import text
 from starlette.responses import JSONResponse
 
 from mpchat.api.deps import Svc
+from mpchat.storage.migrations import schema_state
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger("mpchat.health")
+
+_DATABASE_CHECK_TIMEOUT = 2.0
+# A schema this code does not know yet ("ahead": a newer release migrated it) stays ready,
+# so instances of the old release keep serving through a rolling deploy.
+_SCHEMA = {"current": "ok", "ahead": "newer", "behind": "not_migrated",
+           "missing": "not_migrated"}
 
 
 @router.get("/healthz")
@@ -24,9 +30,10 @@ async def healthz() -> dict[str, str]:
 async def readyz(svc: Svc) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
-        async with svc.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        async with asyncio.timeout(_DATABASE_CHECK_TIMEOUT):
+            state, _ = await schema_state(svc.engine)
         checks["database"] = "ok"
+        checks["schema"] = _SCHEMA[state]
     except Exception as exc:  # readiness reports, it does not raise
         log.warning("database not ready: %s", type(exc).__name__)
         checks["database"] = "unavailable"
@@ -40,7 +47,7 @@ async def readyz(svc: Svc) -> JSONResponse:
             checks["redis"] = "unavailable"
     # Without Redis every instance still serves, with per-instance limits: reporting
     # "not ready" would let a load balancer take the whole fleet out for a Redis outage.
-    ready = checks["database"] == "ok"
-    status = "ok" if all(v == "ok" for v in checks.values()) else "degraded"
+    ready = checks["database"] == "ok" and checks.get("schema") in ("ok", "newer")
+    status = "ok" if all(v in ("ok", "newer") for v in checks.values()) else "degraded"
     return JSONResponse({"status": status if ready else "unavailable", "checks": checks},
                         status_code=200 if ready else 503)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from fastapi import APIRouter, Request, Response
 
 from mpchat.api.deps import Caller, Svc
@@ -13,13 +15,11 @@ router = APIRouter(prefix="/api/v1", tags=["identity"])
 
 @router.post("/login", response_model=LoginResponse)
 async def login(body: LoginBody, request: Request, svc: Svc) -> LoginResponse:
-    # Per client address, so codes cannot be sprayed. Behind a proxy, run uvicorn with
-    # --proxy-headers / --forwarded-allow-ips so this is the real client's address.
-    address = request.client.host if request.client else "unknown"
-    decision = await svc.login_limiter.hit(address)
+    cloud_openid = request.headers.get("x-wx-openid")
+    decision = await svc.login_limiter.hit(_limit_key(request, svc.auth.mode, cloud_openid))
     if not decision.allowed:
         raise RateLimited(retry_after=decision.retry_after)
-    result = await svc.auth.login(code=body.code, cloud_openid=request.headers.get("x-wx-openid"))
+    result = await svc.auth.login(code=body.code, cloud_openid=cloud_openid)
     return LoginResponse(token=result.token, expires_in=result.expires_in)
 
 
@@ -27,3 +27,16 @@ async def login(body: LoginBody, request: Request, svc: Svc) -> LoginResponse:
 async def logout(caller: Caller, svc: Svc) -> Response:
     await svc.auth.logout(caller)
     return Response(status_code=204)
+
+
+def _limit_key(request: Request, mode: str, cloud_openid: str | None) -> str:
+    """Whose logins are counted together, so codes cannot be sprayed.
+
+    In ``cloudrun`` mode the platform vouches for the user (``X-WX-OPENID``), and every
+    request comes from its gateway: one bucket per openid (hashed: the key may be kept in
+    Redis). Otherwise the client's address: the TCP peer, or behind the proxies of
+    ``MPCHAT_FORWARDED_ALLOW_IPS`` the address they name (uvicorn rewrites ``client``).
+    """
+    if mode == "cloudrun" and cloud_openid:
+        return "openid:" + hashlib.sha256(cloud_openid.encode()).hexdigest()[:32]
+    return "addr:" + (request.client.host if request.client else "unknown")

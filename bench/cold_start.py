@@ -1,0 +1,118 @@
+"""Cold start: seconds from `mpchat serve` spawned to `/readyz` 200, and idle RSS after.
+
+A production-like configuration (``MPCHAT_ENV=production``, cloudrun login, SQLite migrated
+beforehand, the demo model), as a scale-from-zero platform starts an instance: the clock
+runs from the process's spawn, the readiness probe polls every 5 ms. Prints the median of
+``--runs`` starts, and the import time of the app alone.
+
+    python bench/cold_start.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "src"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ready(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+            s.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return s.recv(16).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _env(data: Path) -> dict[str, str]:
+    from mpchat.storage.crypto import generate_key_spec
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MPCHAT_")}
+    env.update({"PYTHONPATH": str(SRC), "MPCHAT_ENV": "production",
+                "MPCHAT_AUTH_MODE": "cloudrun", "MPCHAT_SECRET_KEY": "k" * 40,
+                "MPCHAT_ENCRYPTION_KEYS": generate_key_spec("k1"),
+                "MPCHAT_DATA_DIR": str(data), "MPCHAT_LOG_LEVEL": "WARNING"})
+    return env
+
+
+def _one(env: dict[str, str]) -> tuple[float, float]:
+    port = _free_port()
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "mpchat", "serve"],
+                            env={**env, "MPCHAT_PORT": str(port)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not _ready(port):
+            if proc.poll() is not None or time.perf_counter() - started > 30:
+                raise RuntimeError("mpchat serve did not become ready")
+            time.sleep(0.005)
+        ready = time.perf_counter() - started
+        time.sleep(2)  # idle
+        return ready, _rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _import_seconds() -> float:
+    code = ("import time; t = time.perf_counter(); import mpchat.app, mpchat.server; "
+            "print(time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    sys.path.insert(0, str(SRC))
+    from mpchat.storage.engine import create_engine
+    from mpchat.storage.migrations import upgrade
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        engine = create_engine(f"sqlite+aiosqlite:///{data / 'mpchat.db'}")
+        asyncio.run(_migrate(engine, upgrade))
+        env = _env(data)
+        results = [_one(env) for _ in range(args.runs)]
+    imports = statistics.median(_import_seconds() for _ in range(args.runs))
+    ready = statistics.median(r for r, _ in results)
+    rss = statistics.median(m for _, m in results)
+    print(f"runs {args.runs}: spawn to /readyz 200 {ready:.2f} s (median; "
+          f"min {min(r for r, _ in results):.2f}), idle RSS {rss:.0f} MB, "
+          f"importing the app {imports:.2f} s")
+
+
+async def _migrate(engine, upgrade) -> None:  # type: ignore[no-untyped-def]
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The app served as `mpchat serve` serves it (`mpchat.server.uvicorn_config`), in this loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+import uvicorn
+
+from mpchat.app import create_app
+from mpchat.server import uvicorn_config
+from mpchat.settings import Settings
+from tests.utils import Running, free_port
+
+__all__ = ["serving"]
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[Running]:
+    """Like `tests.utils.running_app`, but with the production listener and proxy settings."""
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(settings, app, host="127.0.0.1", port=port))
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(15):
+            while not server.started:
+                if task.done():
+                    task.result()
+                    raise RuntimeError("server stopped during start-up")
+                await asyncio.sleep(0.01)
+        async with aiohttp.ClientSession() as http:
+            yield Running(f"http://127.0.0.1:{port}", http, app)
+    finally:
+        server.should_exit = True
+        await task

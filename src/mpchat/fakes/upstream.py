@@ -29,7 +29,7 @@ Dialects (what real providers send; see docs/providers.md):
                                         (inside the choice, Moonshot), "none"
     {"finish_reason": "length"}         the finish reason sent (default "stop")
     {"json_body": true}                 a non-streaming chat.completion (application/json);
-                                        also what a request with "stream": false gets
+                                        also what a request without "stream": true gets
     {"crlf": true} {"nospace": true}    CRLF line ends; "data:" without its space
     {"comments": true}                  keep-alive comments, event:/id:/retry: lines
 
@@ -204,7 +204,7 @@ class FakeUpstream:
         model = body.get("model", cfg.model)
         texts: list[str] = step.get("text") or [f"片段{i} " for i in range(cfg.chunks)]
         prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
-        if step.get("json_body") or body.get("stream") is False:
+        if step.get("json_body") or not body.get("stream"):  # OpenAI's default: no stream
             self.stats.completed += 1
             return web.Response(body=completion_body(step, texts=texts, model=model,
                                                      prompt_chars=prompt),

@@ -41,31 +41,31 @@ async def test_history_is_chronological_and_excludes_the_new_message(engine, key
         ("user", "q1"), ("assistant", "a1"), ("user", "q2"), ("assistant", "a2")]
 
 
-async def test_budget_keeps_newest_turns(engine, keyring):
+async def test_budget_keeps_newest_turns(engine, tx, keyring):
     user = await get_or_create_user(engine, openid="o2")
     first = await _turn(engine, keyring, user, None, "q1", "a1")
     await _turn(engine, keyring, user, first.conversation_id, "q2", "a2")
     # Questions count 10 tokens, answers 5 (estimated from their text): q2 + a2 fit in 19.
-    turn = await begin(engine, keyring, user_id=user, conversation_id=first.conversation_id,
+    turn = await begin(tx, keyring, user_id=user, conversation_id=first.conversation_id,
                        content="q3", tokens=10, history_budget=19)
     assert [h.content for h in turn.history] == ["q2", "a2"]
     assert turn.omitted == 2
 
 
-async def test_unknown_or_foreign_conversation_is_not_found(engine, keyring):
+async def test_unknown_or_foreign_conversation_is_not_found(engine, tx, keyring):
     alice = await get_or_create_user(engine, openid="alice")
     eve = await get_or_create_user(engine, openid="eve")
     turn = await _turn(engine, keyring, alice, None, "q", "a")
     for conv in (turn.conversation_id, "f" * 32):
         with pytest.raises(NotFound):
-            await begin(engine, keyring, user_id=eve, conversation_id=conv,
+            await begin(tx, keyring, user_id=eve, conversation_id=conv,
                                    content="x", tokens=1, history_budget=10)
         with pytest.raises(NotFound):
             await store.list_messages(engine, keyring, conversation_id=conv, user_id=eve,
                                       limit=10, before=None)
 
 
-async def test_swapped_ciphertext_is_reported_per_message_not_fatal(engine, keyring):
+async def test_swapped_ciphertext_is_reported_per_message_not_fatal(engine, tx, keyring):
     user = await get_or_create_user(engine, openid="o3")
     turn = await _turn(engine, keyring, user, None, "first", "second")
     async with engine.begin() as conn:
@@ -77,7 +77,7 @@ async def test_swapped_ciphertext_is_reported_per_message_not_fatal(engine, keyr
     items, _ = await store.list_messages(engine, keyring, conversation_id=turn.conversation_id,
                                          user_id=user, limit=10, before=None)
     assert [i.content for i in items] == [None, "second"]
-    again = await begin(engine, keyring, user_id=user,
+    again = await begin(tx, keyring, user_id=user,
                                    conversation_id=turn.conversation_id, content="third",
                                    tokens=1, history_budget=100)
     assert [h.content for h in again.history] == ["second"]

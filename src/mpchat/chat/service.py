@@ -76,7 +76,7 @@ class ChatService:
         self.max_answer_tokens = max_answer_tokens
         self.max_content_chars = max_content_chars
         self.summarizer = summarizer
-        self._keeper = ConversationKeeper(ctx.engine, ctx.keyring)
+        self._keeper = ConversationKeeper(ctx.transactions, ctx.keyring)
 
     async def wait_idle(self) -> None:
         """Until every answer under way has ended and been stored (for tests)."""
@@ -108,7 +108,7 @@ class ChatService:
         answer_id = store.new_id()
         try:
             turn = await store.begin_turn(
-                ctx.engine, ctx.keyring, user_id=request.user_id,
+                ctx.transactions, ctx.keyring, user_id=request.user_id,
                 conversation_id=request.conversation_id, content=content, tokens=tokens,
                 history_budget=max(budget, 0), answer_id=answer_id, owner=ctx.owner,
                 lease_until=ctx.lease_until(),
@@ -156,7 +156,7 @@ class ChatService:
     async def _abandon(self, turn: store.Turn, answer_id: str,
                        close_upstream: Callable[[], Awaitable[None]], *, rejected: bool) -> None:
         await close_upstream()
-        await stored.drop_answer(self.ctx.engine, message_id=answer_id,
+        await stored.drop_answer(self.ctx.transactions, message_id=answer_id,
                                  question_id=turn.user_message_id,
                                  conversation_id=turn.conversation_id)
         if rejected:

@@ -29,7 +29,7 @@ from mpchat.storage.crypto import (
     title_aad,
 )
 from mpchat.storage.tables import conversations, messages, utc_now
-from mpchat.storage.transactions import run_transaction
+from mpchat.storage.transactions import Transactions
 
 __all__ = [
     "CONTEXT_STATUSES",
@@ -115,7 +115,7 @@ class MessageItem:
 
 
 async def begin_turn(
-    engine: AsyncEngine,
+    tx: Transactions,
     keyring: Keyring,
     *,
     user_id: str,
@@ -136,8 +136,8 @@ async def begin_turn(
     then put back in chronological order. ``history_budget`` is in estimated tokens.
     Raises `NotFound` for a conversation that does not exist or is not the user's.
     """
-    return await run_transaction(
-        engine, _begin_turn, keyring, user_id=user_id, conversation_id=conversation_id,
+    return await tx.run(
+        _begin_turn, keyring, user_id=user_id, conversation_id=conversation_id,
         content=content, tokens=tokens, history_budget=history_budget, answer_id=answer_id,
         owner=owner, lease_until=lease_until,
     )

@@ -35,7 +35,7 @@ async def test_progress_of_many_answers_in_one_call_names_the_gone(engine, tx, k
     """One batch writes every answer's text and seq; a deleted one is reported, not written."""
     user = await get_or_create_user(engine, openid="p1")
     turns = [await begin(tx, keyring, user_id=user, conversation_id=None, content=f"q{i}",
-                         tokens=1, history_budget=10) for i in range(3)]
+                         tokens=1) for i in range(3)]
     async with engine.begin() as conn:
         await conn.execute(delete(messages).where(messages.c.id == turns[2].answer_id))
     until = datetime.now(UTC) + timedelta(minutes=5)
@@ -52,7 +52,7 @@ async def test_an_answer_is_settled_once(engine, tx, keyring):
     """The second settling (a sweeper racing the producer) changes nothing."""
     user = await get_or_create_user(engine, openid="p2")
     turn = await begin(tx, keyring, user_id=user, conversation_id=None, content="q",
-                       tokens=1, history_budget=10)
+                       tokens=1)
     args = dict(message_id=turn.answer_id, user_id=user, conversation_id=turn.conversation_id,
                 prompt_tokens=1, completion_tokens=1, meta={}, event_seq=3)
     assert await stored.finish_answer(tx, keyring, content="first", status="complete",
@@ -71,11 +71,11 @@ async def test_orphans_are_settled_and_live_answers_are_not(engine, tx, keyring)
     """Expired claims: text kept as truncated, or no answer and the question unanswered."""
     user = await get_or_create_user(engine, openid="p3")
     said = await begin(tx, keyring, user_id=user, conversation_id=None, content="q1",
-                       tokens=1, history_budget=10, lease=-1, owner="dead")
+                       tokens=1, lease=-1, owner="dead")
     silent = await begin(tx, keyring, user_id=user, conversation_id=None, content="q2",
-                         tokens=1, history_budget=10, lease=-1, owner="dead")
+                         tokens=1, lease=-1, owner="dead")
     live = await begin(tx, keyring, user_id=user, conversation_id=None, content="q3",
-                       tokens=1, history_budget=10, lease=60, owner="alive")
+                       tokens=1, lease=60, owner="alive")
     past = datetime.now(UTC) - timedelta(seconds=1)
     await stored.save_progress(tx, keyring, [stored.Progress(said.answer_id, user,
                                "half an answer", 7)], lease_until=past)
@@ -96,9 +96,9 @@ async def test_renewing_leases_touches_only_the_owner_s_streaming_answers(engine
     """One statement renews an instance's claims; another instance's rows are left alone."""
     user = await get_or_create_user(engine, openid="p4")
     mine = await begin(tx, keyring, user_id=user, conversation_id=None, content="a",
-                       tokens=1, history_budget=10, lease=-1, owner="me")
+                       tokens=1, lease=-1, owner="me")
     theirs = await begin(tx, keyring, user_id=user, conversation_id=None, content="b",
-                         tokens=1, history_budget=10, lease=-1, owner="them")
+                         tokens=1, lease=-1, owner="them")
     until = datetime.now(UTC) + timedelta(minutes=1)
     assert await stored.renew_leases(engine, owner="me", until=until) == 1
     assert await stored.settle_stale(tx, keyring) == 1
@@ -110,7 +110,7 @@ async def test_a_turn_is_two_rows_in_order(engine, tx, keyring):
     """The question, then its answer's streaming row, both counted on the conversation."""
     user = await get_or_create_user(engine, openid="p5")
     turn = await begin(tx, keyring, user_id=user, conversation_id=None, content="q",
-                       tokens=1, history_budget=10)
+                       tokens=1)
     items, _ = await store.list_messages(engine, keyring, conversation_id=turn.conversation_id,
                                          user_id=user, limit=10, before=None)
     assert [(i.id, i.role, i.status, i.content) for i in items] == [
@@ -124,7 +124,7 @@ async def test_a_claim_renewed_meanwhile_is_not_settled_by_the_sweeper(engine, t
     """A late (not dead) instance that renewed its claim keeps its answer."""
     user = await get_or_create_user(engine, openid="p6")
     turn = await begin(tx, keyring, user_id=user, conversation_id=None, content="q",
-                       tokens=1, history_budget=10, lease=60)
+                       tokens=1, lease=60)
     now = datetime.now(UTC)
     assert not await stored.finish_answer(
         tx, keyring, message_id=turn.answer_id, user_id=user,

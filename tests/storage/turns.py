@@ -26,13 +26,13 @@ async def begin(
 
 async def store_turn(
     engine: AsyncEngine, keyring: Keyring, *, user_id: str, conversation_id: str | None,
-    question: str, answer: str, status: str = "complete", history_budget: int = 1000,
+    question: str, answer: str, status: str = "complete",
 ) -> store.Turn:
     """A question and its settled answer, as one chat turn leaves them (test data)."""
     tx = Transactions(engine)
     try:
         turn = await begin(tx, keyring, user_id=user_id, conversation_id=conversation_id,
-                           content=question, tokens=10, history_budget=history_budget)
+                           content=question, tokens=10)
         await answers.finish_answer(
             tx, keyring, message_id=turn.answer_id, user_id=user_id,
             conversation_id=turn.conversation_id, content=answer, status=status,

@@ -29,7 +29,8 @@ from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.estimate import estimate_tokens
-from mpchat.storage.crypto import Ciphertext, DecryptError, Keyring, message_aad
+from mpchat.storage.crypto import Keyring, message_aad
+from mpchat.storage.messages import message_text
 from mpchat.storage.tables import conversations, messages, utc_now
 from mpchat.storage.transactions import Transactions
 
@@ -215,7 +216,7 @@ async def settle_stale(tx: Transactions, keyring: Keyring, *, limit: int = 200) 
         rows = (await conn.execute(_STALE, {"now": now, "limit": limit})).all()
     settled = 0
     for row in rows:
-        text = _decrypt(keyring, row.content_key, row.content, row.id, row.user_id)
+        text = message_text(keyring, row, row.user_id) or ""
         meta = dict(row.meta or {})
         if text:
             meta["finish_reason"] = "interrupted"
@@ -246,17 +247,8 @@ async def read_answer(
         row = (await conn.execute(query)).first()
     if row is None:
         return None
-    text = "" if row.status == "retracted" else _decrypt(
-        keyring, row.content_key, row.content, row.id, row.user_id
-    )
+    text = "" if row.status == "retracted" else message_text(keyring, row, row.user_id) or ""
     return StoredAnswer(row.id, row.user_id, row.conversation_id, row.status, text,
                         row.event_seq, dict(row.meta or {}), row.prompt_tokens,
                         row.completion_tokens)
 
-
-def _decrypt(keyring: Keyring, key: str, blob: bytes, message_id: str, user_id: str) -> str:
-    try:
-        return keyring.decrypt(Ciphertext(key, blob),
-                               message_aad(message_id=message_id, user_id=user_id))
-    except DecryptError:
-        return ""

@@ -135,60 +135,55 @@ async def begin_turn(
     budget can keep the most recent ones (`mpchat.chat.context.fit_context`).
     Raises `NotFound` for a conversation that does not exist or is not the user's.
     """
-    return await tx.run(
-        _begin_turn, keyring, user_id=user_id, conversation_id=conversation_id,
-        content=content, tokens=tokens, answer_id=answer_id, owner=owner,
-        lease_until=lease_until,
-    )
-
-
-def _begin_turn(
-    conn: Connection,
-    keyring: Keyring,
-    *,
-    user_id: str,
-    conversation_id: str | None,
-    content: str,
-    tokens: int,
-    answer_id: str,
-    owner: str,
-    lease_until: datetime,
-) -> Turn:
-    now = utc_now()
-    if conversation_id is None:
-        conversation_id = new_id()
-        title = keyring.encrypt(
-            content[:_TITLE_CHARS],
-            title_aad(conversation_id=conversation_id, user_id=user_id),
-        )
-        conn.execute(
-            _NEW_CONVERSATION,
-            {"id": conversation_id, "user_id": user_id, "title": title.blob,
-             "title_key": title.key_id, "message_count": 0, "last_seq": 0,
-             "created_at": now, "updated_at": now},
-        )
-        earlier: Sequence[Any] = ()
-        summary = None
-    else:
-        found = (
-            conn.execute(_SUMMARY, {"cid": conversation_id, "uid": user_id})
-        ).first()
-        if found is None:
-            raise NotFound()
-        summary = summary_text(keyring, found, conversation_id, user_id)
-        earlier = conn.execute(_HISTORY, {"conversation_id": conversation_id,
-                                          "user_id": user_id,
-                                          "after": found.summary_upto or 0}).all()
     message_id = new_id()
-    _insert_messages(conn, keyring, conversation_id=conversation_id, user_id=user_id, now=now,
-                     rows=[
+    rows = [
         {"id": message_id, "role": "user", "status": "complete", "content": content,
          "tokens": tokens, "meta": None, "owner": None, "lease_until": None},
         {"id": answer_id, "role": "assistant", "status": "streaming", "content": "",
          "tokens": 0, "meta": {"reply_to": message_id}, "owner": owner,
          "lease_until": lease_until},
-    ])
-    return Turn(conversation_id, message_id, answer_id, user_id, keyring, earlier, summary)
+    ]
+
+    def transaction(conn: Connection) -> Turn:
+        now = utc_now()
+        earlier: Sequence[Any] = ()
+        summary = None
+        if conversation_id is None:
+            cid = _new_conversation(conn, keyring, user_id, content, now)
+        else:
+            cid = conversation_id
+            earlier, summary = _read_context(conn, keyring, cid, user_id)
+        _insert_messages(conn, keyring, conversation_id=cid, user_id=user_id, now=now, rows=rows)
+        return Turn(cid, message_id, answer_id, user_id, keyring, earlier, summary)
+
+    return await tx.run(transaction)
+
+
+def _new_conversation(
+    conn: Connection, keyring: Keyring, user_id: str, first_message: str, now: datetime
+) -> str:
+    conversation_id = new_id()
+    title = keyring.encrypt(first_message[:_TITLE_CHARS],
+                            title_aad(conversation_id=conversation_id, user_id=user_id))
+    conn.execute(
+        _NEW_CONVERSATION,
+        {"id": conversation_id, "user_id": user_id, "title": title.blob,
+         "title_key": title.key_id, "message_count": 0, "last_seq": 0,
+         "created_at": now, "updated_at": now},
+    )
+    return conversation_id
+
+
+def _read_context(
+    conn: Connection, keyring: Keyring, conversation_id: str, user_id: str
+) -> tuple[Sequence[Any], str | None]:
+    """The user's conversation's summary, and the context rows after it, newest first."""
+    found = conn.execute(_SUMMARY, {"cid": conversation_id, "uid": user_id}).first()
+    if found is None:
+        raise NotFound()
+    earlier = conn.execute(_HISTORY, {"conversation_id": conversation_id, "user_id": user_id,
+                                      "after": found.summary_upto or 0}).all()
+    return earlier, summary_text(keyring, found, conversation_id, user_id)
 
 
 def summary_text(keyring: Keyring, row: Any, conversation_id: str, user_id: str) -> str | None:

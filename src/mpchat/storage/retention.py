@@ -119,19 +119,13 @@ async def retention_pass(
 
 
 async def run_retention(
-    engine: AsyncEngine,
-    *,
-    days: int,
-    interval: float,
-    redis: Redis | None = None,
-    lock_key: str = LOCK_KEY,
+    engine: AsyncEngine, *, days: int, interval: float, redis: Redis | None = None
 ) -> None:
-    """Purge every ``interval`` seconds until cancelled; failures are logged, never raised."""
+    """Purge every ``interval`` seconds until cancelled (with the fleet's lock, `LOCK_KEY`);
+    failures are logged, never raised."""
     while True:
         try:
-            deleted = await retention_pass(
-                engine, days=days, interval=interval, redis=redis, lock_key=lock_key
-            )
+            deleted = await retention_pass(engine, days=days, interval=interval, redis=redis)
             if deleted:
                 log.info("retention: deleted %d conversations older than %d days",
                          deleted, days)

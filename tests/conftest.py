@@ -159,3 +159,13 @@ def settings_factory(tmp_path: Path, database_url: str):  # type: ignore[no-unty
 async def fake_upstream() -> AsyncIterator[FakeUpstream]:
     async with FakeUpstream() as fake:
         yield fake
+
+
+@pytest.fixture
+async def tx(engine: Any) -> AsyncIterator[Any]:
+    """`Transactions` on the test's engine, closed before the engine is disposed."""
+    from mpchat.storage.transactions import Transactions
+
+    transactions = Transactions(engine)
+    yield transactions
+    await transactions.aclose()

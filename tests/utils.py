@@ -55,10 +55,11 @@ class Running:
     base_url: str
     http: aiohttp.ClientSession
     app: Any
+    state: dict[str, Any]  # the lifespan's state, as the server holds it
 
     @property
     def services(self) -> Any:
-        return self.app.state.services if hasattr(self.app.state, "services") else None
+        return self.state.get("services")
 
     async def login(self, code: str = "alice") -> str:
         async with self.http.post(f"{self.base_url}/api/v1/login", json={"code": code}) as r:
@@ -75,13 +76,32 @@ class Running:
         return r.status, [orjson.loads(line) for line in raw.splitlines() if line]
 
 
+def _keeping_state(app: Any, into: dict[str, Any]) -> Any:
+    """``app``, and the lifespan state the server gives it copied into ``into`` once set."""
+
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            async def sent(message: dict[str, Any]) -> None:
+                if message["type"] == "lifespan.startup.complete":
+                    into.update(scope["state"])
+                await send(message)
+
+            await app(scope, receive, sent)
+        else:
+            await app(scope, receive, send)
+
+    return asgi
+
+
 @contextlib.asynccontextmanager
 async def running_app(settings: Settings) -> AsyncIterator[Running]:
     """The app on uvicorn (httptools), on a free loopback port, in this event loop."""
     app = create_app(settings)
+    state: dict[str, Any] = {}
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="none", http="httptools",
-                            log_config=None, access_log=False, lifespan="on")
+    config = uvicorn.Config(_keeping_state(app, state), host="127.0.0.1", port=port,
+                            loop="none", http="httptools", log_config=None, access_log=False,
+                            lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
@@ -92,7 +112,7 @@ async def running_app(settings: Settings) -> AsyncIterator[Running]:
                     raise RuntimeError("server stopped during start-up")
                 await asyncio.sleep(0.01)
         async with aiohttp.ClientSession() as http:
-            yield Running(f"http://127.0.0.1:{port}", http, app)
+            yield Running(f"http://127.0.0.1:{port}", http, app, state)
     finally:
         server.should_exit = True
         await task

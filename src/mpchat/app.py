@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
@@ -13,6 +12,7 @@ from starlette.responses import FileResponse
 from starlette.staticfiles import StaticFiles
 
 from mpchat import __version__
+from mpchat.api.deps import AppState
 from mpchat.api.errors import CHAT_PATH, install_error_handlers, too_large_app
 from mpchat.api.middleware import BodyLimitMiddleware, ChatModeMiddleware, RequestIdMiddleware
 from mpchat.api.routes import (
@@ -40,10 +40,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
         async with open_services(settings) as services:
-            app.state.services = services  # for operators' tooling and tests
-            yield {"services": services}
+            yield {"services": services}  # read by api.deps.services_of, nowhere else
 
     app = FastAPI(
         title="mpchat",

@@ -46,6 +46,7 @@ from mpchat.storage.engine import create_engine, is_sqlite
 from mpchat.storage.migrations import upgrade
 from mpchat.storage.request_log import RequestLog
 from mpchat.storage.retention import run_retention
+from mpchat.storage.transactions import Transactions
 from mpchat.wechat import LoginClient
 
 __all__ = ["Services", "open_services"]
@@ -85,6 +86,8 @@ async def open_services(
     async with AsyncExitStack() as stack:
         engine = create_engine(settings.resolved_database_url)
         stack.push_async_callback(engine.dispose)
+        transactions = Transactions(engine)
+        stack.push_async_callback(transactions.aclose)
         if migrate if migrate is not None else settings.env == "development":
             await upgrade(engine)
         config = load_config(settings.config)
@@ -132,8 +135,8 @@ async def open_services(
         api_keys = ApiKeys(engine, redis=redis, cache_ttl=settings.api_key_cache_ttl,
                            on_degraded=degraded("apikeys"))
         stack.push_async_callback(api_keys.aclose)
-        quotas = Quotas(engine, config.quota, aliases=config.aliases)
-        payments = build_payments(settings, config, engine, http, quotas)
+        quotas = Quotas(transactions, config.quota, aliases=config.aliases)
+        payments = build_payments(settings, config, transactions, http, quotas)
         summarizer = Summarizer(engine=engine, keyring=keyring, upstream=upstream)
         stack.push_async_callback(summarizer.aclose)
         owner = uuid.uuid4().hex
@@ -147,7 +150,7 @@ async def open_services(
         # Entered after everything the answers use, so it closes first: answers under way
         # finish (or are stopped and stored) while the database, providers and relay are up.
         answers = await stack.enter_async_context(Answers(
-            engine=engine, keyring=keyring, owner=owner, lease=settings.answer_lease,
+            transactions=transactions, keyring=keyring, owner=owner, lease=settings.answer_lease,
             save_interval=settings.answer_save_interval, resume_ttl=settings.resume_ttl,
             shutdown_timeout=settings.shutdown_timeout, ping_interval=settings.ping_interval,
             relay=relay,
@@ -156,6 +159,7 @@ async def open_services(
             engine=engine, keyring=keyring, metrics=metrics, label=settings.ai_label,
             owner=owner, first_delta_deadline=settings.first_delta_deadline,
             lease=settings.answer_lease, coalesce=settings.stream_coalesce_ms / 1000,
+            transactions=transactions,
         )
         chat = ChatService(
             ctx=ctx,

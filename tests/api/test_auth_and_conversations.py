@@ -8,22 +8,21 @@ from sqlalchemy import func, select
 
 from mpchat.auth.tokens import TokenSigner
 from mpchat.storage.tables import conversations, messages, sessions
-from tests.utils import Running, running_app
+from tests.in_process import InProcess, in_process_app
 
 
 def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def _status(app: Running, method: str, path: str, token: str, **kw) -> int:
-    async with app.http.request(method, app.base_url + path, headers=_auth(token), **kw) as r:
-        await r.read()
-        return r.status
+async def _status(app: InProcess, method: str, path: str, token: str, **kw) -> int:
+    r = await app.http.request(method, app.base_url + path, headers=_auth(token), **kw)
+    return r.status_code
 
 
 async def test_tampered_expired_and_revoked_tokens_are_refused(settings_factory):
     settings = settings_factory(secret_key="s" * 40)
-    async with running_app(settings) as app:
+    async with in_process_app(settings) as app:
         token = await app.login("dave")
         assert await _status(app, "GET", "/api/v1/conversations", token) == 200
         head, payload, sig = token.split(".")
@@ -40,7 +39,7 @@ async def test_tampered_expired_and_revoked_tokens_are_refused(settings_factory)
 
 
 async def test_same_code_is_same_user_and_other_users_see_404(settings_factory):
-    async with running_app(settings_factory()) as app:
+    async with in_process_app(settings_factory()) as app:
         alice, alice2 = await app.login("alice"), await app.login("alice")
         eve = await app.login("eve")
         _, events = await app.chat_events(alice, {"content": "secret plan"})
@@ -51,17 +50,16 @@ async def test_same_code_is_same_user_and_other_users_see_404(settings_factory):
             ("DELETE", f"/api/v1/conversations/{conv}", None),
             ("POST", "/api/v1/chat", {"content": "hi", "conversation_id": conv}),
         ]:
-            async with app.http.request(method, app.base_url + path, json=body,
-                                        headers=_auth(eve)) as r:
-                text = await r.text()
-                assert r.status == 404, (method, path)
-                assert "secret" not in text and conv not in text
-        async with app.http.get(f"{app.base_url}/api/v1/conversations", headers=_auth(eve)) as r:
-            assert (await r.json())["items"] == []
+            r = await app.http.request(method, app.base_url + path, json=body, headers=_auth(eve))
+            text = r.text
+            assert r.status_code == 404, (method, path)
+            assert "secret" not in text and conv not in text
+        r = await app.http.get(f"{app.base_url}/api/v1/conversations", headers=_auth(eve))
+        assert r.json()["items"] == []
 
 
 async def test_conversation_paging_newest_first_and_message_paging(settings_factory):
-    async with running_app(settings_factory()) as app:
+    async with in_process_app(settings_factory()) as app:
         token = await app.login("pager")
         convs = []
         for i in range(5):
@@ -70,9 +68,9 @@ async def test_conversation_paging_newest_first_and_message_paging(settings_fact
         seen, cursor = [], None
         while True:
             params = {"limit": "2", **({"before": cursor} if cursor else {})}
-            async with app.http.get(f"{app.base_url}/api/v1/conversations", params=params,
-                                    headers=_auth(token)) as r:
-                page = await r.json()
+            r = await app.http.get(f"{app.base_url}/api/v1/conversations", params=params,
+                                   headers=_auth(token))
+            page = r.json()
             seen += [(c["id"], c["title"], c["message_count"]) for c in page["items"]]
             cursor = page["next"]
             if cursor is None:
@@ -86,9 +84,9 @@ async def test_conversation_paging_newest_first_and_message_paging(settings_fact
         collected, cursor = [], None
         while True:
             params = {"limit": "3", **({"before": cursor} if cursor else {})}
-            async with app.http.get(f"{app.base_url}/api/v1/conversations/{conv}/messages",
-                                    params=params, headers=_auth(token)) as r:
-                page = await r.json()
+            r = await app.http.get(f"{app.base_url}/api/v1/conversations/{conv}/messages",
+                                   params=params, headers=_auth(token))
+            page = r.json()
             collected = page["items"] + collected  # each page is oldest-first
             cursor = page["next"]
             if cursor is None:
@@ -100,7 +98,7 @@ async def test_conversation_paging_newest_first_and_message_paging(settings_fact
 
 
 async def test_delete_removes_rows(settings_factory):
-    async with running_app(settings_factory()) as app:
+    async with in_process_app(settings_factory()) as app:
         token, other = await app.login("del"), await app.login("keep")
         _, e1 = await app.chat_events(token, {"content": "one"})
         _, e2 = await app.chat_events(token, {"content": "two"})

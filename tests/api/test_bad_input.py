@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from mpchat.storage.tables import conversations, messages
-from tests.utils import running_app
+from tests.in_process import in_process_app
 
 OTHER_CONV = "0" * 32
 
@@ -48,7 +48,7 @@ CASES: list[tuple[str, Any, dict[str, str], int, str]] = [
 @pytest.mark.parametrize(("name", "body", "headers", "status", "code"), CASES,
                          ids=[c[0] for c in CASES])
 async def test_bad_chat_input(settings_factory, name, body, headers, status, code):
-    async with running_app(settings_factory()) as app:
+    async with in_process_app(settings_factory()) as app:
         token = await app.login()
         engine = app.services.engine
         before = await _counts(engine)
@@ -56,11 +56,11 @@ async def test_bad_chat_input(settings_factory, name, body, headers, status, cod
         hdrs.update(headers)
         hdrs = {k: v for k, v in hdrs.items() if v}
         data = body if isinstance(body, bytes) else orjson.dumps(body)
-        async with app.http.post(f"{app.base_url}/api/v1/chat", data=data, headers=hdrs) as r:
-            raw = await r.read()
-            assert r.status == status, raw
-            assert r.headers["Content-Type"].startswith("application/x-ndjson")
-            assert r.headers.get("X-Request-Id")
+        r = await app.http.post(f"{app.base_url}/api/v1/chat", content=data, headers=hdrs)
+        raw = r.content
+        assert r.status_code == status, raw
+        assert r.headers["Content-Type"].startswith("application/x-ndjson")
+        assert r.headers.get("X-Request-Id")
         lines = raw.splitlines()
         assert len(lines) == 1
         event = orjson.loads(lines[0])
@@ -69,37 +69,36 @@ async def test_bad_chat_input(settings_factory, name, body, headers, status, cod
 
 
 async def test_non_streaming_errors_use_the_json_envelope(settings_factory):
-    async with running_app(settings_factory()) as app:
+    async with in_process_app(settings_factory()) as app:
         token = await app.login()
-        async with app.http.post(f"{app.base_url}/api/v1/chat",
-                                 json={"content": " ", "stream": False},
-                                 headers={"Authorization": f"Bearer {token}"}) as r:
-            assert r.status == 400
-            assert (await r.json()) == {"error": {"code": "invalid_request",
-                                                  "message": "content 不能为空"}}
+        r = await app.http.post(f"{app.base_url}/api/v1/chat",
+                                json={"content": " ", "stream": False},
+                                headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 400
+        assert r.json() == {"error": {"code": "invalid_request",
+                                      "message": "content 不能为空"}}
 
 
 @pytest.mark.parametrize("body", [b"{}", b'{"code": ""}', b'{"code": 5}', b"nope"])
 async def test_bad_login_input(settings_factory, body):
-    async with running_app(settings_factory()) as app:
-        async with app.http.post(f"{app.base_url}/api/v1/login", data=body,
-                                 headers={"Content-Type": "application/json"}) as r:
-            assert r.status == 400
-            assert (await r.json())["error"]["code"] == "invalid_request"
+    async with in_process_app(settings_factory()) as app:
+        r = await app.http.post(f"{app.base_url}/api/v1/login", content=body,
+                                headers={"Content-Type": "application/json"})
+        assert r.status_code == 400
+        assert r.json()["error"]["code"] == "invalid_request"
 
 
 async def test_request_id_is_echoed_when_sane(settings_factory):
-    async with running_app(settings_factory()) as app:
-        async with app.http.get(f"{app.base_url}/healthz",
-                                headers={"X-Request-Id": "abc-123"}) as r:
-            assert r.headers["X-Request-Id"] == "abc-123"
-        async with app.http.get(f"{app.base_url}/healthz",
-                                headers={"X-Request-Id": "bad id\twith junk"}) as r:
-            assert r.headers["X-Request-Id"] not in ("bad id\twith junk", "")
+    async with in_process_app(settings_factory()) as app:
+        r = await app.http.get(f"{app.base_url}/healthz", headers={"X-Request-Id": "abc-123"})
+        assert r.headers["X-Request-Id"] == "abc-123"
+        r = await app.http.get(f"{app.base_url}/healthz",
+                               headers={"X-Request-Id": "bad id\twith junk"})
+        assert r.headers["X-Request-Id"] not in ("bad id\twith junk", "")
 
 
 async def test_unknown_route_is_not_found_envelope(settings_factory):
-    async with running_app(settings_factory()) as app:
-        async with app.http.get(f"{app.base_url}/api/v1/nope") as r:
-            assert r.status == 404
-            assert (await r.json())["error"]["code"] == "not_found"
+    async with in_process_app(settings_factory()) as app:
+        r = await app.http.get(f"{app.base_url}/api/v1/nope")
+        assert r.status_code == 404
+        assert r.json()["error"]["code"] == "not_found"

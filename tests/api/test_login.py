@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mpchat.fakes.wechat import FakeWeChat
-from tests.utils import running_app
+from tests.in_process import in_process_app
 
 APPID, SECRET = "wx_app", "wechat-secret-abcdef"
 
@@ -26,55 +26,54 @@ async def wechat():
 async def test_wechat_login_maps_errcodes(settings_factory, wechat, code, status, error):
     settings = settings_factory(wechat_appid=APPID, wechat_secret=SECRET,
                                 wechat_api_base=wechat.base_url)
-    async with running_app(settings) as app:
-        async with app.http.post(f"{app.base_url}/api/v1/login", json={"code": code}) as r:
-            body = await r.json()
-            assert r.status == status, body
-            if error:
-                assert body["error"]["code"] == error
-                if status in (429, 503):
-                    assert int(r.headers["Retry-After"]) >= 1
-            else:
-                assert body["expires_in"] == settings.token_ttl
-                assert "session_key" not in str(body) and "openid" not in str(body)
-                headers = {"Authorization": f"Bearer {body['token']}"}
-                async with app.http.get(f"{app.base_url}/api/v1/conversations",
-                                        headers=headers) as r2:
-                    assert r2.status == 200
+    async with in_process_app(settings) as app:
+        r = await app.http.post(f"{app.base_url}/api/v1/login", json={"code": code})
+        body = r.json()
+        assert r.status_code == status, body
+        if error:
+            assert body["error"]["code"] == error
+            if status in (429, 503):
+                assert int(r.headers["Retry-After"]) >= 1
+        else:
+            assert body["expires_in"] == settings.token_ttl
+            assert "session_key" not in str(body) and "openid" not in str(body)
+            headers = {"Authorization": f"Bearer {body['token']}"}
+            r2 = await app.http.get(f"{app.base_url}/api/v1/conversations", headers=headers)
+            assert r2.status_code == 200
 
 
 async def test_wechat_login_same_code_owner_is_same_user(settings_factory, wechat):
     settings = settings_factory(wechat_appid=APPID, wechat_secret=SECRET,
                                 wechat_api_base=wechat.base_url)
-    async with running_app(settings) as app:
+    async with in_process_app(settings) as app:
         first = await app.login("same-person")
         _, events = await app.chat_events(first, {"content": "hi"})
         second = await app.login("same-person")
-        async with app.http.get(f"{app.base_url}/api/v1/conversations",
-                                headers={"Authorization": f"Bearer {second}"}) as r:
-            ids = [c["id"] for c in (await r.json())["items"]]
+        r = await app.http.get(f"{app.base_url}/api/v1/conversations",
+                               headers={"Authorization": f"Bearer {second}"})
+        ids = [c["id"] for c in r.json()["items"]]
         assert ids == [events[0]["conversation_id"]]
 
 
 async def test_cloudrun_identity_comes_from_the_platform_header(settings_factory):
-    async with running_app(settings_factory(auth_mode="cloudrun")) as app:
+    async with in_process_app(settings_factory(auth_mode="cloudrun")) as app:
         url = f"{app.base_url}/api/v1/conversations"
-        async with app.http.get(url) as r:
-            assert r.status == 401
-        async with app.http.get(url, headers={"X-WX-OPENID": "oABC"}) as r:
-            assert r.status == 200
-        async with app.http.get(url, headers={"Authorization": "Bearer forged"}) as r:
-            assert r.status == 401  # tokens mean nothing here; only the platform header does
+        r = await app.http.get(url)
+        assert r.status_code == 401
+        r = await app.http.get(url, headers={"X-WX-OPENID": "oABC"})
+        assert r.status_code == 200
+        r = await app.http.get(url, headers={"Authorization": "Bearer forged"})
+        assert r.status_code == 401  # tokens mean nothing here; only the platform header does
 
 
 async def test_logins_are_limited_per_client_address(settings_factory):
-    async with running_app(settings_factory(login_rate_limit="2/minute")) as app:
+    async with in_process_app(settings_factory(login_rate_limit="2/minute")) as app:
         statuses = []
         for code in ("a", "b", "c"):  # different codes: spraying codes from one address
-            async with app.http.post(f"{app.base_url}/api/v1/login", json={"code": code}) as r:
-                statuses.append(r.status)
-                last = r
-                body = await r.json()
+            r = await app.http.post(f"{app.base_url}/api/v1/login", json={"code": code})
+            statuses.append(r.status_code)
+            last = r
+            body = r.json()
         assert statuses == [200, 200, 429]
         assert body["error"]["code"] == "rate_limited"
         assert 1 <= int(last.headers["Retry-After"]) <= 60

@@ -47,11 +47,11 @@ MakeQuotas = Callable[..., Quotas]
 
 
 @pytest.fixture
-def make_quotas(engine: Any, clock: Clock) -> MakeQuotas:
+def make_quotas(tx: Any, clock: Clock) -> MakeQuotas:
     """`Quotas` over the migrated engine of each backend, timed by ``clock``."""
 
     def make(**overrides: Any) -> Quotas:
         aliases = overrides.pop("aliases", None)
-        return Quotas(engine, quota_config(**overrides), aliases=aliases, utcnow=clock)
+        return Quotas(tx, quota_config(**overrides), aliases=aliases, utcnow=clock)
 
     return make

@@ -50,9 +50,9 @@ async def test_100_at_once_with_a_balance_of_10(
     await assert_consistent(engine, "u")
 
 
-async def test_three_processes(database_url: str, engine: Any) -> None:
+async def test_three_processes(database_url: str, engine: Any, tx: Any) -> None:
     """Three instances (processes, engines of their own) racing for one balance."""
-    await Quotas(engine, make_config()).grant("u", 10, reason="pack", key="g")
+    await Quotas(tx, make_config()).grant("u", 10, reason="pack", key="g")
     ctx = multiprocessing.get_context("spawn")
     ready, done = ctx.Queue(), ctx.Queue()
     go = ctx.Event()

@@ -19,9 +19,11 @@ async def _reserve_many(url: str, prefix: str, count: int, ready: Queue[Any], go
     from mpchat.errors import QuotaExceeded
     from mpchat.quota import QuotaConfig, Quotas
     from mpchat.storage.engine import create_engine
+    from mpchat.storage.transactions import Transactions
 
     engine = create_engine(url)
-    quotas = Quotas(engine, QuotaConfig.model_validate({"free_units": 0}))
+    transactions = Transactions(engine)
+    quotas = Quotas(transactions, QuotaConfig.model_validate({"free_units": 0}))
     async with engine.connect():  # a warm pool, so the processes start together
         pass
     ready.put(prefix)
@@ -36,5 +38,6 @@ async def _reserve_many(url: str, prefix: str, count: int, ready: Queue[Any], go
         return True
 
     outcomes = await asyncio.gather(*(one(n) for n in range(count)))
+    await transactions.aclose()
     await engine.dispose()
     done.put((sum(outcomes), count - sum(outcomes)))

@@ -1,4 +1,7 @@
-"""Repository functions on SQLite and PostgreSQL: ordering, unreadable rows, nothing in clear."""
+"""Repository functions on SQLite and PostgreSQL: ordering, unreadable rows, nothing in clear.
+
+What a turn reads is fitted to a budget as the chat does it (`mpchat.chat.context`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text, update
 
+from mpchat.chat.context import fit_context
 from mpchat.errors import NotFound
 from mpchat.storage import messages as store
 from mpchat.storage.crypto import Keyring, generate_key_spec
@@ -37,35 +41,36 @@ async def test_history_is_chronological_and_excludes_the_new_message(engine, key
     first = await _turn(engine, keyring, user, None, "q1", "a1")
     await _turn(engine, keyring, user, first.conversation_id, "q2", "a2")
     third = await _turn(engine, keyring, user, first.conversation_id, "q3", "a3")
-    assert [(h.role, h.content) for h in third.history] == [
+    context = fit_context(third.earlier, text=third.text, summary=third.summary, budget=1000)
+    assert [(h.role, h.content) for h in context.history] == [
         ("user", "q1"), ("assistant", "a1"), ("user", "q2"), ("assistant", "a2")]
 
 
-async def test_budget_keeps_newest_turns(engine, keyring):
+async def test_budget_keeps_newest_turns(engine, tx, keyring):
     user = await get_or_create_user(engine, openid="o2")
     first = await _turn(engine, keyring, user, None, "q1", "a1")
     await _turn(engine, keyring, user, first.conversation_id, "q2", "a2")
     # Questions count 10 tokens, answers 5 (estimated from their text): q2 + a2 fit in 19.
-    turn = await begin(engine, keyring, user_id=user, conversation_id=first.conversation_id,
-                       content="q3", tokens=10, history_budget=19)
-    assert [h.content for h in turn.history] == ["q2", "a2"]
-    assert turn.omitted == 2
+    turn = await begin(tx, keyring, user_id=user, conversation_id=first.conversation_id,
+                       content="q3", tokens=10)
+    context = fit_context(turn.earlier, text=turn.text, summary=turn.summary, budget=19)
+    assert [h.content for h in context.history] == ["q2", "a2"]
+    assert context.omitted == 2
 
 
-async def test_unknown_or_foreign_conversation_is_not_found(engine, keyring):
+async def test_unknown_or_foreign_conversation_is_not_found(engine, tx, keyring):
     alice = await get_or_create_user(engine, openid="alice")
     eve = await get_or_create_user(engine, openid="eve")
     turn = await _turn(engine, keyring, alice, None, "q", "a")
     for conv in (turn.conversation_id, "f" * 32):
         with pytest.raises(NotFound):
-            await begin(engine, keyring, user_id=eve, conversation_id=conv,
-                                   content="x", tokens=1, history_budget=10)
+            await begin(tx, keyring, user_id=eve, conversation_id=conv, content="x", tokens=1)
         with pytest.raises(NotFound):
             await store.list_messages(engine, keyring, conversation_id=conv, user_id=eve,
                                       limit=10, before=None)
 
 
-async def test_swapped_ciphertext_is_reported_per_message_not_fatal(engine, keyring):
+async def test_swapped_ciphertext_is_reported_per_message_not_fatal(engine, tx, keyring):
     user = await get_or_create_user(engine, openid="o3")
     turn = await _turn(engine, keyring, user, None, "first", "second")
     async with engine.begin() as conn:
@@ -77,10 +82,10 @@ async def test_swapped_ciphertext_is_reported_per_message_not_fatal(engine, keyr
     items, _ = await store.list_messages(engine, keyring, conversation_id=turn.conversation_id,
                                          user_id=user, limit=10, before=None)
     assert [i.content for i in items] == [None, "second"]
-    again = await begin(engine, keyring, user_id=user,
-                                   conversation_id=turn.conversation_id, content="third",
-                                   tokens=1, history_budget=100)
-    assert [h.content for h in again.history] == ["second"]
+    again = await begin(tx, keyring, user_id=user, conversation_id=turn.conversation_id,
+                        content="third", tokens=1)
+    context = fit_context(again.earlier, text=again.text, summary=again.summary, budget=100)
+    assert [h.content for h in context.history] == ["second"]
 
 
 async def test_raw_database_never_holds_the_plaintext(engine, keyring, database_url, tmp_path):

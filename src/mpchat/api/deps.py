@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, TypedDict, cast
 
 from fastapi import Depends, Request
 
@@ -11,28 +11,43 @@ from mpchat.auth.tokens import Claims
 from mpchat.errors import InvalidRequest, NotFound, Unauthorized
 from mpchat.services import Services
 
-__all__ = ["Caller", "Svc", "parse_cursor", "require_admin"]
+__all__ = ["AppState", "Caller", "Svc", "parse_cursor", "require_admin", "services_of"]
+
+
+class AppState(TypedDict):
+    """What the app's lifespan yields (Starlette's lifespan state): the server hands a
+    copy of it to every request as ``request.state``."""
+
+    services: Services
+
+
+def services_of(request: Request) -> Services:
+    """The lifespan's `Services`: the one place that reads the request's state.
+
+    FastAPI cannot inject a ``Request[AppState]``, so the state's type is stated here.
+    """
+    return cast(AppState, request.state)["services"]
 
 
 async def _services(request: Request) -> Services:
     # async: FastAPI would run a plain def in a worker thread, on every request.
-    services: Services = request.state.services
-    return services
+    return services_of(request)
 
 
-async def _caller(request: Request) -> Claims:
-    services: Services = request.state.services
+Svc = Annotated[Services, Depends(_services)]
+
+
+async def _caller(request: Request, svc: Svc) -> Claims:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if services.auth.mode == "cloudrun":
-        return await services.auth.authenticate_cloudrun(request.headers.get("x-wx-openid"))
-    return await services.auth.authenticate(token.strip() if scheme.lower() == "bearer" else None)
+    if svc.auth.mode == "cloudrun":
+        return await svc.auth.authenticate_cloudrun(request.headers.get("x-wx-openid"))
+    return await svc.auth.authenticate(token.strip() if scheme.lower() == "bearer" else None)
 
 
-async def require_admin(request: Request) -> None:
+async def require_admin(request: Request, svc: Svc) -> None:
     """The operator's bearer token (``MPCHAT_ADMIN_TOKEN``); without one the admin API is 404."""
-    services: Services = request.state.services
-    configured = services.settings.admin_token
+    configured = svc.settings.admin_token
     if configured is None or not configured.get_secret_value():
         raise NotFound()
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -52,5 +67,4 @@ def parse_cursor(before: str | None) -> int | None:
     return int(before)
 
 
-Svc = Annotated[Services, Depends(_services)]
 Caller = Annotated[Claims, Depends(_caller)]

@@ -29,11 +29,10 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from mpchat.chat.answer import Answer, Event
 from mpchat.storage import answers as stored
 from mpchat.storage.crypto import Keyring
+from mpchat.storage.transactions import Transactions
 
 __all__ = ["Answers"]
 
@@ -44,7 +43,7 @@ class Answers:
     def __init__(
         self,
         *,
-        engine: AsyncEngine,
+        transactions: Transactions,
         keyring: Keyring,
         owner: str,
         lease: float,
@@ -56,7 +55,7 @@ class Answers:
         max_kept: int = 2_000,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        self._engine = engine
+        self._tx = transactions
         self._keyring = keyring
         self.owner = owner
         self.lease = lease
@@ -192,7 +191,7 @@ class Answers:
                 continue
             until = datetime.now(UTC) + timedelta(seconds=self.lease)
             try:
-                await stored.renew_leases(self._engine, owner=self.owner, until=until)
+                await stored.renew_leases(self._tx.engine, owner=self.owner, until=until)
             except Exception:
                 log.warning("could not renew the answers' leases", exc_info=True)
 
@@ -213,7 +212,7 @@ class Answers:
             counts = [len(a.released) for a in grown]
             until = datetime.now(UTC) + timedelta(seconds=self.lease)
             try:
-                gone = await stored.save_progress(self._engine, self._keyring, items,
+                gone = await stored.save_progress(self._tx, self._keyring, items,
                                                   lease_until=until)
             except Exception:
                 log.warning("could not save the answers' text so far", exc_info=True)
@@ -244,7 +243,7 @@ class Answers:
         """Answers left ``streaming`` by a crashed instance: at start, then every half lease."""
         while True:
             try:
-                settled = await stored.settle_stale(self._engine, self._keyring)
+                settled = await stored.settle_stale(self._tx, self._keyring)
                 if settled:
                     log.warning("settled %d answers left by a stopped instance", settled)
             except Exception:

@@ -43,6 +43,7 @@ from mpchat.metrics import Metrics
 from mpchat.providers.types import Delta, Finish, Reasoning, ToolCall
 from mpchat.storage import answers as stored
 from mpchat.storage.crypto import Keyring
+from mpchat.storage.transactions import Transactions
 
 __all__ = ["AnswerContext", "ConversationKeeper", "Keeper", "Producer", "shielded"]
 
@@ -63,6 +64,7 @@ class AnswerContext:
     """What a producer needs from the service (one per app)."""
 
     engine: AsyncEngine
+    transactions: Transactions  # the turn's and the answer's writes (storage.transactions)
     keyring: Keyring
     metrics: Metrics
     label: str
@@ -100,14 +102,14 @@ class Keeper(Protocol):
 class ConversationKeeper:
     """The conversation's storage: the answer's row, written at ``start``, is settled."""
 
-    def __init__(self, engine: AsyncEngine, keyring: Keyring) -> None:
-        self._engine = engine
+    def __init__(self, transactions: Transactions, keyring: Keyring) -> None:
+        self._tx = transactions
         self._keyring = keyring
 
     async def keep(self, answer: Answer, *, content: str, meta: dict[str, Any],
                    event_seq: int) -> bool:
         return await stored.finish_answer(
-            self._engine, self._keyring, message_id=answer.message_id,
+            self._tx, self._keyring, message_id=answer.message_id,
             user_id=answer.user_id, conversation_id=answer.conversation_id, content=content,
             status=answer.status, prompt_tokens=answer.usage["prompt_tokens"],
             completion_tokens=answer.usage["completion_tokens"], meta=meta,
@@ -115,7 +117,7 @@ class ConversationKeeper:
         )
 
     async def drop(self, answer: Answer) -> None:
-        await stored.drop_answer(self._engine, message_id=answer.message_id,
+        await stored.drop_answer(self._tx, message_id=answer.message_id,
                                  question_id=answer.question_id,
                                  conversation_id=answer.conversation_id)
 

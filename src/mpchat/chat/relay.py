@@ -12,8 +12,9 @@ The life of an answer's events::
 
     publish() -> per-answer list in memory -> writer task: one pipeline per round for all the
     answers with pending events (a script: XADD..., PEXPIRE, SET owner) -> end(): PEXPIRE ttl
-    follow() on any instance: XREAD the events after `after`, then XREAD BLOCK for live ones,
-    until a terminal event; a missing key, a gap in the seqs or Redis failing -> RelayGone.
+    follow() on any instance (`mpchat.chat.relay_follow`): XREAD the events after `after`,
+    then XREAD BLOCK for live ones, until a terminal event; a missing key, a gap in the seqs
+    or Redis failing -> RelayGone.
 
 A round that fails loses the events it carried: those answers are no longer mirrored and their
 stream is deleted once Redis answers again, so that followers fall back to a snapshot instead of
@@ -31,19 +32,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from mpchat.chat.relay_follow import TERMINAL_TYPES, RelayGone, follow_pool, follow_stream
 from mpchat.limits import UNAVAILABLE, RedisGuard
 
 __all__ = ["TERMINAL_TYPES", "EventRelay", "RelayGone"]
 
 log = logging.getLogger("mpchat.relay")
-# `retract` is always followed by `done` (content_filter): a follower reads on to it.
-TERMINAL_TYPES = frozenset({"done", "error"})
-_READ_COUNT = 1000  # entries per XREAD
-_MAX_FOLLOWERS = 1000  # connections of this instance waiting in XREAD BLOCK at once
 _SCRIPT_ARGS = 1000  # a script call carries about this many arguments (Redis waits meanwhile)
 _MAX_DELETES = 1000  # streams of lost answers deleted per round
 _CLOSE_TIMEOUT = 2.0
@@ -74,10 +72,6 @@ for k = 1, #KEYS, 2 do
 end
 return 1
 """
-
-
-class RelayGone(Exception):
-    """The events after `after` are no longer all kept (expired, trimmed, never mirrored)."""
 
 
 @dataclass(slots=True)
@@ -118,7 +112,7 @@ class EventRelay:
         self._handlers: list[Callable[[str | None, str | None], None]] = []
         self._subscriber: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()  # set while the stop channel is subscribed
-        self._follow_pool = _follow_pool(redis)
+        self._follow_pool = follow_pool(redis)
         self._closed = False
 
     def _key(self, message_id: str) -> str:
@@ -234,7 +228,7 @@ class EventRelay:
             return None
         return reply.decode() if isinstance(reply, bytes) else str(reply)
 
-    async def follow(
+    def follow(
         self, message_id: str, *, after: int, poll: float = 5.0
     ) -> AsyncIterator[dict[str, Any]]:
         """The events with seq > after, then the live ones, until a terminal event.
@@ -242,44 +236,8 @@ class EventRelay:
         Raises RelayGone when they are not all kept, or Redis fails. Holds a connection of
         the relay's own pool meanwhile. Close it (``contextlib.aclosing``) or cancel it.
         """
-        key, last = self._key(message_id), max(after, -1)
-        block = ["BLOCK", max(1, int(poll * 1000))]
-        limit = poll + 1.0
-        task = asyncio.current_task()
-        cancels = task.cancelling() if task is not None else 0
-        pool = self._follow_pool
-        try:
-            conn = await pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py
-        except _Failure as exc:
-            raise RelayGone(message_id) from exc
-        try:
-            blocking: list[Any] = []  # the first read returns at once: a missing key fails fast
-            while True:
-                args = ["XREAD", "COUNT", _READ_COUNT, *blocking, "STREAMS", key, f"0-{last + 1}"]
-                entries = _entries(await _call(conn, args, limit, task, cancels))
-                blocking = block
-                if not entries:
-                    args = ["XREVRANGE", key, "+", "-", "COUNT", 1]
-                    tail = await _call(conn, args, limit, task, cancels)
-                    if not tail:
-                        raise RelayGone(message_id)
-                    if _seq(tail[0][0]) <= last and _event(tail[0]).get("type") in TERMINAL_TYPES:
-                        return  # the answer ended at or before `after`
-                    continue
-                for entry in entries:
-                    seq = _seq(entry[0])
-                    if seq != last + 1:
-                        raise RelayGone(message_id)
-                    last = seq
-                    event = _event(entry)
-                    yield event
-                    if event.get("type") in TERMINAL_TYPES:
-                        return
-        except (*_Failure, ValueError, LookupError) as exc:  # not our entries: as good as gone
-            raise RelayGone(message_id) from exc
-        finally:
-            # Shielded: a second cancel must not leak the connection out of the pool.
-            await asyncio.shield(pool.release(conn))
+        return follow_stream(self._follow_pool, self._key(message_id), message_id,
+                             after=after, poll=poll)
 
     # -- stopping -------------------------------------------------------------------------
 
@@ -362,50 +320,7 @@ class EventRelay:
         await self._follow_pool.aclose()  # followers still waiting get RelayGone
 
 
-def _follow_pool(redis: Redis) -> ConnectionPool:
-    """Followers wait in XREAD BLOCK for seconds, beyond the client's short socket timeout
-    (``_call`` bounds each read instead), and hold their connection meanwhile: they get a pool
-    of their own, so they can never use up the one that rate limits and quotas draw on."""
-    pool = redis.connection_pool
-    kwargs = {**pool.connection_kwargs, "socket_timeout": None}
-    return ConnectionPool(
-        connection_class=pool.connection_class, max_connections=_MAX_FOLLOWERS, **kwargs
-    )
-
-
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-async def _call(
-    conn: Any, args: list[Any], limit: float, task: asyncio.Task[Any] | None, cancels: int
-) -> Any:
-    """One command on a connection we hold, bounded by ``limit``. A timeout or cancel mid-read
-    disconnects it (redis-py), so no reply is left over for the next user of the connection."""
-    async with asyncio.timeout(limit):
-        await conn.send_command(*args)
-        reply = await conn.read_response(timeout=limit + 5.0)
-    if task is not None and task.cancelling() > cancels:
-        # redis-py can swallow a cancel that lands early in a command (see RedisGuard): a
-        # follower whose client left must not go on waiting for events nobody reads.
-        raise asyncio.CancelledError
-    return reply
-
-
-def _entries(reply: Any) -> list[Any]:
-    """XREAD's reply (RESP2 list or RESP3 map) as [[id, [field, value]], ...]."""
-    if not reply:
-        return []
-    streams = reply.values() if isinstance(reply, dict) else (stream[1] for stream in reply)
-    return [entry for entries in streams for entry in entries]
-
-
-def _seq(entry_id: bytes | str) -> int:
-    return int(entry_id[2:]) - 1  # "0-{seq + 1}"
-
-
-def _event(entry: Any) -> dict[str, Any]:
-    event: dict[str, Any] = orjson.loads(entry[1][1])
-    return event

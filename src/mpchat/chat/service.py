@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from mpchat.chat.answer import Answer
 from mpchat.chat.answers import Answers
-from mpchat.chat.context import build_messages
+from mpchat.chat.context import Context, build_messages, fit_context, history_budget
 from mpchat.chat.moderation import Moderation, NoModeration
 from mpchat.chat.prefetch import Prefetch
 from mpchat.chat.producer import AnswerContext, ConversationKeeper, Producer, shielded
@@ -76,7 +76,7 @@ class ChatService:
         self.max_answer_tokens = max_answer_tokens
         self.max_content_chars = max_content_chars
         self.summarizer = summarizer
-        self._keeper = ConversationKeeper(ctx.engine, ctx.keyring)
+        self._keeper = ConversationKeeper(ctx.transactions, ctx.keyring)
 
     async def wait_idle(self) -> None:
         """Until every answer under way has ended and been stored (for tests)."""
@@ -103,22 +103,24 @@ class ChatService:
             raise RateLimited(retry_after=decision.retry_after)
 
         tokens = estimate_tokens(content)
-        budget = self.context_budget - tokens - estimate_tokens(system_prompt)
         admission = await self.upstream.admit(request.user_id, tokens=tokens)  # Busy: 503
         answer_id = store.new_id()
         try:
             turn = await store.begin_turn(
-                ctx.engine, ctx.keyring, user_id=request.user_id,
+                ctx.transactions, ctx.keyring, user_id=request.user_id,
                 conversation_id=request.conversation_id, content=content, tokens=tokens,
-                history_budget=max(budget, 0), answer_id=answer_id, owner=ctx.owner,
-                lease_until=ctx.lease_until(),
+                answer_id=answer_id, owner=ctx.owner, lease_until=ctx.lease_until(),
             )
         except BaseException:
             await shielded(admission.release())
             raise
-        messages = build_messages(system_prompt=system_prompt, history=turn.history,
-                                  new_message=content, summary=turn.summary,
-                                  omitted=turn.omitted)
+        budget = history_budget(self.context_budget, system_prompt=system_prompt,
+                                question_tokens=tokens)
+        context = fit_context(turn.earlier, text=turn.text, summary=turn.summary,
+                              budget=budget)
+        messages = build_messages(system_prompt=system_prompt, history=context.history,
+                                  new_message=content, summary=context.summary,
+                                  omitted=context.omitted)
         prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages)
         source = self.upstream.stream(messages, user_key=request.user_id, tokens=prompt_tokens,
                                       admission=admission, max_tokens=self.max_answer_tokens)
@@ -149,24 +151,25 @@ class ChatService:
         producer = Producer(ctx, answer, upstream=upstream, close_upstream=close_upstream,
                             check=check, keeper=self._keeper, prompt_tokens=prompt_tokens,
                             received_at=received_at,
-                            on_complete=self._summary_job(turn, request.user_id))
+                            on_complete=self._summary_job(turn, context, request.user_id))
         self.answers.launch(answer, producer.run)
         return answer
 
     async def _abandon(self, turn: store.Turn, answer_id: str,
                        close_upstream: Callable[[], Awaitable[None]], *, rejected: bool) -> None:
         await close_upstream()
-        await stored.drop_answer(self.ctx.engine, message_id=answer_id,
+        await stored.drop_answer(self.ctx.transactions, message_id=answer_id,
                                  question_id=turn.user_message_id,
                                  conversation_id=turn.conversation_id)
         if rejected:
             await store.set_message_status(self.ctx.engine, message_id=turn.user_message_id,
                                            status="rejected")
 
-    def _summary_job(self, turn: store.Turn, user_id: str) -> Callable[[], None] | None:
+    def _summary_job(self, turn: store.Turn, context: Context,
+                     user_id: str) -> Callable[[], None] | None:
         """When the turn's context left older turns out: summarise them once it completes."""
-        summarizer, before = self.summarizer, turn.oldest_kept_seq
-        if summarizer is None or not turn.omitted or not before:
+        summarizer, before = self.summarizer, context.oldest_kept_seq
+        if summarizer is None or not context.omitted or not before:
             return None
         return functools.partial(summarizer.schedule, conversation_id=turn.conversation_id,
                                  user_id=user_id, before=before)

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 __all__ = ["UNAVAILABLE", "RedisGuard"]
@@ -59,6 +60,10 @@ class RedisGuard:
     def degraded(self) -> bool:
         """True while a configured Redis is unreachable and local state is used instead."""
         return self._degraded
+
+    def script(self, source: str) -> AsyncScript | None:
+        """``source`` (Lua) registered on this guard's Redis; None without a Redis."""
+        return self.redis.register_script(source) if self.redis is not None else None
 
     @property
     def shared(self) -> bool:

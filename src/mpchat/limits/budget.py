@@ -135,18 +135,13 @@ class ProviderBudget:
         self.tokens = tokens_per_minute or 0
         self.period = period  # "per minute" unless a test or a provider says otherwise
         self.max_wait = max_wait
-        self._guard = RedisGuard(
-            redis,
-            name=f"budget {name}",
-            op_timeout=op_timeout,
-            probe_interval=probe_interval,
-            on_change=on_degraded,
-        )
+        self._guard = RedisGuard(redis, name=f"budget {name}", op_timeout=op_timeout,
+                                 probe_interval=probe_interval, on_change=on_degraded)
         self._bucket_key = f"{prefix}budget:{name}:bucket"
         self._pause_key = f"{prefix}budget:{name}:pause"
-        self._reserve = redis.register_script(_RESERVE) if redis is not None else None
-        self._adjust_script = redis.register_script(_ADJUST) if redis is not None else None
-        self._pause = redis.register_script(_PAUSE) if redis is not None else None
+        self._reserve = self._guard.script(_RESERVE)
+        self._adjust_script = self._guard.script(_ADJUST)
+        self._pause = self._guard.script(_PAUSE)
         self._local = _Bucket(float(self.requests), float(self.tokens), time.monotonic())
         self._paused_until = 0.0
 

@@ -25,7 +25,6 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from types import TracebackType
 
 from redis.asyncio import Redis
 
@@ -135,12 +134,7 @@ class Lease:
     async def __aenter__(self) -> Lease:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.release()
 
 
@@ -173,17 +167,12 @@ class UpstreamGate:
         self.max_waiting_per_user = max_waiting_per_user or max(1, queue_size // 4)
         self.lease_ttl = lease_ttl
         self.poll_interval = poll_interval
-        self._guard = RedisGuard(
-            redis,
-            name=f"gate {name}",
-            op_timeout=op_timeout,
-            probe_interval=probe_interval,
-            on_change=on_degraded,
-        )
+        self._guard = RedisGuard(redis, name=f"gate {name}", op_timeout=op_timeout,
+                                 probe_interval=probe_interval, on_change=on_degraded)
         self._polls = redis is not None
         self._key = f"{prefix}gate:{name}:leases"
-        self._acquire = redis.register_script(_ACQUIRE) if redis is not None else None
-        self._renew = redis.register_script(_RENEW) if redis is not None else None
+        self._acquire = self._guard.script(_ACQUIRE)
+        self._renew = self._guard.script(_RENEW)
         self._waiters: collections.deque[Lease] = collections.deque()
         self._per_user: collections.Counter[str] = collections.Counter()
         self._held: dict[str, Lease] = {}

@@ -177,15 +177,9 @@ class RateLimiter:
         self._prefix = f"{prefix}rl:"
         self._total_prefix = f"{prefix}rlw:"
         self._clock = clock
-        self._guard = RedisGuard(
-            redis,
-            name=name,
-            op_timeout=op_timeout,
-            probe_interval=probe_interval,
-            on_change=on_degraded,
-            clock=clock,
-        )
-        self._script = redis.register_script(_SCRIPT) if redis is not None else None
+        self._guard = RedisGuard(redis, name=name, op_timeout=op_timeout,
+                                 probe_interval=probe_interval, on_change=on_degraded, clock=clock)
+        self._script = self._guard.script(_SCRIPT)
         self._local: dict[str, _Log] = {}
         self._hits_since_sweep = 0
 

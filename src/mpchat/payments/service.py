@@ -27,7 +27,6 @@ from typing import TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.errors import (
     InvalidNotification,
@@ -43,7 +42,7 @@ from mpchat.payments.types import Transaction
 from mpchat.quota import PlanConfig, Quotas
 from mpchat.storage import orders as store
 from mpchat.storage.tables import utc_now
-from mpchat.storage.transactions import run_transaction
+from mpchat.storage.transactions import Transactions
 from mpchat.storage.users import openid_of
 
 __all__ = ["OrderView", "Payments"]
@@ -81,7 +80,7 @@ class Payments:
     def __init__(
         self,
         *,
-        engine: AsyncEngine,
+        transactions: Transactions,
         quotas: Quotas,
         client: WeChatPayClient,
         plans: Sequence[PlanConfig],
@@ -92,7 +91,8 @@ class Payments:
         orders_per_hour: int = 20,
         query_interval: float = 2.0,
     ) -> None:
-        self._engine = engine
+        self._transactions = transactions
+        self._engine = transactions.engine
         self._quotas = quotas
         self._client = client
         self._plans = {p.id: p for p in plans}
@@ -193,7 +193,7 @@ class Payments:
                 log.info("order %s closed (%s)", stored.id, state or "unknown to wechat pay")
 
     async def _pay(self, transaction: Transaction) -> str:
-        outcome: str = await self._db(run_transaction(self._engine, self._pay_in, transaction))
+        outcome: str = await self._db(self._transactions.run(self._pay_in, transaction))
         if outcome == "credited":
             log.info("order %s paid: credits granted (transaction %s)",
                      transaction.out_trade_no, transaction.transaction_id)

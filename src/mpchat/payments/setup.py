@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import aiohttp
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.payments import crypto
 from mpchat.payments.client import Merchant, WeChatPayClient
@@ -13,6 +12,7 @@ from mpchat.payments.service import Payments
 from mpchat.providers.config import FileConfig
 from mpchat.quota import Quotas
 from mpchat.settings import Settings
+from mpchat.storage.transactions import Transactions
 
 __all__ = ["DEV_APPID", "build_payments"]
 
@@ -23,7 +23,7 @@ log = logging.getLogger("mpchat.payments")
 DEV_APPID = "wx0000000000000000"
 
 
-def build_payments(settings: Settings, config: FileConfig, engine: AsyncEngine,
+def build_payments(settings: Settings, config: FileConfig, transactions: Transactions,
                    http: aiohttp.ClientSession, quotas: Quotas) -> Payments | None:
     """`ValueError` (naming the setting or file) for a configuration that cannot work."""
     if not settings.wechatpay_enabled:
@@ -50,5 +50,5 @@ def build_payments(settings: Settings, config: FileConfig, engine: AsyncEngine,
     )
     log.info("WeChat Pay on: mchid=%s base=%s plans=%d", merchant.mchid, merchant.api_base,
              len(config.plans))
-    return Payments(engine=engine, quotas=quotas, client=WeChatPayClient(http, merchant),
-                    plans=config.plans)
+    return Payments(transactions=transactions, quotas=quotas,
+                    client=WeChatPayClient(http, merchant), plans=config.plans)

@@ -80,28 +80,16 @@ class Answer:
                 self.done = True
                 return
             try:
-                text, reasoning, finish, usage, tools = decode_chunk(data)
+                piece = decode_chunk(data)
             except ProviderError as exc:
                 self.error = exc
                 return
-            if usage is not None:
-                self.usage = usage
-            if finish is not None:
-                self.finish = finish
-            if reasoning:
-                self._reason(reasoning)
-            if tools:
-                self._call(tools)
-            if text:
-                if self._kind is Delta and self.chars + len(text) <= self._max_chars:
-                    self._texts.append(text)
-                    self.chars += len(text)
-                else:
-                    self._answer(text)
+            self.take(piece)
             if self.cut:
                 return
 
     def take(self, piece: Piece) -> None:
+        """One decoded chunk (or a whole non-streamed completion)."""
         text, reasoning, finish, usage, tools = piece
         if usage is not None:
             self.usage = usage
@@ -112,7 +100,11 @@ class Answer:
         if tools:
             self._call(tools)
         if text:
-            self._answer(text)
+            if self._kind is Delta and not self.cut and self.chars + len(text) <= self._max_chars:
+                self._texts.append(text)  # the common case, without `_answer`'s calls
+                self.chars += len(text)
+            else:
+                self._answer(text)
 
     def _call(self, tools: list[ToolCall]) -> None:
         """Tool calls leave as they come, in order; their size counts as answer text."""

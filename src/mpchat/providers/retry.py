@@ -2,9 +2,9 @@
 
 Written here rather than taken from stamina/tenacity because those add jitter on top of
 the exponential wait ("equal"-style) and cannot take a per-failure server-advised delay
-and a cap in one place; the loop that uses this is a few lines in `mpchat.chat.stream`,
-and the retry boundary (before the first delta) is a property of that loop, not of a
-decorator.
+and a cap in one place. The loops that use it are a few lines each (the providers' in
+`mpchat.chat.upstream`, WeChat's in `mpchat.wechat._http`), and the chat's retry boundary
+(before the first delta) is a property of its loop, not of a decorator.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from mpchat.quota.types import DailyTotal, LedgerRow, QuotaView, Reservation
 from mpchat.storage import ledger as store
 from mpchat.storage.quota_reports import totals_between
 from mpchat.storage.tables import utc_now
-from mpchat.storage.transactions import run_transaction
+from mpchat.storage.transactions import Transactions
 
 __all__ = ["Quotas"]
 
@@ -49,14 +49,15 @@ class Quotas:
 
     def __init__(
         self,
-        engine: AsyncEngine | None,
+        transactions: Transactions | None,
         config: QuotaConfig | None,
         *,
         aliases: Mapping[str, str] | None = None,
         utcnow: Callable[[], dt.datetime] = utc_now,
     ) -> None:
-        self.enabled = engine is not None and config is not None
-        self._engine = engine
+        self.enabled = transactions is not None and config is not None
+        self._transactions = transactions
+        self._engine: AsyncEngine | None = transactions.engine if transactions else None
         self._config = config or QuotaConfig()
         self._prices = Prices(self._config, aliases=aliases)
         self._clock = PeriodClock(self._config.period, self._config.reset_time,
@@ -250,9 +251,9 @@ class Quotas:
         return bool(done.now)
 
     async def _tx(self, fn: Callable[..., T], **kwargs: object) -> T:
-        assert self._engine is not None
+        assert self._transactions is not None
         try:
-            return await run_transaction(self._engine, fn, **kwargs)
+            return await self._transactions.run(fn, **kwargs)
         except (SQLAlchemyError, OSError) as exc:
             log.warning("quota storage failed: %s", type(exc).__name__)
             raise ServiceUnavailable(retry_after=1) from None

@@ -29,9 +29,10 @@ from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.estimate import estimate_tokens
-from mpchat.storage.crypto import Ciphertext, DecryptError, Keyring, message_aad
+from mpchat.storage.crypto import Keyring, message_aad
+from mpchat.storage.messages import message_text
 from mpchat.storage.tables import conversations, messages, utc_now
-from mpchat.storage.transactions import run_transaction
+from mpchat.storage.transactions import Transactions
 
 __all__ = [
     "Progress",
@@ -116,7 +117,7 @@ class Progress:
 
 
 async def save_progress(
-    engine: AsyncEngine, keyring: Keyring, items: Sequence[Progress], *, lease_until: datetime
+    tx: Transactions, keyring: Keyring, items: Sequence[Progress], *, lease_until: datetime
 ) -> set[str]:
     """Store the text so far of many answers in one transaction, renewing their claim.
 
@@ -128,7 +129,7 @@ async def save_progress(
                                  message_aad(message_id=item.message_id, user_id=item.user_id))
         params.append({"mid": item.message_id, "content": sealed.blob, "key": sealed.key_id,
                        "eseq": item.event_seq, "until": lease_until})
-    return await run_transaction(engine, _save_progress, params)
+    return await tx.run(_save_progress, params)
 
 
 def _save_progress(conn: Connection, params: list[dict[str, Any]]) -> set[str]:
@@ -153,7 +154,7 @@ async def renew_leases(engine: AsyncEngine, *, owner: str, until: datetime) -> i
 
 
 async def finish_answer(
-    engine: AsyncEngine,
+    tx: Transactions,
     keyring: Keyring,
     *,
     message_id: str,
@@ -176,7 +177,7 @@ async def finish_answer(
               "new_status": status, "tokens": estimate_tokens(content),
               "ptokens": prompt_tokens, "ctokens": completion_tokens, "meta": meta,
               "eseq": event_seq, "stale": stale_before}
-    return await run_transaction(engine, _finish, params, conversation_id)
+    return await tx.run(_finish, params, conversation_id)
 
 
 def _finish(conn: Connection, params: dict[str, Any], conversation_id: str) -> bool:
@@ -188,12 +189,11 @@ def _finish(conn: Connection, params: dict[str, Any], conversation_id: str) -> b
 
 
 async def drop_answer(
-    engine: AsyncEngine, *, message_id: str, question_id: str, conversation_id: str,
+    tx: Transactions, *, message_id: str, question_id: str, conversation_id: str,
     stale_before: datetime | None = None,
 ) -> bool:
     """Nothing was said: remove the answer's row, mark its question ``unanswered``."""
-    return await run_transaction(engine, _drop, message_id, question_id, conversation_id,
-                                 stale_before)
+    return await tx.run(_drop, message_id, question_id, conversation_id, stale_before)
 
 
 def _drop(conn: Connection, message_id: str, question_id: str, conversation_id: str,
@@ -209,26 +209,26 @@ def _drop(conn: Connection, message_id: str, question_id: str, conversation_id: 
     return True
 
 
-async def settle_stale(engine: AsyncEngine, keyring: Keyring, *, limit: int = 200) -> int:
+async def settle_stale(tx: Transactions, keyring: Keyring, *, limit: int = 200) -> int:
     """Settle answers whose producing instance is gone (its claim expired); how many."""
     now = utc_now()
-    async with engine.connect() as conn:
+    async with tx.engine.connect() as conn:
         rows = (await conn.execute(_STALE, {"now": now, "limit": limit})).all()
     settled = 0
     for row in rows:
-        text = _decrypt(keyring, row.content_key, row.content, row.id, row.user_id)
+        text = message_text(keyring, row, row.user_id) or ""
         meta = dict(row.meta or {})
         if text:
             meta["finish_reason"] = "interrupted"
             done = await finish_answer(
-                engine, keyring, message_id=row.id, user_id=row.user_id,
+                tx, keyring, message_id=row.id, user_id=row.user_id,
                 conversation_id=row.conversation_id, content=text, status="truncated",
                 prompt_tokens=None, completion_tokens=estimate_tokens(text), meta=meta,
                 event_seq=(row.event_seq or 0) + 1, stale_before=now,
             )
         else:
             done = await drop_answer(
-                engine, message_id=row.id, question_id=str(meta.get("reply_to", "")),
+                tx, message_id=row.id, question_id=str(meta.get("reply_to", "")),
                 conversation_id=row.conversation_id, stale_before=now,
             )
         settled += done
@@ -247,17 +247,8 @@ async def read_answer(
         row = (await conn.execute(query)).first()
     if row is None:
         return None
-    text = "" if row.status == "retracted" else _decrypt(
-        keyring, row.content_key, row.content, row.id, row.user_id
-    )
+    text = "" if row.status == "retracted" else message_text(keyring, row, row.user_id) or ""
     return StoredAnswer(row.id, row.user_id, row.conversation_id, row.status, text,
                         row.event_seq, dict(row.meta or {}), row.prompt_tokens,
                         row.completion_tokens)
 
-
-def _decrypt(keyring: Keyring, key: str, blob: bytes, message_id: str, user_id: str) -> str:
-    try:
-        return keyring.decrypt(Ciphertext(key, blob),
-                               message_aad(message_id=message_id, user_id=user_id))
-    except DecryptError:
-        return ""

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from mpchat.storage.crypto import Ciphertext, DecryptError, Keyring, title_aad
+from mpchat.storage.crypto import Ciphertext, Keyring, title_aad
 from mpchat.storage.tables import conversations, messages, sessions, users
 
 __all__ = [
@@ -70,12 +70,9 @@ def _title(
 ) -> str:
     if blob is None or key is None:
         return ""
-    try:
-        return keyring.decrypt(
-            Ciphertext(key, blob), title_aad(conversation_id=conv_id, user_id=user_id)
-        )
-    except DecryptError:
-        return UNREADABLE_TITLE
+    title = keyring.decrypt_or_none(Ciphertext(key, blob),
+                                    title_aad(conversation_id=conv_id, user_id=user_id))
+    return UNREADABLE_TITLE if title is None else title
 
 
 async def delete_conversation(engine: AsyncEngine, *, conversation_id: str, user_id: str) -> bool:

@@ -93,6 +93,13 @@ class Keyring:
         except (InvalidTag, ValueError):
             raise DecryptError("ciphertext failed authentication") from None
 
+    def decrypt_or_none(self, value: Ciphertext, aad: bytes) -> str | None:
+        """`decrypt`, or None for a value that cannot be (unknown key, tampered or moved)."""
+        try:
+            return self.decrypt(value, aad)
+        except DecryptError:
+            return None
+
 
 def message_aad(*, message_id: str, user_id: str) -> bytes:
     return f"mpchat:message:{message_id}:{user_id}".encode()

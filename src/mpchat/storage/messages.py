@@ -9,6 +9,7 @@ Both keep the conversation's ``last_seq`` and count current.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,18 +19,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.errors import NotFound
-from mpchat.estimate import estimate_tokens
 from mpchat.storage.conversations import owned_conversation
-from mpchat.storage.crypto import (
-    Ciphertext,
-    DecryptError,
-    Keyring,
-    message_aad,
-    summary_aad,
-    title_aad,
-)
+from mpchat.storage.crypto import Ciphertext, Keyring, message_aad, summary_aad, title_aad
 from mpchat.storage.tables import conversations, messages, utc_now
-from mpchat.storage.transactions import run_transaction
+from mpchat.storage.transactions import Transactions
 
 __all__ = [
     "CONTEXT_STATUSES",
@@ -38,6 +31,7 @@ __all__ = [
     "Turn",
     "begin_turn",
     "list_messages",
+    "message_text",
     "new_id",
     "set_message_status",
     "summary_text",
@@ -94,15 +88,22 @@ class HistoryTurn:
 
 @dataclass(slots=True)
 class Turn:
-    """What `begin_turn` wrote and read."""
+    """What `begin_turn` wrote and read: the rows, not a choice among them
+    (`mpchat.chat.context` decides what fits)."""
 
     conversation_id: str
     user_message_id: str
     answer_id: str
-    history: list[HistoryTurn] = field(default_factory=list)
-    omitted: int = 0  # earlier turns that did not fit the budget (and are not summarised)
-    summary: str | None = None  # of the turns before the history, when there is one
-    oldest_kept_seq: int | None = None
+    user_id: str
+    keyring: Keyring = field(repr=False)
+    # The conversation's context messages after its summary, newest first (at most 200):
+    # rows with ``seq``, ``role`` and ``tokens``; `text` decrypts one, only when asked.
+    earlier: Sequence[Any] = ()
+    summary: str | None = None  # of the turns before ``earlier``, when there is one
+
+    def text(self, row: Any) -> str | None:
+        """The text of one of ``earlier``; None when it cannot be decrypted."""
+        return message_text(self.keyring, row, self.user_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,134 +116,82 @@ class MessageItem:
 
 
 async def begin_turn(
-    engine: AsyncEngine,
+    tx: Transactions,
     keyring: Keyring,
     *,
     user_id: str,
     conversation_id: str | None,
     content: str,
     tokens: int,
-    history_budget: int,
     answer_id: str,
     owner: str,
     lease_until: datetime,
 ) -> Turn:
-    """Store the user's message and its answer's row, and read the context that precedes it.
+    """Store the user's message and its answer's row, and read what precedes it: one
+    transaction (one hand-off to the database).
 
     The answer's row (``answer_id``) starts empty with status ``streaming``, claimed by
-    ``owner`` until ``lease_until``.
-
-    The history is read newest first (so the budget keeps the most recent turns) and
-    then put back in chronological order. ``history_budget`` is in estimated tokens.
+    ``owner`` until ``lease_until``. The earlier messages are read newest first, so a
+    budget can keep the most recent ones (`mpchat.chat.context.fit_context`).
     Raises `NotFound` for a conversation that does not exist or is not the user's.
     """
-    return await run_transaction(
-        engine, _begin_turn, keyring, user_id=user_id, conversation_id=conversation_id,
-        content=content, tokens=tokens, history_budget=history_budget, answer_id=answer_id,
-        owner=owner, lease_until=lease_until,
-    )
-
-
-def _begin_turn(
-    conn: Connection,
-    keyring: Keyring,
-    *,
-    user_id: str,
-    conversation_id: str | None,
-    content: str,
-    tokens: int,
-    history_budget: int,
-    answer_id: str,
-    owner: str,
-    lease_until: datetime,
-) -> Turn:
-    now = utc_now()
-    if conversation_id is None:
-        conversation_id = new_id()
-        title = keyring.encrypt(
-            content[:_TITLE_CHARS],
-            title_aad(conversation_id=conversation_id, user_id=user_id),
-        )
-        conn.execute(
-            _NEW_CONVERSATION,
-            {"id": conversation_id, "user_id": user_id, "title": title.blob,
-             "title_key": title.key_id, "message_count": 0, "last_seq": 0,
-             "created_at": now, "updated_at": now},
-        )
-        history: list[HistoryTurn] = []
-        omitted = 0
-        summary = None
-        kept_from: int | None = None
-    else:
-        found = (
-            conn.execute(_SUMMARY, {"cid": conversation_id, "uid": user_id})
-        ).first()
-        if found is None:
-            raise NotFound()
-        summary = summary_text(keyring, found, conversation_id, user_id)
-        if summary:
-            history_budget -= estimate_tokens(summary)
-        history, omitted, kept_from = _read_history(
-            conn, keyring, conversation_id=conversation_id, user_id=user_id,
-            budget=max(history_budget, 0), after=found.summary_upto or 0,
-        )
     message_id = new_id()
-    _insert_messages(conn, keyring, conversation_id=conversation_id, user_id=user_id, now=now,
-                     rows=[
+    rows = [
         {"id": message_id, "role": "user", "status": "complete", "content": content,
          "tokens": tokens, "meta": None, "owner": None, "lease_until": None},
         {"id": answer_id, "role": "assistant", "status": "streaming", "content": "",
          "tokens": 0, "meta": {"reply_to": message_id}, "owner": owner,
          "lease_until": lease_until},
-    ])
-    return Turn(conversation_id, message_id, answer_id, history, omitted, summary, kept_from)
+    ]
+
+    def transaction(conn: Connection) -> Turn:
+        now = utc_now()
+        earlier: Sequence[Any] = ()
+        summary = None
+        if conversation_id is None:
+            cid = _new_conversation(conn, keyring, user_id, content, now)
+        else:
+            cid = conversation_id
+            earlier, summary = _read_context(conn, keyring, cid, user_id)
+        _insert_messages(conn, keyring, conversation_id=cid, user_id=user_id, now=now, rows=rows)
+        return Turn(cid, message_id, answer_id, user_id, keyring, earlier, summary)
+
+    return await tx.run(transaction)
 
 
-def _read_history(
-    conn: Connection,
-    keyring: Keyring,
-    *,
-    conversation_id: str,
-    user_id: str,
-    budget: int,
-    after: int,
-) -> tuple[list[HistoryTurn], int, int | None]:
-    """Turns newer than seq ``after`` that fit ``budget``: (turns, left out, oldest kept seq)."""
-    rows = (
-        conn.execute(
-            _HISTORY, {"conversation_id": conversation_id, "user_id": user_id, "after": after}
-        )
-    ).all()
-    newest_first: list[HistoryTurn] = []
-    used = 0
-    oldest: int | None = None
-    for row in rows:
-        if used + row.tokens > budget:
-            break
-        try:
-            text = keyring.decrypt(
-                Ciphertext(row.content_key, row.content),
-                message_aad(message_id=row.id, user_id=user_id),
-            )
-        except DecryptError:
-            continue  # an unreadable row is left out of context, not fatal to the chat
-        used += row.tokens
-        oldest = row.seq
-        newest_first.append(HistoryTurn(row.role, text))
-    newest_first.reverse()  # chronological: oldest of the kept turns first
-    return newest_first, len(rows) - len(newest_first), oldest
+def _new_conversation(
+    conn: Connection, keyring: Keyring, user_id: str, first_message: str, now: datetime
+) -> str:
+    conversation_id = new_id()
+    title = keyring.encrypt(first_message[:_TITLE_CHARS],
+                            title_aad(conversation_id=conversation_id, user_id=user_id))
+    conn.execute(
+        _NEW_CONVERSATION,
+        {"id": conversation_id, "user_id": user_id, "title": title.blob,
+         "title_key": title.key_id, "message_count": 0, "last_seq": 0,
+         "created_at": now, "updated_at": now},
+    )
+    return conversation_id
+
+
+def _read_context(
+    conn: Connection, keyring: Keyring, conversation_id: str, user_id: str
+) -> tuple[Sequence[Any], str | None]:
+    """The user's conversation's summary, and the context rows after it, newest first."""
+    found = conn.execute(_SUMMARY, {"cid": conversation_id, "uid": user_id}).first()
+    if found is None:
+        raise NotFound()
+    earlier = conn.execute(_HISTORY, {"conversation_id": conversation_id, "user_id": user_id,
+                                      "after": found.summary_upto or 0}).all()
+    return earlier, summary_text(keyring, found, conversation_id, user_id)
 
 
 def summary_text(keyring: Keyring, row: Any, conversation_id: str, user_id: str) -> str | None:
     if row.summary is None or row.summary_key is None:
         return None
-    try:
-        return keyring.decrypt(
-            Ciphertext(row.summary_key, row.summary),
-            summary_aad(conversation_id=conversation_id, user_id=user_id),
-        )
-    except DecryptError:
-        return None  # an unreadable summary is skipped; the next one replaces it
+    # An unreadable summary is skipped; the next one replaces it.
+    return keyring.decrypt_or_none(Ciphertext(row.summary_key, row.summary),
+                                   summary_aad(conversation_id=conversation_id, user_id=user_id))
 
 
 def _insert_messages(
@@ -326,10 +275,11 @@ async def list_messages(
 def _content(keyring: Keyring, row: Any, user_id: str) -> str | None:
     if row.status == "retracted":
         return ""  # withdrawn by content safety: never shown again
-    try:
-        return keyring.decrypt(
-            Ciphertext(row.content_key, row.content),
-            message_aad(message_id=row.id, user_id=user_id),
-        )
-    except DecryptError:
-        return None
+    return message_text(keyring, row, user_id)
+
+
+def message_text(keyring: Keyring, row: Any, user_id: str) -> str | None:
+    """A stored message's text (``row`` has its id, content and content_key); None when
+    it cannot be decrypted (an unreadable row is reported or left out, never fatal)."""
+    return keyring.decrypt_or_none(Ciphertext(row.content_key, row.content),
+                                   message_aad(message_id=row.id, user_id=user_id))

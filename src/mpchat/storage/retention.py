@@ -137,14 +137,14 @@ async def run_retention(
     days: int | None,
     interval: float,
     redis: Redis | None = None,
-    lock_key: str = LOCK_KEY,
     request_log_days: int | None = None,
 ) -> None:
-    """Purge every ``interval`` seconds until cancelled; failures are logged, never raised."""
+    """Purge every ``interval`` seconds until cancelled (with the fleet's lock, `LOCK_KEY`);
+    failures are logged, never raised."""
     while True:
         try:
             deleted = await retention_pass(
-                engine, days=days, interval=interval, redis=redis, lock_key=lock_key,
+                engine, days=days, interval=interval, redis=redis,
                 request_log_days=request_log_days,
             )
             if deleted:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mpchat.storage.crypto import Ciphertext, DecryptError, Keyring, message_aad, summary_aad
-from mpchat.storage.messages import CONTEXT_STATUSES, HistoryTurn, summary_text
+from mpchat.storage.crypto import Keyring, summary_aad
+from mpchat.storage.messages import CONTEXT_STATUSES, HistoryTurn, message_text, summary_text
 from mpchat.storage.tables import conversations, messages
 
 __all__ = ["save_summary", "summary_source"]
@@ -36,10 +36,8 @@ async def summary_source(
         )).all()
     turns, upto = [], 0
     for row in rows:
-        try:
-            text = keyring.decrypt(Ciphertext(row.content_key, row.content),
-                                   message_aad(message_id=row.id, user_id=user_id))
-        except DecryptError:
+        text = message_text(keyring, row, user_id)
+        if text is None:
             continue
         turns.append(HistoryTurn(row.role, text))
         upto = row.seq

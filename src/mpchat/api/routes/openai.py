@@ -21,7 +21,6 @@ from mpchat.api.streaming import FollowResponse, ai_headers
 from mpchat.apikeys import ApiKey
 from mpchat.chat.completions import CompletionRequest, completion_body
 from mpchat.errors import InvalidRequest
-from mpchat.services import Services
 
 __all__ = ["router"]
 
@@ -78,10 +77,9 @@ class CompletionBody(BaseModel):
                 if (value := getattr(self, name)) is not None}
 
 
-async def _api_key(request: Request) -> ApiKey:
-    services: Services = request.state.services
+async def _api_key(request: Request, svc: Svc) -> ApiKey:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return await services.api_keys.authenticate(
+    return await svc.api_keys.authenticate(
         token.strip() if scheme.lower() == "bearer" else None)
 
 

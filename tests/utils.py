@@ -76,7 +76,7 @@ class Running:
         return r.status, [orjson.loads(line) for line in raw.splitlines() if line]
 
 
-def _keeping_state(app: Any, into: dict[str, Any]) -> Any:
+def keeping_state(app: Any, into: dict[str, Any]) -> Any:
     """``app``, and the lifespan state the server gives it copied into ``into`` once set."""
 
     async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -99,7 +99,7 @@ async def running_app(settings: Settings) -> AsyncIterator[Running]:
     app = create_app(settings)
     state: dict[str, Any] = {}
     port = free_port()
-    config = uvicorn.Config(_keeping_state(app, state), host="127.0.0.1", port=port,
+    config = uvicorn.Config(keeping_state(app, state), host="127.0.0.1", port=port,
                             loop="none", http="httptools", log_config=None, access_log=False,
                             lifespan="on")
     server = uvicorn.Server(config)

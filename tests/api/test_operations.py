@@ -22,6 +22,7 @@ async def test_health_ready_meta_and_metrics(settings_factory, fake_upstream):
         assert meta["model_name"] == "fake-model" and meta["demo"] is False
         token = await app.login()
         await app.chat_events(token, {"content": "hi"})
+        await app.services.chat.wait_idle()  # counted once the answer has wholly ended
         r = await app.http.get(f"{app.base_url}/metrics")
         text = r.text
         assert 'mpchat_chats_total{status="complete"} 1.0' in text

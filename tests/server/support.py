@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import uvicorn
@@ -12,7 +13,7 @@ import uvicorn
 from mpchat.app import create_app
 from mpchat.server import uvicorn_config
 from mpchat.settings import Settings
-from tests.utils import Running, free_port
+from tests.utils import Running, free_port, keeping_state
 
 __all__ = ["serving"]
 
@@ -21,8 +22,10 @@ __all__ = ["serving"]
 async def serving(settings: Settings) -> AsyncIterator[Running]:
     """Like `tests.utils.running_app`, but with the production listener and proxy settings."""
     app = create_app(settings)
+    state: dict[str, Any] = {}
     port = free_port()
-    server = uvicorn.Server(uvicorn_config(settings, app, host="127.0.0.1", port=port))
+    server = uvicorn.Server(uvicorn_config(settings, keeping_state(app, state),
+                                           host="127.0.0.1", port=port))
     task = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(15):
@@ -32,7 +35,7 @@ async def serving(settings: Settings) -> AsyncIterator[Running]:
                     raise RuntimeError("server stopped during start-up")
                 await asyncio.sleep(0.01)
         async with aiohttp.ClientSession() as http:
-            yield Running(f"http://127.0.0.1:{port}", http, app)
+            yield Running(f"http://127.0.0.1:{port}", http, app, state)
     finally:
         server.should_exit = True
         await task

@@ -14,13 +14,15 @@ from mpchat.errors import ContentRejected
 from mpchat.fakes.wechat import FakeWeChat
 from mpchat.metrics import Metrics
 from mpchat.providers.retry import RetryPolicy
-from mpchat.safety.moderator import Moderator, OpenidCache, segments
+from mpchat.safety.moderator import Moderator, OpenidCache
+from mpchat.safety.segments import SegmentPolicy
 from mpchat.safety.wordfilter import WordFilter
 from mpchat.storage import audit
 from mpchat.storage.engine import create_engine
 from mpchat.wechat import ContentSecurity
 
 KEY = audit.audit_key("test-secret")
+AT_ONCE = SegmentPolicy(ages=(0.0,))  # every sentence end that arrives closes a segment
 
 
 
@@ -60,14 +62,6 @@ async def _rows(mod: Moderator, engine: Any, **filters: Any) -> list[audit.Audit
     await mod.flush_audit()
     rows, _ = await audit.list_events(engine, **filters)
     return rows
-
-
-def test_segments_end_at_sentences_once_long_enough_or_at_the_cap():
-    text = "好的。这是一个比较长的句子，足够长了。还没完"
-    done, rest = segments(text, min_chars=8, max_chars=200)
-    assert done == ["好的。这是一个比较长的句子，足够长了。"] and rest == "还没完"
-    done, rest = segments("a" * 450, min_chars=8, max_chars=200)
-    assert [len(s) for s in done] == [200, 200] and rest == "a" * 50
 
 
 async def test_openid_cache_asks_once_and_evicts_the_oldest():
@@ -155,7 +149,7 @@ async def test_wechat_unavailable_follows_the_policy(engine, wechat, http, polic
 
 
 async def test_wechat_output_segment_fails_in_the_background(engine, wechat, http):
-    mod = _moderator(engine, _security(wechat, http), segment_min_chars=5)
+    mod = _moderator(engine, _security(wechat, http), segment_policy=AT_ONCE)
     check = mod.output(user_id="u1", message_id="m1")
     assert check.feed("这是 risky-word 的一句话。") != ""
     async with asyncio.timeout(5):
@@ -172,17 +166,18 @@ async def test_wechat_output_segment_fails_in_the_background(engine, wechat, htt
     await mod.aclose()
 
 
-async def test_finish_checks_last_segment_and_whole_answer(engine, wechat, http):
-    mod = _moderator(engine, _security(wechat, http), segment_min_chars=5)
+async def test_finish_checks_the_last_segment_with_the_answer_before_it(engine, wechat, http):
+    first_at_once = SegmentPolicy(ages=(0.0, 60.0))
+    mod = _moderator(engine, _security(wechat, http), segment_policy=first_at_once)
     check = mod.output(user_id="u1", message_id="m1")
     check.feed("第一句话没有问题。")
     check.feed("第二句")
     assert await check.finish() == ""
-    # Two segments, then the whole answer: three checks.
+    # The first sentence, then the rest seen with it: the whole answer, and no third call.
     assert sorted(wechat.stats.contents) == sorted(
-        ["第一句话没有问题。", "第二句", "第一句话没有问题。第二句"])
+        ["第一句话没有问题。", "第一句话没有问题。第二句"])
     rows = await _rows(mod, engine, stage="output")
-    assert [r.verdict for r in rows] == ["pass"] * 3
+    assert [r.verdict for r in rows] == ["pass"] * 2
     assert {r.message_id for r in rows} == {"m1"}
 
     failing = mod.output(user_id="u1", message_id="m2")
@@ -194,7 +189,7 @@ async def test_finish_checks_last_segment_and_whole_answer(engine, wechat, http)
 
 
 async def test_aclose_cancels_pending_checks(engine, wechat, http):
-    mod = _moderator(engine, _security(wechat, http), segment_min_chars=2)
+    mod = _moderator(engine, _security(wechat, http), segment_policy=AT_ONCE)
     wechat.hang("msg_sec_check", times=5)
     check = mod.output(user_id="u1", message_id="m1")
     check.feed("一句。")

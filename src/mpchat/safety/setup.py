@@ -70,6 +70,7 @@ async def build_moderation(
         unavailable_policy=settings.safety_unavailable,
         audit_text=settings.audit_text,
         metrics=metrics,
+        output_mode=settings.output_mode,
         closers=closers,
     )
 

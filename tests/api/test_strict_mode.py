@@ -96,6 +96,7 @@ async def test_a_risky_third_segment_never_reaches_the_client(
             [row] = (await r.json())["items"]
         assert (row["check"], row["stage"], row["rule"]) == ("wechat", "output", "20001")
         assert row["message_id"] == answer_id and row["trace_id"]
+        assert row["detail"] == {"suggest": "risky", "label": 20001, "refused": True}
 
 
 async def test_a_clean_answer_streams_whole_after_its_checks(

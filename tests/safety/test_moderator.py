@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -236,3 +237,67 @@ async def test_audit_failure_never_raises_into_the_caller(tmp_path):
     assert writer.dropped == 1 and writer.written == 0
     await writer.aclose()
     await engine.dispose()
+
+
+async def test_the_audit_row_names_the_rule_that_decided(engine, tmp_path):
+    words, allow = tmp_path / "ops.txt", tmp_path / "innocent.txt"
+    words.write_text("# fraud\nscam\tfraud\n洗钱\tfraud\n", encoding="utf-8")
+    allow.write_text("反洗钱\n", encoding="utf-8")
+    for audit_text in (False, True):
+        mod = Moderator(word_filter=WordFilter.from_files([words], allow=[allow]),
+                        audit=audit.AuditWriter(engine), audit_key=KEY, audit_text=audit_text)
+        mod.check_input_locally("学习反洗钱的知识", user_id="u1")  # allow-listed
+        mod.check_input_locally("a scampi recipe", user_id="u1")  # inside a longer word
+        with pytest.raises(ContentRejected):
+            mod.check_input_locally("教你洗 錢", user_id="u1")
+        await mod.aclose()
+    plain, private = await _rows(mod, engine)
+    assert (private.rule, private.excerpt) == ("fraud", None)
+    # The entry that matched, by file and line, and where: not the user's words.
+    assert private.detail == {"list": "ops.txt:3", "span": [2, 5]}
+    # Where the operator keeps text: the term, and the span as the filter saw it.
+    assert plain.detail == {"list": "ops.txt:3", "span": [2, 5], "term": "洗钱",
+                            "normalised": "洗 钱"}
+
+
+async def test_wechat_rows_say_what_wechat_said_and_which_policy_decided(engine, wechat, http):
+    mod = _moderator(engine, _security(wechat, http), review_policy="block")
+    with pytest.raises(ContentRejected):
+        await mod.check_input("a review-word here", user_id="u1")
+    wechat.fail("msg_sec_check", times=1, errcode=40003)
+    with pytest.raises(ContentRejected):
+        await mod.check_input("hello", user_id="u1")
+    unavailable, review = await _rows(mod, engine)
+    assert review.detail == {"suggest": "review", "label": 20006, "policy": "review:block",
+                             "refused": True}
+    assert review.trace_id and review.rule == "20006"
+    assert unavailable.detail == {"policy": "unavailable:closed", "refused": True}
+    await mod.aclose()
+
+
+async def test_forget_user_anonymises_their_rows_only(engine):
+    mod = _moderator(engine, audit_text=True)
+    for user in ("u1", "u2"):
+        with pytest.raises(ContentRejected):
+            mod.check_input_locally("他说要洗钱", user_id=user)
+    assert await mod.forget_user("u1") == 1
+    rows = await _rows(mod, engine)
+    gone = [r for r in rows if r.user_hash == audit.ANONYMISED]
+    kept = [r for r in rows if r.user_hash == audit.hash_user(KEY, "u2")]
+    assert len(gone) == 1 and len(kept) == 1
+    assert (gone[0].excerpt, gone[0].rule, gone[0].detail) == (None, "fraud", kept[0].detail)
+    assert kept[0].excerpt is not None
+    await mod.aclose()
+
+
+async def test_old_audit_rows_are_purged(engine):
+    old = datetime.now(UTC) - timedelta(days=200)
+    await audit.write_events(engine, events=[
+        audit.AuditEvent(check="local", stage="input", verdict="hit", user_hash="h",
+                         created_at=old),
+        audit.AuditEvent(check="local", stage="input", verdict="hit", user_hash="h"),
+    ])
+    assert await audit.purge_events(engine, days=180, batch=1) == 1
+    rows, _ = await audit.list_events(engine)
+    assert len(rows) == 1 and rows[0].created_at > old
+    assert await audit.purge_events(engine, days=180) == 0

@@ -12,8 +12,10 @@ sentence ends when old enough (`mpchat.safety.segments`), each checked in the ba
 ``"strict"`` sends nothing before its check passed. WeChat calls for answers are deferrable:
 they leave part of the app's quota to input checks (`mpchat.wechat.CallQuota`).
 
-Every WeChat decision and every local hit goes to the audit trail; local passes are only
-counted (they are nearly every message, on the hot path).
+Every WeChat decision and every local hit goes to the audit trail with the rule that decided
+(the list entry, ``file:line``, and the span; with ``MPCHAT_AUDIT_TEXT`` also the term and the
+span as normalised; WeChat's label and suggestion, and the policy when one decided); local
+passes are only counted (they are nearly every message, on the hot path).
 """
 
 from __future__ import annotations
@@ -134,6 +136,12 @@ class Moderator:
         if self._audit is not None:
             await self._audit.flush()
 
+    async def forget_user(self, user_id: str) -> int:
+        """The user deleted their data: anonymise their audit rows; how many."""
+        if self._audit is None:
+            return 0
+        return await self._audit.anonymise(hash_user(self._audit_key, user_id))
+
     async def aclose(self) -> None:
         """Write the queued audit events; close what the moderator was given to close."""
         if self._audit is not None:
@@ -151,11 +159,17 @@ class Moderator:
         self, text: str, hit: Hit, *, stage: Stage, user_id: str, message_id: str | None
     ) -> None:
         self.count("local", stage, "hit")
-        log.info("local filter hit on %s: rule=%s", stage, hit.rule)
+        log.info("local filter hit on %s: rule=%s list=%s", stage, hit.rule, hit.source)
         excerpt = text[max(hit.start - 20, 0) : hit.end + 20] if self.audit_text else None
+        detail: dict[str, object] = {"list": hit.source, "span": [hit.start, hit.end]}
+        if self.audit_text:
+            # The term, and the span folded as the filter saw it (with whatever disguised
+            # it): the user's words, so only where the operator keeps text at all.
+            detail["term"] = hit.word
+            detail["normalised"] = self.word_filter.fold(text[hit.start : hit.end])
         self._record(AuditEvent(check="local", stage=stage, verdict="hit", rule=hit.rule,
                                 user_hash=hash_user(self._audit_key, user_id),
-                                message_id=message_id, excerpt=excerpt))
+                                message_id=message_id, excerpt=excerpt, detail=detail))
 
     async def wechat(
         self, text: str, *, stage: Stage, user_id: str, message_id: str | None,
@@ -179,14 +193,20 @@ class Moderator:
             # Never let a surprise in the check escape as a 500: it is "unavailable".
             log.exception("wechat content check failed")
         outcome: AuditVerdict
+        detail: dict[str, object]
         if verdict is None or verdict.unavailable:
             outcome = "unavailable"
             refuse = self.unavailable_policy == "closed"
             log.warning("wechat check unavailable on %s; policy %s", stage,
                         self.unavailable_policy)
+            detail = {"policy": f"unavailable:{self.unavailable_policy}"}
         else:
             outcome = verdict.suggest
             refuse = outcome == "risky" or (outcome == "review" and self.review_policy == "block")
+            detail = {"suggest": verdict.suggest, "label": verdict.label}
+            if outcome == "review":
+                detail["policy"] = f"review:{self.review_policy}"
+        detail["refused"] = refuse
         self.count("wechat", stage, outcome)
         self._record(AuditEvent(
             check="wechat", stage=stage, verdict=outcome,
@@ -194,7 +214,7 @@ class Moderator:
             else None,
             user_hash=hash_user(self._audit_key, user_id), message_id=message_id,
             trace_id=verdict.trace_id if verdict is not None else None,
-            excerpt=text[:_EXCERPT_CHARS] if self.audit_text else None,
+            excerpt=text[:_EXCERPT_CHARS] if self.audit_text else None, detail=detail,
         ))
         return outcome if refuse else None
 

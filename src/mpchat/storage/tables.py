@@ -164,6 +164,8 @@ audit_events = Table(
     Column("message_id", String(32), nullable=True),
     Column("trace_id", String(64), nullable=True),
     Column("excerpt", Text, nullable=True),
+    # Which rule decided: the listed term, its list file and the span; WeChat's verdict.
+    Column("detail", JSON, nullable=True),
     Index(None, "created_at"),
     Index(None, "user_hash", "seq"),
 )

@@ -169,12 +169,12 @@ async def open_services(
             request_log=request_log,
         )
         log_days = settings.openai_log_days if settings.openai_log_requests else None
-        if settings.retention_days or log_days:
-            retention = asyncio.create_task(
-                run_retention(engine, days=settings.retention_days, interval=3600, redis=redis,
-                              request_log_days=log_days)
-            )
-            stack.push_async_callback(_cancel, retention)
+        # Always on: audit records have a retention period of their own.
+        retention = asyncio.create_task(
+            run_retention(engine, days=settings.retention_days, interval=3600, redis=redis,
+                          request_log_days=log_days, audit_days=settings.audit_retention_days)
+        )
+        stack.push_async_callback(_cancel, retention)
         _log_startup(settings, upstream, keyring)
         yield Services(settings=settings, engine=engine, http=http, redis=redis,
                        keyring=keyring, auth=auth, chat=chat, upstream=upstream,

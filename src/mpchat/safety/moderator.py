@@ -136,6 +136,14 @@ class Moderator:
         if self._audit is not None:
             await self._audit.flush()
 
+    async def user_events_key(self, user_id: str) -> str | None:
+        """The user's key in the audit (their keyed hash), once the events recorded so far
+        are written; None without an audit."""
+        if self._audit is None:
+            return None
+        await self._audit.flush()
+        return hash_user(self._audit_key, user_id)
+
     async def forget_user(self, user_id: str) -> int:
         """The user deleted their data: anonymise their audit rows; how many."""
         if self._audit is None:

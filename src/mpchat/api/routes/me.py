@@ -1,10 +1,13 @@
-"""GET /api/v1/me: the caller's remaining chat budget."""
+"""GET /api/v1/me: the caller's remaining chat budget; GET /api/v1/me/export: all their data."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter
 
 from mpchat.api.deps import Caller, Svc
+from mpchat.storage.export import export_user
 
 router = APIRouter(prefix="/api/v1", tags=["identity"])
 
@@ -23,3 +26,12 @@ async def me(caller: Caller, svc: Svc) -> dict[str, object]:
         # Per-user quotas and paid credits are not built yet: no quota applies.
         "quota": {"enabled": False},
     }
+
+
+@router.get("/me/export")
+async def export(caller: Caller, svc: Svc) -> dict[str, Any]:
+    """Everything the service holds about the caller, as one JSON document (docs/security.md)."""
+    return await export_user(
+        svc.engine, svc.keyring, user_id=caller.user_id, label=svc.settings.ai_label,
+        user_hash=await svc.moderation.user_events_key(caller.user_id),
+    )

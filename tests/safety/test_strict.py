@@ -147,3 +147,42 @@ async def test_an_early_end_drops_what_was_never_shown() -> None:
     await check.conclude()  # the user stopped: the pending check is dropped, never shown
     assert verdict.cancelled() or not verdict.done()
     assert screen.text == ""
+
+
+async def test_a_failure_waits_for_the_checks_before_it() -> None:
+    """Checks run concurrently: the third may fail while the second is still out."""
+    judge, screen = Judge(), Screen()
+    check = _strict(judge).output(user_id="u1", message_id="m1")
+    check.on_release(screen.release)
+    for piece in ("一。", "二。", "三。"):
+        check.feed(piece)
+    first, second, third = await judge.next(), await judge.next(), await judge.next()
+    first[1].set_result(PASS)
+    third[1].set_result(RISKY)
+    assert await screen.next() == "一。"
+    check.feed("四。")  # no Withheld yet: the second segment may still be shown
+    second[1].set_result(PASS)
+    assert await screen.next() == "二。"
+    with pytest.raises(Withheld):
+        await check.finish()
+    assert judge.asked.empty()  # "四。" came after a failure: never checked, quota kept
+    assert screen.text == "一。二。"
+    await check.aclose()
+
+
+async def test_text_before_a_local_hit_is_still_checked_and_shown() -> None:
+    judge, screen = Judge(), Screen()
+    policy = SegmentPolicy(ages=(0.0, 60.0))  # the second segment would wait a minute
+    check = _strict(judge, policy).output(user_id="u1", message_id="m1")
+    check.on_release(screen.release)
+    check.feed("好的。")
+    check.feed("第二句没问题。然后")
+    assert check.feed("赌博") == ""  # the hit: the text before it goes to WeChat at once
+    for _ in range(2):
+        (await judge.next())[1].set_result(PASS)
+    assert await screen.next() == "好的。" and await screen.next() == "第二句没问题。然后"
+    with pytest.raises(Withheld) as refused:
+        check.verdict()
+    assert refused.value.reason == "local:gambling"
+    assert screen.text == "好的。第二句没问题。然后"
+    await check.aclose()

@@ -102,3 +102,14 @@ test('leaving the page stops listening without cancelling the answer', async () 
   assert.equal(fake.chatCalls()[0].aborted, true);
   assert.deepEqual(fake.cancels, []);
 });
+
+test('strict mode: an answer stopped by the check keeps what was shown and says why', async () => {
+  const fake = createFakeWx({
+    chat: () => ({ body: ndjson([START, { type: 'delta', text: '第一句。', seq: 1 }, { type: 'done', finish_reason: 'content_filter', seq: 2 }]) }),
+  });
+  const page = loadPage(createClient(fake.options));
+  send(page, '你好');
+  await waitFor(() => page.data.sending === false);
+  assert.equal(page.data.messages[1].content, '第一句。');
+  assert.equal(page.data.notice, '后续内容未通过内容安全检查，已停止');
+});

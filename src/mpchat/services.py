@@ -180,10 +180,11 @@ async def open_services(
             request_log=request_log,
         )
         log_days = settings.openai_log_days if settings.openai_log_requests else None
-        # Always: expired sessions are purged; conversations and the request log if asked.
+        # Always: expired sessions; audit records after their own period; conversations and
+        # the request log if asked.
         retention = asyncio.create_task(
             run_retention(engine, days=settings.retention_days, interval=3600, redis=redis,
-                          request_log_days=log_days)
+                          request_log_days=log_days, audit_days=settings.audit_retention_days)
         )
         stack.push_async_callback(_cancel, retention)
         _log_startup(settings, upstream, keyring)

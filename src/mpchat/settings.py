@@ -90,16 +90,23 @@ class Settings(BaseSettings):
     system_prompt: str = "你是一个乐于助人的中文助手，回答简洁准确。"
 
     wordlist: str | None = None
+    # Innocent phrases that overrule a listed word inside them (docs/safety.md).
+    wordlist_allow: str | None = None
     # WeChat content security: on when WeChat credentials (or cloudrun) are configured.
     wechat_security: bool | None = None
     safety_review_policy: Literal["allow", "block"] = "allow"
     safety_unavailable: Literal["open", "closed"] = "closed"
     audit_text: bool = False
+    # strict: no answer text leaves before WeChat's check passed it (docs/safety.md).
+    output_mode: Literal["stream", "strict"] = "stream"
+    # Content safety records are kept this long (the rules ask for at least six months).
+    audit_retention_days: int = Field(default=180, ge=1)
     retention_days: int | None = Field(default=None, ge=1)
     login_rate_limit: str = "30/minute"
     ai_label: str = "本回答由 AI 生成"
     model_display_name: str | None = None
     filing_number: str | None = None
+    filed_model_name: str | None = None
 
     admin_token: SecretStr | None = None
     # Seconds an instance trusts what it looked up about an API key (revocation delay).

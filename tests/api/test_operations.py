@@ -9,7 +9,8 @@ from tests.in_process import in_process_app
 
 async def test_health_ready_meta_and_metrics(settings_factory, fake_upstream):
     settings = settings_factory(upstream_base_url=fake_upstream.base_url,
-                                upstream_model="fake-model", filing_number="Beijing-123")
+                                upstream_model="fake-model", filing_number="Beijing-123",
+                                filed_model_name="示例大模型")
     async with in_process_app(settings) as app:
         r = await app.http.get(f"{app.base_url}/healthz")
         assert r.status_code == 200
@@ -20,6 +21,7 @@ async def test_health_ready_meta_and_metrics(settings_factory, fake_upstream):
         meta = r.json()
         assert meta["label"] == settings.ai_label and meta["filing_number"] == "Beijing-123"
         assert meta["model_name"] == "fake-model" and meta["demo"] is False
+        assert meta["filed_model_name"] == "示例大模型"
         token = await app.login()
         await app.chat_events(token, {"content": "hi"})
         await app.services.chat.wait_idle()  # counted once the answer has wholly ended

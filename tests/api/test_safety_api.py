@@ -259,3 +259,23 @@ async def test_a_cancelled_answer_waits_for_its_checks_and_is_retracted_if_one_f
         assert seen[-1]["finish_reason"] == "content_filter"
         items = await _messages(app, token, seen[0]["conversation_id"])
         assert items[-1]["status"] == "retracted" and items[-1]["content"] == ""
+
+
+async def test_word_boundaries_allow_list_and_the_rule_in_the_audit(
+    settings_factory, fake_upstream, tmp_path
+):
+    words, allow = tmp_path / "ops.txt", tmp_path / "allow.txt"
+    words.write_text("scam\tfraud\n洗钱\tfraud\n", encoding="utf-8")
+    allow.write_text("反洗钱\n", encoding="utf-8")
+    settings = _settings(settings_factory, fake_upstream, wordlist=str(words),
+                         wordlist_allow=str(allow))
+    async with running_app(settings) as app:
+        token = await app.login("jane")
+        for innocent in ("a scampi recipe", "反洗钱法的要点"):
+            status, _ = await app.chat_events(token, {"content": innocent})
+            assert status == 200, innocent
+        status, _ = await app.chat_events(token, {"content": "is this a scam?"})
+        assert status == 400
+        _, page = await _audit(app, check="local")
+        [row] = page["items"]
+        assert (row["rule"], row["detail"]) == ("fraud", {"list": "ops.txt:1", "span": [10, 14]})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -14,13 +15,15 @@ from mpchat.errors import ContentRejected
 from mpchat.fakes.wechat import FakeWeChat
 from mpchat.metrics import Metrics
 from mpchat.providers.retry import RetryPolicy
-from mpchat.safety.moderator import Moderator, OpenidCache, segments
+from mpchat.safety.moderator import Moderator, OpenidCache
+from mpchat.safety.segments import SegmentPolicy
 from mpchat.safety.wordfilter import WordFilter
 from mpchat.storage import audit
 from mpchat.storage.engine import create_engine
 from mpchat.wechat import ContentSecurity
 
 KEY = audit.audit_key("test-secret")
+AT_ONCE = SegmentPolicy(ages=(0.0,))  # every sentence end that arrives closes a segment
 
 
 
@@ -60,14 +63,6 @@ async def _rows(mod: Moderator, engine: Any, **filters: Any) -> list[audit.Audit
     await mod.flush_audit()
     rows, _ = await audit.list_events(engine, **filters)
     return rows
-
-
-def test_segments_end_at_sentences_once_long_enough_or_at_the_cap():
-    text = "好的。这是一个比较长的句子，足够长了。还没完"
-    done, rest = segments(text, min_chars=8, max_chars=200)
-    assert done == ["好的。这是一个比较长的句子，足够长了。"] and rest == "还没完"
-    done, rest = segments("a" * 450, min_chars=8, max_chars=200)
-    assert [len(s) for s in done] == [200, 200] and rest == "a" * 50
 
 
 async def test_openid_cache_asks_once_and_evicts_the_oldest():
@@ -155,7 +150,7 @@ async def test_wechat_unavailable_follows_the_policy(engine, wechat, http, polic
 
 
 async def test_wechat_output_segment_fails_in_the_background(engine, wechat, http):
-    mod = _moderator(engine, _security(wechat, http), segment_min_chars=5)
+    mod = _moderator(engine, _security(wechat, http), segment_policy=AT_ONCE)
     check = mod.output(user_id="u1", message_id="m1")
     assert check.feed("这是 risky-word 的一句话。") != ""
     async with asyncio.timeout(5):
@@ -172,17 +167,18 @@ async def test_wechat_output_segment_fails_in_the_background(engine, wechat, htt
     await mod.aclose()
 
 
-async def test_finish_checks_last_segment_and_whole_answer(engine, wechat, http):
-    mod = _moderator(engine, _security(wechat, http), segment_min_chars=5)
+async def test_finish_checks_the_last_segment_with_the_answer_before_it(engine, wechat, http):
+    first_at_once = SegmentPolicy(ages=(0.0, 60.0))
+    mod = _moderator(engine, _security(wechat, http), segment_policy=first_at_once)
     check = mod.output(user_id="u1", message_id="m1")
     check.feed("第一句话没有问题。")
     check.feed("第二句")
     assert await check.finish() == ""
-    # Two segments, then the whole answer: three checks.
+    # The first sentence, then the rest seen with it: the whole answer, and no third call.
     assert sorted(wechat.stats.contents) == sorted(
-        ["第一句话没有问题。", "第二句", "第一句话没有问题。第二句"])
+        ["第一句话没有问题。", "第一句话没有问题。第二句"])
     rows = await _rows(mod, engine, stage="output")
-    assert [r.verdict for r in rows] == ["pass"] * 3
+    assert [r.verdict for r in rows] == ["pass"] * 2
     assert {r.message_id for r in rows} == {"m1"}
 
     failing = mod.output(user_id="u1", message_id="m2")
@@ -194,7 +190,7 @@ async def test_finish_checks_last_segment_and_whole_answer(engine, wechat, http)
 
 
 async def test_aclose_cancels_pending_checks(engine, wechat, http):
-    mod = _moderator(engine, _security(wechat, http), segment_min_chars=2)
+    mod = _moderator(engine, _security(wechat, http), segment_policy=AT_ONCE)
     wechat.hang("msg_sec_check", times=5)
     check = mod.output(user_id="u1", message_id="m1")
     check.feed("一句。")
@@ -241,3 +237,67 @@ async def test_audit_failure_never_raises_into_the_caller(tmp_path):
     assert writer.dropped == 1 and writer.written == 0
     await writer.aclose()
     await engine.dispose()
+
+
+async def test_the_audit_row_names_the_rule_that_decided(engine, tmp_path):
+    words, allow = tmp_path / "ops.txt", tmp_path / "innocent.txt"
+    words.write_text("# fraud\nscam\tfraud\n洗钱\tfraud\n", encoding="utf-8")
+    allow.write_text("反洗钱\n", encoding="utf-8")
+    for audit_text in (False, True):
+        mod = Moderator(word_filter=WordFilter.from_files([words], allow=[allow]),
+                        audit=audit.AuditWriter(engine), audit_key=KEY, audit_text=audit_text)
+        mod.check_input_locally("学习反洗钱的知识", user_id="u1")  # allow-listed
+        mod.check_input_locally("a scampi recipe", user_id="u1")  # inside a longer word
+        with pytest.raises(ContentRejected):
+            mod.check_input_locally("教你洗 錢", user_id="u1")
+        await mod.aclose()
+    plain, private = await _rows(mod, engine)
+    assert (private.rule, private.excerpt) == ("fraud", None)
+    # The entry that matched, by file and line, and where: not the user's words.
+    assert private.detail == {"list": "ops.txt:3", "span": [2, 5]}
+    # Where the operator keeps text: the term, and the span as the filter saw it.
+    assert plain.detail == {"list": "ops.txt:3", "span": [2, 5], "term": "洗钱",
+                            "normalised": "洗 钱"}
+
+
+async def test_wechat_rows_say_what_wechat_said_and_which_policy_decided(engine, wechat, http):
+    mod = _moderator(engine, _security(wechat, http), review_policy="block")
+    with pytest.raises(ContentRejected):
+        await mod.check_input("a review-word here", user_id="u1")
+    wechat.fail("msg_sec_check", times=1, errcode=40003)
+    with pytest.raises(ContentRejected):
+        await mod.check_input("hello", user_id="u1")
+    unavailable, review = await _rows(mod, engine)
+    assert review.detail == {"suggest": "review", "label": 20006, "policy": "review:block",
+                             "refused": True}
+    assert review.trace_id and review.rule == "20006"
+    assert unavailable.detail == {"policy": "unavailable:closed", "refused": True}
+    await mod.aclose()
+
+
+async def test_forget_user_anonymises_their_rows_only(engine):
+    mod = _moderator(engine, audit_text=True)
+    for user in ("u1", "u2"):
+        with pytest.raises(ContentRejected):
+            mod.check_input_locally("他说要洗钱", user_id=user)
+    assert await mod.forget_user("u1") == 1
+    rows = await _rows(mod, engine)
+    gone = [r for r in rows if r.user_hash == audit.ANONYMISED]
+    kept = [r for r in rows if r.user_hash == audit.hash_user(KEY, "u2")]
+    assert len(gone) == 1 and len(kept) == 1
+    assert (gone[0].excerpt, gone[0].rule, gone[0].detail) == (None, "fraud", kept[0].detail)
+    assert kept[0].excerpt is not None
+    await mod.aclose()
+
+
+async def test_old_audit_rows_are_purged(engine):
+    old = datetime.now(UTC) - timedelta(days=200)
+    await audit.write_events(engine, events=[
+        audit.AuditEvent(check="local", stage="input", verdict="hit", user_hash="h",
+                         created_at=old),
+        audit.AuditEvent(check="local", stage="input", verdict="hit", user_hash="h"),
+    ])
+    assert await audit.purge_events(engine, days=180, batch=1) == 1
+    rows, _ = await audit.list_events(engine)
+    assert len(rows) == 1 and rows[0].created_at > old
+    assert await audit.purge_events(engine, days=180) == 0

@@ -169,3 +169,36 @@ def test_guard_agrees_with_find(answer: str, cuts: list[int]) -> None:
     else:
         assert hit in hits
         assert len(sent) <= min(h.start for h in hits)
+
+
+ALLOWED = ["反洗钱", "洗钱法", "博物馆"]
+
+
+def test_an_allowed_phrase_split_over_pieces_is_released() -> None:
+    wf = WordFilter.from_words(WORDS, allow=ALLOWED)
+    sent, hit, _ = run(wf, ["学习反洗", "钱知识"])
+    assert (sent, hit) == ("学习反洗钱知识", None)
+    # "洗钱" may still become "洗钱法": held back whole until the next piece decides.
+    guard = OutputGuard(wf)
+    assert guard.feed("学习洗钱") == ("学习", None)
+    assert guard.feed("法") == ("洗钱法", None)
+    guard = OutputGuard(wf)
+    assert guard.feed("学习洗钱").text == "学习"
+    assert guard.feed("吧").hit is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([*ALPHABET.elements, "反", "法", "物"]), max_size=40).map("".join),
+    st.lists(st.integers(min_value=0, max_value=40), max_size=6),
+)
+def test_guard_agrees_with_find_under_an_allow_list(answer: str, cuts: list[int]) -> None:
+    wf = WordFilter.from_words(WORDS, allow=ALLOWED)
+    bounds = sorted({min(c, len(answer)) for c in cuts} | {0, len(answer)})
+    sent, hit, _ = run(wf, [answer[a:b] for a, b in itertools.pairwise(bounds)])
+    hits = wf.find(answer)
+    assert answer.startswith(sent)
+    if not hits:
+        assert hit is None and sent == answer
+    else:
+        assert hit in hits and len(sent) <= min(h.start for h in hits)

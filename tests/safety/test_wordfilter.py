@@ -286,3 +286,44 @@ def test_reload_checks_at_most_every_min_interval(tmp_path: Path) -> None:
     _touch_later(path)
     assert wf.reload_if_changed() is False
     assert wf.find("赌博") != []
+
+
+def test_an_english_term_inside_a_longer_word_is_not_a_hit() -> None:
+    wf = WordFilter.from_words([("ass", "abuse"), ("scam", "fraud")])
+    assert wf.find("a class assignment on bass and scampi, or passé") == []
+    assert [h.word for h in wf.find("what an ass!")] == ["ass"]
+    assert [h.word for h in wf.find("这是scam吧")] == ["scam"]  # CJK next to it is a boundary
+
+
+def test_hits_name_the_list_file_they_came_from(tmp_path: Path) -> None:
+    ops, money = tmp_path / "ops.txt", tmp_path / "fraud.txt"
+    ops.write_text("赌博\n", encoding="utf-8")
+    money.write_text("洗钱\tmoney\n", encoding="utf-8")
+    hits = WordFilter.from_files([ops, money]).find("赌博洗钱")
+    assert [(h.rule, h.source) for h in hits] == [("ops", "ops.txt:1"),
+                                                  ("money", "fraud.txt:1")]
+    assert WordFilter.from_files([]).find("赌博")[0].source.startswith("default.txt:")
+    assert WordFilter.from_words(["赌博"]).find("赌博")[0].source == ""
+
+
+def test_an_allowed_phrase_overrules_a_listed_word_inside_it() -> None:
+    wf = WordFilter.from_words([("洗钱", "fraud"), ("scam", "fraud")],
+                               allow=["反洗钱", "scam alert"])
+    assert wf.find("学习反洗钱知识") == []
+    assert wf.find("学习反 洗錢知识") == []  # folded and compacted like the words
+    assert [h.word for h in wf.find("教你洗钱")] == ["洗钱"]
+    assert [(h.word, h.start) for h in wf.find("反洗钱，然后洗钱")] == [("洗钱", 6)]
+    assert wf.find("a SCAM ALERT from the bank") == []
+    assert [h.word for h in wf.find("a scam, alerted")] == ["scam"]
+
+
+def test_allow_list_files_are_read_and_reloaded(tmp_path: Path) -> None:
+    words, allow = tmp_path / "words.txt", tmp_path / "allow.txt"
+    words.write_text("洗钱\n", encoding="utf-8")
+    allow.write_text("# innocent phrases\n反洗钱\t(the law against it)\n", encoding="utf-8")
+    wf = WordFilter.from_files([words], allow=[allow])
+    assert wf.find("反洗钱") == [] and wf.find("洗钱法") != []
+    allow.write_text("反洗钱\n洗钱法\n", encoding="utf-8")
+    _touch_later(allow)
+    assert wf.reload_if_changed() is True
+    assert wf.find("洗钱法") == []

@@ -144,3 +144,20 @@ async def test_loop_purges_and_survives_failures(engine, key1, tmp_path, caplog)
         await asyncio.gather(*loops, return_exceptions=True)
         await broken.dispose()
     assert all(task.cancelled() for task in loops)
+
+
+async def test_audit_records_have_a_retention_of_their_own(engine, key1):
+    from mpchat.storage.audit import AuditEvent, write_events
+    from mpchat.storage.tables import audit_events
+
+    old, fresh = await _fixture_data(engine, key1)
+    await write_events(engine, events=[
+        AuditEvent(check="local", stage="input", verdict="hit", user_hash="h",
+                   created_at=datetime.now(UTC) - timedelta(days=181)),
+        AuditEvent(check="local", stage="input", verdict="hit", user_hash="h",
+                   created_at=datetime.now(UTC) - timedelta(days=179)),
+    ])
+    # Conversations kept forever (no MPCHAT_RETENTION_DAYS); audit rows after 180 days.
+    assert await retention_pass(engine, days=None, interval=60, audit_days=180) == 0
+    assert await _count(engine, audit_events) == 1
+    assert await _count(engine, conversations) == len(old) + len(fresh)

@@ -13,6 +13,7 @@ from mpchat.errors import ServiceUnavailable
 from mpchat.fakes.wechat import FakeWeChat
 from mpchat.wechat import AccessTokenProvider, CallQuota, ContentSecurity
 from mpchat.wechat.security import split_content
+from tests.utils import wait_until
 from tests.wechat.conftest import Clock, HangingRedis
 
 OPENID = "o_test_user"
@@ -209,6 +210,39 @@ async def test_every_attempt_takes_a_slot(security, fake: FakeWeChat) -> None:
     assert (await security(quota=quota).check("hello", openid=OPENID, scene=2)).passed
     assert fake.stats.sec_checks == 3
     assert clock.slept == [pytest.approx(60.001)]  # the third attempt waited for a slot
+
+
+async def test_input_checks_take_precedence_when_the_quota_is_tight(
+    security, fake: FakeWeChat
+) -> None:
+    clock = Clock()
+    release = asyncio.Event()
+
+    async def held(seconds: float) -> None:  # a wait for the window that the test ends
+        clock.slept.append(seconds)
+        await release.wait()
+        clock.now += seconds
+
+    quota = CallQuota(limit=5, period=60, clock=clock, sleep=held, reserve=2)
+    checker = security(quota=quota)
+    for i in range(3):  # output checks fill the window up to its reserve
+        await checker.check(f"answer {i}", openid=OPENID, scene=2, deferrable=True)
+    waiting = asyncio.create_task(
+        checker.check("answer 3", openid=OPENID, scene=2, deferrable=True))
+    await wait_until(lambda: clock.slept != [], timeout=5)
+    # Input checks still find the two reserved slots, although an output check queued first.
+    for i in range(2):
+        assert (await checker.check(f"question {i}", openid=OPENID, scene=2)).passed
+    assert not waiting.done() and fake.stats.sec_checks == 5
+    release.set()
+    assert (await waiting).passed
+    assert clock.slept == [pytest.approx(60.001)]
+
+
+def test_the_reserve_is_below_the_limit() -> None:
+    assert CallQuota(limit=4000)  # a fifth reserved by default
+    with pytest.raises(ValueError):
+        CallQuota(limit=3, reserve=3)
 
 
 async def test_shared_quota_through_redis(

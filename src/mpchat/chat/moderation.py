@@ -6,9 +6,10 @@ content security; `NoModeration` lets everything through (tests, or an operator'
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Moderation", "NoModeration", "OutputCheck", "Retracted"]
+__all__ = ["Moderation", "NoModeration", "OutputCheck", "Retracted", "Withheld"]
 
 
 class Retracted(Exception):
@@ -19,8 +20,20 @@ class Retracted(Exception):
         self.reason = reason
 
 
+class Withheld(Retracted):
+    """The rest of the answer failed content safety before any of it was shown (strict
+    mode): what was shown had passed, so it stays; the answer ends with ``content_filter``
+    and no ``retract``."""
+
+
 class OutputCheck(Protocol):
     """Checks one streamed answer."""
+
+    def on_release(self, release: Callable[[str], None]) -> None:
+        """Where to hand text that becomes releasable between calls (strict mode: when its
+        WeChat check passes), in order, as soon as it is; registered before the first
+        `feed`. Without it, such text waits for the next `feed` or `finish`."""
+        ...
 
     def feed(self, piece: str) -> str:
         """Text that may be sent now (possibly ""); raises `Retracted`."""
@@ -65,6 +78,9 @@ class Moderation(Protocol):
 
 
 class _Passthrough:
+    def on_release(self, release: Callable[[str], None]) -> None:
+        pass
+
     def feed(self, piece: str) -> str:
         return piece
 

@@ -11,6 +11,8 @@ ends; the settling is shielded, so no cancellation can leave a slot held or a ro
     complete           read to end     whole answer checked  complete            done
     provider failure   closed          pending ones finish   truncated/dropped   error
     retracted          closed          (one has failed)      retracted           retract, done
+    filtered (strict   closed          (one has failed)      filtered/dropped    done (finish_reason
+      mode)                                                                       content_filter)
     cancelled (user,   closed at once  pending ones finish   truncated/dropped   done (cancelled)
       client gone)
     deleted            closed at once  dropped               nothing             error not_found
@@ -35,7 +37,7 @@ import anyio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.chat.answer import Answer, Event
-from mpchat.chat.moderation import OutputCheck, Retracted
+from mpchat.chat.moderation import OutputCheck, Retracted, Withheld
 from mpchat.chat.upstream import Queued, Served, UpstreamEvent
 from mpchat.errors import MpchatError, NotFound, ServiceUnavailable, UpstreamTimeout
 from mpchat.estimate import estimate_tokens
@@ -144,6 +146,7 @@ class Producer:
         self._upstream = upstream
         self._close_upstream = close_upstream
         self._check = check
+        check.on_release(self._release)  # strict mode: text whose check passed meanwhile
         self._keeper = keeper
         self._prompt_tokens = prompt_tokens
         self._received_at = received_at
@@ -161,6 +164,9 @@ class Producer:
         timer = asyncio.get_running_loop().call_later(ctx.start_wait, self._start)
         try:
             await self._stream()
+        except Withheld as exc:  # nothing unchecked was shown: what was shown stays
+            outcome = "filtered"
+            log.info("answer %s stopped by content safety: %s", answer.message_id, exc.reason)
         except Retracted as exc:
             outcome = "retracted"
             log.info("answer %s retracted: %s", answer.message_id, exc.reason)
@@ -304,6 +310,8 @@ class Producer:
             answer.finish_reason = "content_filter"
         else:
             text = "".join(self._released)
+            if outcome == "filtered":
+                answer.finish_reason = "content_filter"
         usage = self._finish.usage if self._finish is not None else None
         answer.usage = {
             "prompt_tokens": usage.prompt_tokens if usage else self._prompt_tokens,

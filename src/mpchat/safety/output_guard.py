@@ -12,6 +12,7 @@ One guard per streamed answer; it is not thread-safe and does no I/O.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 from mpchat.safety.wordfilter import Hit, WordFilter
@@ -66,13 +67,13 @@ class OutputGuard:
         hits, hold = self._filter.scan(self._pending, final=final, left=self._left)
         if hits:
             first = min(hits, key=lambda h: h.start)
-            self._hit = first._replace(
-                start=self._released + first.start, end=self._released + first.end
+            self._hit = dataclasses.replace(
+                first, start=self._released + first.start, end=self._released + first.end
             )
             return GuardResult("", self._hit)
         released, self._pending = self._pending[:hold], self._pending[hold:]
         if released:
             self._released += len(released)
-            keep = self._filter.max_gap + 2
+            keep = self._filter.context_chars
             self._left = (self._left + self._filter.fold(released))[-keep:]
         return GuardResult(released, None)

@@ -28,7 +28,8 @@ RELOAD_INTERVAL = 5.0
 
 
 def wordlist_paths(setting: str | None) -> list[Path]:
-    """``MPCHAT_WORDLIST`` as paths; empty means the list shipped with the package."""
+    """``MPCHAT_WORDLIST`` (or ``MPCHAT_WORDLIST_ALLOW``) as paths; an empty word list
+    means the list shipped with the package."""
     return [Path(p.strip()) for p in (setting or "").split(",") if p.strip()]
 
 
@@ -49,7 +50,8 @@ async def build_moderation(
     the degraded gauge.
     """
     word_filter = WordFilter.from_files(
-        wordlist_paths(settings.wordlist), min_interval=RELOAD_INTERVAL
+        wordlist_paths(settings.wordlist), allow=wordlist_paths(settings.wordlist_allow),
+        min_interval=RELOAD_INTERVAL,
     )
     security: ContentSecurity | None = None
     openids: OpenidCache | None = None
@@ -70,6 +72,7 @@ async def build_moderation(
         unavailable_policy=settings.safety_unavailable,
         audit_text=settings.audit_text,
         metrics=metrics,
+        output_mode=settings.output_mode,
         closers=closers,
     )
 

@@ -1,9 +1,8 @@
 """The local word filter: Aho-Corasick over operator word lists, on folded text.
 
-A word list is UTF-8, one entry a line: ``word`` or ``word<TAB>rule``; blank lines and lines
-starting with ``#`` are skipped; an entry without a rule takes the file's stem as its rule.
-Words are folded like the text (``mpchat.safety.normalize``) and their separators dropped, so
-``credit card`` and ``賭博`` are listed as ``creditcard`` and ``赌博``.
+Word lists and allow-lists are files (`mpchat.safety.listfiles`). Words are folded like the
+text (``mpchat.safety.normalize``) and their separators dropped, so ``credit card`` and
+``賭博`` are listed as ``creditcard`` and ``赌博``.
 
 Matching runs on the folded text with its separators removed, then each candidate is judged
 on the folded text with separators in place (positions in brackets are that text's):
@@ -15,26 +14,37 @@ on the folded text with separators in place (positions in brackets are that text
 * words starting or ending with a Latin/Greek/Cyrillic letter or digit need a word boundary
   there (``ass`` does not hit ``class``; ``赌博casino`` still hits ``casino``).
 
-Hits carry spans of the original text. The automaton is built once per list and swapped
-whole when ``reload_if_changed`` sees a file change, so a reader never sees half a list.
+An allow-list names innocent phrases (``反洗钱``): a hit lying entirely inside one of them is
+not a hit (compared like words: folded, separators dropped).
+
+Hits carry spans of the original text and the list file the word came from. The automata
+are built once per list and swapped whole when ``reload_if_changed`` sees a file change, so
+a reader never sees half a list.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
-import os
-import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
-from importlib import resources
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import ahocorasick
 
+from mpchat.safety._automaton import Layout, char_index, octets
+from mpchat.safety.allowlist import AllowList
+from mpchat.safety.listfiles import (
+    DEFAULT_RULE,
+    FileWatch,
+    Listed,
+    parse_wordlist,
+    read_allowlists,
+    read_wordlists,
+    shipped_wordlist,
+)
 from mpchat.safety.normalize import (
     PAUSE,
     SEPARATOR,
@@ -45,32 +55,21 @@ from mpchat.safety.normalize import (
     is_spaced_word_char,
 )
 
-__all__ = ["Hit", "WordFilter", "parse_wordlist"]
+__all__ = ["Hit", "Listed", "WordFilter", "parse_wordlist"]
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_RULE = "default"
-_SEPARATORS = re.compile(f"[{re.escape(SEPARATOR + PAUSE)}]")
 
 
-class Hit(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Hit:
     rule: str
     word: str  # as listed
     start: int  # span in the original text
     end: int
-
-
-def parse_wordlist(text: str, *, default_rule: str) -> list[tuple[str, str]]:
-    """``(word, rule)`` pairs of a word list file's text."""
-    pairs: list[tuple[str, str]] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        word, _, rule = line.partition("\t")
-        rule = rule.split("\t", 1)[0].strip()
-        pairs.append((word.strip(), rule or default_rule))
-    return pairs
+    # The list file the word came from ("" for words given in code); not part of equality,
+    # so two hits of the same word are the same hit whichever file listed it.
+    source: str = field(default="", compare=False)
 
 
 class _Verdict(Enum):
@@ -83,6 +82,7 @@ class _Verdict(Enum):
 class _Entry:
     word: str
     rule: str
+    source: str
     size: int  # characters once folded and compacted
     spaces: frozenset[int]  # i where the word as listed has a space between characters i, i+1
     bound_left: bool
@@ -94,9 +94,7 @@ class _Compiled:
     automaton: Any  # ahocorasick.Automaton has no type stubs
     entries: tuple[_Entry, ...]
     max_size: int
-
-
-Stamp = tuple[int, int, int] | None
+    allowed: AllowList | None  # phrases that overrule a hit inside them
 
 
 class WordFilter:
@@ -104,9 +102,11 @@ class WordFilter:
 
     def __init__(
         self,
-        pairs: Iterable[tuple[str, str]],
+        pairs: Iterable[tuple[str, str] | Listed],
         *,
+        allow: Iterable[str] = (),
         paths: Sequence[Path] = (),
+        allow_paths: Sequence[Path] = (),
         max_gap: int = 3,
         min_interval: float = 0.0,
         normalizer: Normalizer | None = None,
@@ -115,38 +115,48 @@ class WordFilter:
             raise ValueError("max_gap must be at least 1")
         self.max_gap = max_gap
         self._normalizer = normalizer or default_normalizer()
-        self._paths = tuple(paths)
-        self._stamps = [_stamp(path) for path in self._paths]
+        self._paths, self._allow_paths = tuple(paths), tuple(allow_paths)
+        self._watch = FileWatch(self._paths + self._allow_paths)
         self._min_interval = min_interval
         self._checked = time.monotonic()
-        self._compiled = self._compile(pairs)
+        self._compiled = self._compile(pairs, allow)
 
     @classmethod
     def from_files(
-        cls, paths: Sequence[Path], *, max_gap: int = 3, min_interval: float = 0.0
+        cls, paths: Sequence[Path], *, allow: Sequence[Path] = (), max_gap: int = 3,
+        min_interval: float = 0.0,
     ) -> WordFilter:
-        """Load word lists (an empty sequence means the list shipped with the package).
+        """Load word lists (an empty sequence means the list shipped with the package) and
+        allow-lists.
 
         A missing file raises ``OSError`` here, at start-up; later, on reload, it is logged
         and the last good list stays in force.
         """
-        if not paths:
-            shipped = resources.files("mpchat.safety").joinpath("wordlists/default.txt")
-            pairs = parse_wordlist(shipped.read_text(encoding="utf-8"), default_rule=DEFAULT_RULE)
-            return cls(pairs, max_gap=max_gap)
-        paths = [Path(path) for path in paths]
-        return cls(_read(paths), paths=paths, max_gap=max_gap, min_interval=min_interval)
+        paths, allow = [Path(path) for path in paths], [Path(path) for path in allow]
+        listed = read_wordlists(paths) if paths else shipped_wordlist()
+        return cls(listed, allow=read_allowlists(allow), paths=paths, allow_paths=allow,
+                   max_gap=max_gap, min_interval=min_interval)
 
     @classmethod
-    def from_words(cls, words: Iterable[str | tuple[str, str]], *, max_gap: int = 3) -> WordFilter:
+    def from_words(
+        cls, words: Iterable[str | tuple[str, str]], *, allow: Iterable[str] = (),
+        max_gap: int = 3,
+    ) -> WordFilter:
         """A filter over words given in code; a bare word gets the rule ``default``."""
         pairs = [(w, DEFAULT_RULE) if isinstance(w, str) else w for w in words]
-        return cls(pairs, max_gap=max_gap)
+        return cls(pairs, allow=allow, max_gap=max_gap)
 
     @property
     def size(self) -> int:
         """How many distinct words are listed (after folding)."""
         return len(self._compiled.entries)
+
+    @property
+    def context_chars(self) -> int:
+        """Folded characters of released text a streaming scan needs before new text: for
+        word boundaries and gaps, and for an allowed phrase that began before a hit."""
+        allowed = self._compiled.allowed
+        return self.max_gap + 2 + (2 * allowed.max_size if allowed is not None else 0)
 
     @property
     def max_word_size(self) -> int:
@@ -168,22 +178,24 @@ class WordFilter:
 
     def reload_if_changed(self) -> bool:
         """Rebuild from the files if one changed; cheap enough to call on every request."""
-        if not self._paths:
+        if not self._watch.paths:
             return False
         now = time.monotonic()
         if now - self._checked < self._min_interval:
             return False
         self._checked = now
-        stamps = [_stamp(path) for path in self._paths]
-        if stamps == self._stamps:
+        stamps = self._watch.stamps()
+        if not self._watch.changed(stamps):
             return False
         try:
             # Stamps are taken before reading: an edit during the read shows up next time.
-            compiled = self._compile(_read(self._paths))
+            listed = read_wordlists(self._paths) if self._paths else shipped_wordlist()
+            compiled = self._compile(listed, read_allowlists(self._allow_paths))
         except (OSError, UnicodeDecodeError) as exc:
             _log.warning("word list reload failed, keeping the previous list: %s", exc)
             return False
-        self._compiled, self._stamps = compiled, stamps
+        self._compiled = compiled
+        self._watch.commit(stamps)
         _log.info("word lists reloaded: %d words", len(compiled.entries))
         return True
 
@@ -204,7 +216,7 @@ class WordFilter:
         hits: list[Hit] = []
         if not packed or not compiled.entries:
             return hits, len(text)
-        positions: _Layout | None = None
+        positions: Layout | None = None
         offsets: Sequence[int] | None = None
 
         def original(index: int, *, end: bool = False) -> int:
@@ -217,35 +229,47 @@ class WordFilter:
             return offsets[body] + 1 if end else offsets[body]
 
         context = len(compact(left))
-        octets = _octets(packed)
-        narrow = len(octets) == len(packed)
-        for octet_stop, number in compiled.automaton.iter(octets):
+        encoded = octets(packed)
+        narrow = len(encoded) == len(packed)
+        pending: int | None = None  # folded start of the first hit that waits for more text
+        for octet_stop, number in compiled.automaton.iter(encoded):
             entry = compiled.entries[number]
-            stop = octet_stop if narrow else _char_index(octets, octet_stop)
+            stop = octet_stop if narrow else char_index(encoded, octet_stop)
             first = stop - entry.size + 1
             if first < context:
                 # Starts in text already released, so it was judged (and held) back then;
                 # only the last few characters of it are here, too few to judge it again.
                 continue
             if positions is None:
-                positions = _Layout(folded)
-            if self._judge(entry, folded, positions, first, stop, final) is _Verdict.HIT:
+                positions = Layout(folded)
+            verdict = self._judge(entry, folded, positions, first, stop, final)
+            if verdict is not _Verdict.NO and compiled.allowed is not None:
+                ruling = compiled.allowed.overrules(folded, positions, packed, encoded,
+                                                    first=first, stop=stop, final=final)
+                if ruling != "no":
+                    verdict = _Verdict.NO if ruling == "yes" else _Verdict.PENDING
+            if verdict is _Verdict.HIT:
                 start, end = positions[first], positions[stop]
-                hits.append(Hit(entry.rule, entry.word, original(start), original(end, end=True)))
+                hits.append(Hit(entry.rule, entry.word, original(start),
+                                original(end, end=True), entry.source))
                 if stop_at_first:
                     break
+            elif verdict is _Verdict.PENDING and pending is None:
+                pending = positions[first]
         if final:
             return hits, len(text)
         if positions is None:
-            positions = _Layout(folded)
+            positions = Layout(folded)
         hold = self._hold_start(compiled, folded, packed, positions)
+        if pending is not None and (hold is None or pending < hold):
+            hold = pending  # a hit an allowed phrase may yet overrule: held back whole
         return hits, len(text) if hold is None else original(hold)
 
     def _judge(
         self,
         entry: _Entry,
         folded: str,
-        positions: _Layout,
+        positions: Layout,
         first: int,
         last: int,
         final: bool,
@@ -282,7 +306,7 @@ class WordFilter:
         return _Verdict.PENDING if pending else _Verdict.HIT
 
     def _hold_start(
-        self, compiled: _Compiled, folded: str, packed: str, positions: _Layout
+        self, compiled: _Compiled, folded: str, packed: str, positions: Layout
     ) -> int | None:
         """Folded index where the longest tail that could still grow into a hit starts.
 
@@ -295,29 +319,33 @@ class WordFilter:
         for size in range(min(compiled.max_size, count), 0, -1):
             first = count - size
             # ``match`` is true for any prefix of a listed word, the whole word included.
-            if not compiled.automaton.match(_octets(packed[first:])):
+            if not compiled.automaton.match(octets(packed[first:])):
                 continue
             gaps = (positions[i + 1] - positions[i] - 1 for i in range(first, count - 1))
             if all(gap <= self.max_gap for gap in gaps):
                 return positions[first]
         return None
 
-    def _compile(self, pairs: Iterable[tuple[str, str]]) -> _Compiled:
+    def _compile(
+        self, pairs: Iterable[tuple[str, str] | Listed], allow: Iterable[str]
+    ) -> _Compiled:
         automaton = ahocorasick.Automaton()
         entries: list[_Entry] = []
         fold = self._normalizer.fold
-        for word, rule in pairs:
+        for item in pairs:
+            word, rule, source = item if isinstance(item, Listed) else Listed(*item)
             folded = fold(word).strip(SEPARATOR + PAUSE)
             key = compact(folded)
             # A word that folds to nothing would match everywhere; a duplicate keeps its first rule.
-            if not key or automaton.exists(_octets(key)):
+            if not key or automaton.exists(octets(key)):
                 continue
-            automaton.add_word(_octets(key), len(entries))
-            positions = _Layout(folded)
+            automaton.add_word(octets(key), len(entries))
+            positions = Layout(folded)
             entries.append(
                 _Entry(
                     word=word,
                     rule=rule,
+                    source=source,
                     size=len(key),
                     spaces=frozenset(
                         i for i in range(len(key) - 1) if positions[i + 1] > positions[i] + 1
@@ -332,58 +360,6 @@ class WordFilter:
             automaton=automaton,
             entries=tuple(entries),
             max_size=max((e.size for e in entries), default=0),
+            allowed=AllowList.build(allow, self._normalizer.fold),
         )
 
-
-def _octets(text: str) -> str:
-    """UTF-8 bytes as a str of code points 0-255, the automaton's alphabet.
-
-    pyahocorasick finds a node's child by a linear scan, so with CJK words the root's
-    thousands of children made ``iter`` ten times slower than with UTF-8 bytes, where no
-    node has more than 256. UTF-8 is self-synchronising: a word's bytes can only match at a
-    character boundary of the text's bytes.
-    """
-    return text.encode("utf-8", "surrogatepass").decode("latin-1")
-
-
-def _char_index(octets: str, octet_index: int) -> int:
-    return len(octets[: octet_index + 1].encode("latin-1").decode("utf-8", "surrogatepass")) - 1
-
-
-class _Layout:
-    """Where the i-th letter of the compact text sits in the folded text.
-
-    Looked up for a few candidates only, so it keeps the separators' positions (a few per
-    sentence) rather than a list as long as the text.
-    """
-
-    __slots__ = ("_separators",)
-
-    def __init__(self, folded: str) -> None:
-        self._separators = [m.start() for m in _SEPARATORS.finditer(folded)]
-
-    def __getitem__(self, index: int) -> int:
-        # The smallest position with ``index`` letters before it: step over the separators
-        # at or before the guess until no more are found.
-        position = index
-        while True:
-            moved = index + bisect.bisect_right(self._separators, position)
-            if moved == position:
-                return position
-            position = moved
-
-
-def _read(paths: Sequence[Path]) -> list[tuple[str, str]]:
-    pairs: list[tuple[str, str]] = []
-    for path in paths:
-        pairs += parse_wordlist(path.read_text(encoding="utf-8-sig"), default_rule=path.stem)
-    return pairs
-
-
-def _stamp(path: Path) -> Stamp:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    # The inode catches an atomic rename over the file; the size catches a same-tick edit.
-    return (st.st_mtime_ns, st.st_size, st.st_ino)

@@ -1,6 +1,6 @@
 """Retention: conversations untouched for ``MPCHAT_RETENTION_DAYS`` are deleted, rows and all;
-the OpenAI-compatible surface's request log (when on) after ``MPCHAT_OPENAI_LOG_DAYS``;
-expired login sessions always.
+the OpenAI-compatible surface's request log (when on) after ``MPCHAT_OPENAI_LOG_DAYS``; content
+safety records after ``MPCHAT_AUDIT_RETENTION_DAYS``; expired login sessions always.
 
 Safe with several instances: every delete is idempotent and batched (short transactions,
 no long locks), so two instances purging at once only repeat each other's no-ops. With
@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mpchat.storage.audit import purge_events
 from mpchat.storage.request_log import purge_requests
 from mpchat.storage.tables import conversations, messages
 from mpchat.storage.users import purge_expired_sessions
@@ -103,6 +104,7 @@ async def retention_pass(
     lock_key: str = LOCK_KEY,
     now: datetime | None = None,
     request_log_days: int | None = None,
+    audit_days: int | None = None,
 ) -> int | None:
     """One pass, unless another instance holds this interval's lock (then None).
 
@@ -128,6 +130,10 @@ async def retention_pass(
         if purged:
             log.info("retention: deleted %d request log rows older than %d days",
                      purged, request_log_days)
+    if audit_days is not None:
+        purged = await purge_events(engine, days=audit_days, now=now)
+        if purged:
+            log.info("retention: deleted %d audit rows older than %d days", purged, audit_days)
     return await purge_expired(engine, days=days, now=now) if days is not None else 0
 
 
@@ -138,6 +144,7 @@ async def run_retention(
     interval: float,
     redis: Redis | None = None,
     request_log_days: int | None = None,
+    audit_days: int | None = None,
 ) -> None:
     """Purge every ``interval`` seconds until cancelled (with the fleet's lock, `LOCK_KEY`);
     failures are logged, never raised."""
@@ -145,7 +152,7 @@ async def run_retention(
         try:
             deleted = await retention_pass(
                 engine, days=days, interval=interval, redis=redis,
-                request_log_days=request_log_days,
+                request_log_days=request_log_days, audit_days=audit_days,
             )
             if deleted:
                 log.info("retention: deleted %d conversations older than %d days",

@@ -170,6 +170,8 @@ audit_events = Table(
     Column("message_id", String(32), nullable=True),
     Column("trace_id", String(64), nullable=True),
     Column("excerpt", Text, nullable=True),
+    # Which rule decided: the list entry (file:line) and span; WeChat's verdict and policy.
+    Column("detail", JSON, nullable=True),
     Index(None, "created_at"),
     Index(None, "user_hash", "seq"),
 )

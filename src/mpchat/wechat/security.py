@@ -7,7 +7,8 @@ longer text goes in overlapping pieces, checked concurrently; the worst verdict 
 Per call: 40001/42001 -> invalidate the token and retry once; -1 or a network failure ->
 the retry policy (`mpchat.providers.retry.RetryPolicy`); anything else ->
 `ServiceUnavailable`. ``on_unavailable`` turns that into a verdict for callers that prefer a
-policy to an exception. Every HTTP call first takes a slot of the app-wide `CallQuota`.
+policy to an exception. Every HTTP call first takes a slot of the app-wide `CallQuota`
+(``deferrable`` checks, an answer's, leave its reserve to the input checks).
 """
 
 from __future__ import annotations
@@ -121,9 +122,13 @@ class ContentSecurity(Endpoint):
         mode = "credential_free" if self._tokens is None else "access_token"
         return f"ContentSecurity(url={self._url!r}, mode={mode!r})"
 
-    async def check(self, text: str, *, openid: str, scene: Scene) -> Verdict:
+    async def check(
+        self, text: str, *, openid: str, scene: Scene, deferrable: bool = False
+    ) -> Verdict:
         """The worst verdict over the text's pieces; `ServiceUnavailable` (or the
-        ``on_unavailable`` verdict) when WeChat cannot be asked after retries."""
+        ``on_unavailable`` verdict) when WeChat cannot be asked after retries.
+
+        ``deferrable``: the check may wait for the quota behind the others (`CallQuota`)."""
         if scene not in (1, 2, 3, 4):
             raise ValueError("scene must be 1, 2, 3 or 4")
         if not text.strip():
@@ -131,7 +136,8 @@ class ContentSecurity(Endpoint):
         pieces = split_content(text, size=self._piece_size)
         try:
             verdicts = await _all_or_nothing(
-                [self._check_piece(piece, openid=openid, scene=scene) for piece in pieces]
+                [self._check_piece(piece, openid=openid, scene=scene, deferrable=deferrable)
+                 for piece in pieces]
             )
         except ServiceUnavailable:
             if self._on_unavailable == "raise":
@@ -141,7 +147,9 @@ class ContentSecurity(Endpoint):
             return Verdict(suggest, None, None, unavailable=True)
         return max(verdicts, key=lambda v: _RANK[v.suggest])
 
-    async def _check_piece(self, piece: str, *, openid: str, scene: Scene) -> Verdict:
+    async def _check_piece(
+        self, piece: str, *, openid: str, scene: Scene, deferrable: bool
+    ) -> Verdict:
         payload = {"content": piece, "version": 2, "scene": scene, "openid": openid}
         tokens = self._tokens
         token_retried = False
@@ -150,7 +158,7 @@ class ContentSecurity(Endpoint):
             nonlocal token_retried
             while True:
                 if self._quota is not None:
-                    await self._quota.acquire()
+                    await self._quota.acquire(deferrable=deferrable)
                 token = await tokens.get() if tokens is not None else None
                 params = {"access_token": token} if token is not None else None
                 try:

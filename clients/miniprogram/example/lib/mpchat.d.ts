@@ -178,7 +178,15 @@ export interface Message {
   created_at: string;
 }
 export interface PageQuery { limit?: number; before?: string }
-export interface Meta { label: string; ai_generated: boolean; model_name: string; filing_number?: string | null }
+export interface Meta {
+  label: string;
+  ai_generated: boolean;
+  model_name: string;
+  /** The operator's generative AI filing (备案) number, to be shown with the label. */
+  filing_number?: string | null;
+  /** The model's name as filed, shown with the filing number. */
+  filed_model_name?: string | null;
+}
 
 export interface Client {
   /** Log in now (wx.login, or the given code, e.g. a dev code); otherwise the first call does. */

@@ -34,6 +34,7 @@ class AuditEventOut(BaseModel):
     message_id: str | None
     trace_id: str | None
     excerpt: str | None
+    detail: dict[str, Any] | None  # which rule decided (docs/safety.md, Audit)
 
 
 class AuditPage(BaseModel):
@@ -67,7 +68,7 @@ async def list_audit(
             AuditEventOut(
                 id=str(e.seq), created_at=e.created_at, check=e.check, stage=e.stage,
                 verdict=e.verdict, rule=e.rule, user=e.user_hash, message_id=e.message_id,
-                trace_id=e.trace_id, excerpt=e.excerpt,
+                trace_id=e.trace_id, excerpt=e.excerpt, detail=e.detail,
             )
             for e in items
         ],

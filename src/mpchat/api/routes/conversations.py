@@ -80,5 +80,6 @@ async def delete_conversation(
 async def delete_my_data(caller: Caller, svc: Svc) -> Response:
     await svc.chat.stop_user(caller.user_id)  # answers under way store nothing
     await conversations.delete_user_data(svc.engine, user_id=caller.user_id)
+    await svc.moderation.forget_user(caller.user_id)  # audit rows kept, anonymised
     svc.auth.forget_user(caller.user_id)
     return Response(status_code=204)

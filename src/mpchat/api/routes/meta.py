@@ -14,13 +14,15 @@ router = APIRouter(tags=["operations"])
 
 @router.get("/api/v1/meta")
 async def meta(svc: Svc) -> dict[str, object]:
-    """The AI label and the operator's model filing, for the SDK and the demo page to show."""
+    """The AI label and the operator's filing (备案 number, the model as filed), for the SDK
+    and the demo page to show."""
     settings = svc.settings
     return {
         "ai_generated": True,
         "label": settings.ai_label,
         "model_name": settings.model_display_name or svc.upstream.model,
         "filing_number": settings.filing_number,
+        "filed_model_name": settings.filed_model_name,
         "demo": isinstance(svc.upstream.routes[0].provider, DemoModel),
     }
 

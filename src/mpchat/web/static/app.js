@@ -357,6 +357,11 @@
         notice('该回答未通过内容安全检查，已撤回');
         break;
       case 'done':
+        if (ev.finish_reason === 'content_filter' && !run.ended) {
+          // Strict mode: the rest was withheld before it was shown; what was shown had passed.
+          notice('后续内容未通过内容安全检查，已停止');
+          if (!run.text) answer.remove();
+        }
         run.ended = true;
         answer.dataset.state = ev.finish_reason === 'cancelled' ? 'stopped' : 'done';
         break;
@@ -578,7 +583,11 @@
       if (!res.ok) return;
       const m = await res.json();
       if (m.label) state.label = m.label;
-      const parts = [m.model_name && '模型：' + m.model_name, m.filing_number && '备案号：' + m.filing_number];
+      const parts = [
+        m.model_name && '模型：' + m.model_name,
+        m.filed_model_name && '备案模型：' + m.filed_model_name,
+        m.filing_number && '备案号：' + m.filing_number,
+      ];
       els.meta.textContent = parts.filter(Boolean).join(' · ');
     } catch (e) {
       // meta is optional: older servers do not have it.

@@ -24,11 +24,27 @@ Page({
     sending: false,
     notice: '',
     scrollTo: '',
+    /** The operator's filing (备案) line from /api/v1/meta, shown under the messages. */
+    filing: '',
   },
 
   /** @param {Record<string, string | undefined>} query */
   onLoad(query) {
     if (query.id) this.open(query.id);
+    this.loadFiling();
+  },
+
+  loadFiling() {
+    client()
+      .meta()
+      .then((m) => {
+        const parts = [
+          m.filed_model_name && '备案模型：' + m.filed_model_name,
+          m.filing_number && '备案号：' + m.filing_number,
+        ];
+        this.setData({ filing: parts.filter(Boolean).join(' · ') });
+      })
+      .catch(() => {}); // optional: older servers have no meta, and the chat works without it
   },
 
   onShow() {
@@ -118,7 +134,9 @@ Page({
         const rest = this.data.messages.filter((_, i) => i !== index);
         this.setData({ messages: rest, notice: '该回答未通过内容安全检查，已撤回' });
       },
-      onDone: () => finish(''),
+      // Strict mode ends an answer whose rest failed the check with content_filter and no
+      // retract: what was shown had passed and stays.
+      onDone: (ev) => finish(ev.finish_reason === 'content_filter' ? '后续内容未通过内容安全检查，已停止' : ''),
       onError: (err) => finish(err.message || '出错了'),
     });
 

@@ -24,9 +24,13 @@ function freePort() {
   });
 }
 
+// This checkout's server code and web page first: the venv may be another checkout's (a git
+// worktree sharing it through a symlink), whose editable install points at that checkout's src.
+const PYTHONPATH = [path.join(ROOT, 'src'), process.env.PYTHONPATH].filter(Boolean).join(path.delimiter);
+
 /** Start a child process; keep its output for the failure message. */
 function start(args, env) {
-  const child = spawn(MPCHAT, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(MPCHAT, args, { env: { ...process.env, PYTHONPATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   child.log = '';
   child.stdout.on('data', (d) => (child.log += d));
   child.stderr.on('data', (d) => (child.log += d));

@@ -67,8 +67,8 @@ test('demo page: balance, 额度已用完 on a 402, 购买 paid at the fake WeCh
   await quota.waitFor();
   assert.equal((await quota.textContent()).trim(), '额度 1 · 免费 1');
 
-  // A chat refused with 402 (this service does not charge chats yet: the refusal is played by
-  // the browser's network layer, with the service's body).
+  // A chat refused with 402, played by the browser's network layer with the service's body (the
+  // test does not depend on how, or whether, this service charges chats).
   await page.route('**/api/v1/chat', (route) => route.fulfill({
     status: 402,
     contentType: 'application/x-ndjson',

@@ -633,7 +633,8 @@ function createClient(options) {
 
   /**
    * Ask for the order until it is paid or closed, with growing waits, for at most payPollTimeout
-   * (then it is still `pending`). Passing failures (network, 429, 5xx) do not end the polling.
+   * (then it is still `pending`). Passing failures (network, 429, 5xx) do not end the polling; a
+   * query left unanswered (a stalled connection) is given up payPollMaxDelay after the deadline.
    * @param {string} orderId @param {any} order the order as created
    * @returns {Promise<import('./mpchat').BuyResult>}
    */
@@ -642,11 +643,22 @@ function createClient(options) {
       var started = now();
       var wait = payPollDelayMs;
       var last = order;
+      var over = false;
       /** @type {any} */
       var quota;
+      /** @type {any} */
+      var guard = null;
+
+      function unguard() {
+        if (guard !== null) unschedule(guard);
+        guard = null;
+      }
 
       /** @param {import('./mpchat').BuyResult['status']} status */
       function finish(status) {
+        if (over) return;
+        over = true;
+        unguard();
         /** @type {import('./mpchat').BuyResult} */
         var result = { status: status, order_id: orderId, order: copyWithout(last, { quota: true, payment: true }) };
         if (quota) result.quota = quota;
@@ -666,7 +678,15 @@ function createClient(options) {
       }
 
       function poll() {
+        if (over) return;
+        var left = Math.max(payPollTimeoutMs - (now() - started), 0);
+        guard = schedule(function () {
+          guard = null;
+          finish('pending');
+        }, left + payPollMaxDelayMs);
         getOrder(orderId).then(function (body) {
+          if (over) return;
+          unguard();
           if (body && typeof body.status === 'string') {
             last = body;
             if (body.quota && typeof body.quota === 'object') quota = body.quota;
@@ -677,8 +697,14 @@ function createClient(options) {
           }
           next();
         }, function (err) {
-          if (TRANSIENT[/** @type {'busy'} */ (err.code)] || err.status >= 500) next();
-          else reject(err);
+          if (over) return;
+          unguard();
+          if (TRANSIENT[/** @type {'busy'} */ (err.code)] || err.status >= 500) {
+            next();
+            return;
+          }
+          over = true;
+          reject(err);
         });
       }
 

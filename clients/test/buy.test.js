@@ -15,6 +15,8 @@ const QUOTA_AFTER = { enabled: true, remaining: 1000, free_remaining: 0, reset_s
 const START = { type: 'start', conversation_id: 'c1', message_id: 'm1', model: 'fake-model', ai_generated: true, label: 'AI 生成', seq: 0 };
 
 const ok = (body, status = 200) => ({ status, body });
+/** The waits between queries (the timers that ran; a stalled query's guard is cleared on its answer). */
+const waits = (fake) => fake.timers.filter((t) => !t.cleared).map((t) => t.ms);
 const refused = (status, code) => ({ status, body: { error: { code, message: code } } });
 
 /**
@@ -98,7 +100,8 @@ test('buy: order, wx.requestPayment with its parameters, poll until paid; onQuot
     quota: QUOTA_AFTER,
   });
   assert.equal(server.polls(), 2, 'asked at once (pending), then once more (paid)');
-  assert.deepEqual(fake.timers.map((t) => t.ms), [1000]);
+  assert.deepEqual(waits(fake), [1000]);
+  assert.equal(fake.pendingTimers().length, 0, 'nothing left scheduled');
   assert.deepEqual(quotas, [['purchase', QUOTA_AFTER]], 'onQuota once, after the purchase');
 });
 
@@ -107,7 +110,8 @@ test('buy: an order already paid at the first query needs no wait', async () => 
   const result = await drive(fake, client.buy('p10'));
   assert.equal(result.status, 'paid');
   assert.equal(server.polls(), 1);
-  assert.equal(fake.timers.length, 0);
+  assert.deepEqual(waits(fake), []);
+  assert.equal(fake.pendingTimers().length, 0);
 });
 
 test('buy: the user cancels the payment sheet: resolves cancelled, no polling, no onQuota', async () => {
@@ -164,7 +168,8 @@ test('buy: polling backs off (1, 2, 4, 5, 5 ... s) and ends pending at payPollTi
   await waitFor(() => server.polls() === 1);
   paidAt = fake.now();
   const result = await drive(fake, p);
-  assert.deepEqual(fake.timers.map((t) => t.ms), [1000, 2000, 4000, 5000, 5000, 5000, 5000, 3000]);
+  assert.deepEqual(waits(fake), [1000, 2000, 4000, 5000, 5000, 5000, 5000, 3000]);
+  assert.equal(fake.pendingTimers().length, 0);
   assert.equal(fake.now() - paidAt, 30000, 'the last query is at the deadline, not after it');
   assert.equal(server.polls(), 9);
   assert.equal(result.status, 'pending');
@@ -178,8 +183,21 @@ test('buy: the polling options bound it', async () => {
   const { client, fake } = setup({ server, clientOptions: { payPollDelay: 0.5, payPollMaxDelay: 1, payPollTimeout: 3 } });
   const result = await drive(fake, client.buy('p10'));
   assert.equal(result.status, 'pending');
-  assert.deepEqual(fake.timers.map((t) => t.ms), [500, 1000, 1000, 500]);
+  assert.deepEqual(waits(fake), [500, 1000, 1000, 500]);
   assert.equal(server.polls(), 5);
+});
+
+test('buy: a query that never answers is given up payPollMaxDelay after the deadline', async () => {
+  const pending = ok({ ...ORDER, quota: QUOTA_BEFORE });
+  const server = paymentServer({ orders: [pending, pending, { end: 'hang' }] });
+  const { client, fake } = setup({ server });
+  const started = fake.now();
+  const result = await drive(fake, client.buy('p10'));
+  assert.equal(result.status, 'pending');
+  assert.deepEqual(result.quota, QUOTA_BEFORE);
+  assert.equal(server.polls(), 3, 'no query after the stalled one');
+  assert.equal(fake.now() - started, 35000, 'payPollTimeout (30 s) + payPollMaxDelay (5 s)');
+  assert.equal(fake.pendingTimers().length, 0);
 });
 
 test('buy: passing failures of a query (network, 503, 429) do not end the polling; paid afterwards', async () => {

@@ -64,7 +64,9 @@ export interface ClientOptions {
   payPollDelay?: number;
   /** Cap, in seconds, on the wait between two queries of the order; default 5. */
   payPollMaxDelay?: number;
-  /** Seconds after the payment within which the order is queried; default 30. */
+  /** Seconds after the payment within which the order is queried; default 30. A query still
+   * unanswered then (a stalled connection) is given up `payPollMaxDelay` later: `buy()` settles
+   * within `payPollTimeout + payPollMaxDelay` of the payment. */
   payPollTimeout?: number;
   request?: RequestFn;
   login?: LoginFn;

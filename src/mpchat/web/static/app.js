@@ -317,7 +317,8 @@
         li.setAttribute('data-testid', 'plan');
         const title = document.createElement('span');
         title.className = 'title';
-        title.textContent = p.title + '（' + p.credits + ' 点）';
+        title.textContent = p.title;
+        title.title = p.credits + ' 点';
         const price = document.createElement('span');
         price.className = 'price';
         price.textContent = '¥' + (p.price_fen / 100).toFixed(2);
@@ -347,13 +348,15 @@
   }
 
   // Ask for the order until paid or closed, for at most POLL_TIMEOUT_MS; passing failures
-  // (network, 429, 5xx) do not end it. Resolves to the last order seen, or null.
+  // (network, 429, 5xx, a stalled query) do not end it. Resolves to the last order seen, or null.
   async function pollOrder(orderId) {
     const started = Date.now();
     let last = null;
     for (let i = 0; ; i++) {
       try {
-        const res = await authed('/orders/' + encodeURIComponent(orderId));
+        // A stalled query is given up 5 s after the deadline.
+        const left = Math.max(POLL_TIMEOUT_MS - (Date.now() - started), 0);
+        const res = await authed('/orders/' + encodeURIComponent(orderId), { signal: AbortSignal.timeout(left + 5000) });
         const body = await readJson(res);
         if (res.ok && body) {
           last = body;

@@ -1,6 +1,7 @@
 'use strict';
 // Start a real mpchat (`mpchat serve`, dev auth) and a fake provider (`mpchat fake-upstream`) on
-// free ports with a temporary data dir, for the e2e and real-HTTP tests.
+// free ports with a temporary data dir, for the e2e and real-HTTP tests; on request a config file
+// (MPCHAT_CONFIG: quotas, plans) and the fake WeChat Pay (`mpchat fake-wechatpay`) as well.
 
 const fs = require('node:fs');
 const os = require('node:os');
@@ -23,9 +24,13 @@ function freePort() {
   });
 }
 
+// This checkout's server code and web page first: the venv may be another checkout's (a git
+// worktree sharing it through a symlink), whose editable install points at that checkout's src.
+const PYTHONPATH = [path.join(ROOT, 'src'), process.env.PYTHONPATH].filter(Boolean).join(path.delimiter);
+
 /** Start a child process; keep its output for the failure message. */
 function start(args, env) {
-  const child = spawn(MPCHAT, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(MPCHAT, args, { env: { ...process.env, PYTHONPATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   child.log = '';
   child.stdout.on('data', (d) => (child.log += d));
   child.stderr.on('data', (d) => (child.log += d));
@@ -57,16 +62,67 @@ async function waitReady(url, child, seconds) {
   throw new Error(`${url} did not answer 200 within ${seconds}s:\n${child.log}`);
 }
 
+/** `NAME=value` lines (the fake WeChat Pay's wechatpay.env) as an object. */
+function parseEnv(text) {
+  const out = {};
+  for (const line of text.split('\n')) {
+    const m = /^([A-Z0-9_]+)=(.*)$/.exec(line.trim());
+    if (m) out[m[1]] = m[2];
+  }
+  return out;
+}
+
+/**
+ * Start `mpchat fake-wechatpay` with its keys in `dir`, notifying `notifyUrl`. Resolves to
+ * {child, base, env: the MPCHAT_WECHATPAY_* settings the service needs (from the wechatpay.env it
+ * writes)}. Rejects, with the child stopped, when it does not come up.
+ */
+async function startWeChatPay(dir, notifyUrl) {
+  const port = await freePort();
+  const child = start(['fake-wechatpay', '--host', '127.0.0.1', '--port', String(port), '--dir', dir, '--notify-url', notifyUrl], {});
+  const base = `http://127.0.0.1:${port}`;
+  try {
+    // It writes wechatpay.env before it serves its first request.
+    await waitReady(base + '/_control/orders', child, 60);
+  } catch (err) {
+    await stop(child);
+    throw err;
+  }
+  const env = parseEnv(fs.readFileSync(path.join(dir, 'wechatpay.env'), 'utf8'));
+  return { child, base, env };
+}
+
 /**
  * Start the fake provider and mpchat. Returns {base, upstream: base URL of the fake's /v1 and
- * /_control, stop()}.
- * @param {{upstreamArgs?: string[], env?: Record<string, string>}} [options]
+ * /_control, stop()}; with `wechatpay`, also `wechatpay` (the fake WeChat Pay's base URL) and
+ * `pay(orderId, notify)`.
+ * @param {{upstreamArgs?: string[], env?: Record<string, string>, config?: string, wechatpay?: boolean}} [options]
+ *   `config`: the text of an MPCHAT_CONFIG file (TOML: `[quota]`, `[[plans]]`); `wechatpay`:
+ *   start `mpchat fake-wechatpay` and point the service at it (its notifications go to the
+ *   service's /api/v1/pay/wechat/notify).
  */
 async function startStack(options = {}) {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpchat-clients-'));
   const fakePort = await freePort();
   const port = await freePort();
   const upstream = start(['fake-upstream', '--host', '127.0.0.1', '--port', String(fakePort), ...(options.upstreamArgs || [])], {});
+  const extra = {};
+  if (options.config !== undefined) {
+    const file = path.join(dataDir, 'mpchat.toml');
+    fs.writeFileSync(file, options.config);
+    extra.MPCHAT_CONFIG = file;
+  }
+  let pay = null;
+  if (options.wechatpay) {
+    try {
+      pay = await startWeChatPay(path.join(dataDir, 'wechatpay'), `http://127.0.0.1:${port}/api/v1/pay/wechat/notify`);
+    } catch (err) {
+      await stop(upstream);
+      fs.rmSync(dataDir, { recursive: true, force: true });
+      throw err;
+    }
+    Object.assign(extra, pay.env);
+  }
   const env = {
     MPCHAT_HOST: '127.0.0.1',
     MPCHAT_PORT: String(port),
@@ -76,6 +132,7 @@ async function startStack(options = {}) {
     MPCHAT_UPSTREAM_MODEL: 'fake-model',
     MPCHAT_ENV: 'development',
     MPCHAT_AUTH_MODE: 'dev',
+    ...extra,
     ...(options.env || {}),
   };
   const server = start(['serve'], env);
@@ -83,12 +140,29 @@ async function startStack(options = {}) {
     base: `http://127.0.0.1:${port}`,
     env,
     upstream: `http://127.0.0.1:${fakePort}`,
+    wechatpay: pay ? pay.base : null,
     server,
     fake: upstream,
     async stop() {
       await stop(server);
       await stop(upstream);
+      if (pay) await stop(pay.child);
       fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+    /**
+     * The user pays order `orderId` at the fake WeChat Pay (its `/_control/pay`), which then
+     * notifies the service as `notify` says (`normal`, `twice`, `none`, `late`, ...). Resolves to
+     * the fake's answer ({paid, statuses: the service's HTTP statuses}).
+     */
+    async pay(orderId, notify = 'normal') {
+      if (!pay) throw new Error('startStack: no fake WeChat Pay (wechatpay: true)');
+      const res = await fetch(pay.base + '/_control/pay', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ out_trade_no: orderId, notify }),
+      });
+      if (!res.ok) throw new Error('fake-wechatpay pay: HTTP ' + res.status + ' ' + (await res.text()));
+      return res.json();
     },
     /** Run `mpchat <args>` against the same database; resolves to its stdout (rejects on exit != 0). */
     cli(args) {
@@ -138,4 +212,4 @@ function missingServer() {
   return fs.existsSync(MPCHAT) ? '' : 'no .venv/bin/mpchat (run make in the project root first)';
 }
 
-module.exports = { ROOT, MPCHAT, freePort, start, stop, waitReady, startStack, missingServer, resumeMissing };
+module.exports = { ROOT, MPCHAT, freePort, start, stop, waitReady, startStack, startWeChatPay, missingServer, resumeMissing };

@@ -2,6 +2,16 @@
 
 /** A wx.request-like function (injectable for tests; defaults to wx.request). */
 export type RequestFn = (option: any) => any;
+/** A wx.requestPayment-like function (injectable for tests; defaults to wx.requestPayment). */
+export type RequestPaymentFn = (option: {
+  timeStamp: string;
+  nonceStr: string;
+  package: string;
+  signType?: 'MD5' | 'HMAC-SHA256' | 'RSA';
+  paySign: string;
+  success?: (res: any) => void;
+  fail?: (err: { errMsg: string }) => void;
+}) => any;
 /** A wx.login-like function (defaults to wx.login). */
 export type LoginFn = (option: { success?: (res: { code: string }) => void; fail?: (err: any) => void }) => any;
 
@@ -41,8 +51,26 @@ export interface ClientOptions {
    * app's requests after about 5 s); on `wx.onAppShow` the SDK then resumes at once; default 5.
    * A cut noticed while the app is hidden waits for `onAppShow` to reconnect. */
   backgroundTimeout?: number;
+  /** Called whenever the SDK learns the caller's quota: a chat's `done` carried one (`source:
+   * 'chat'`), a chat was refused with 402 `quota_exceeded` (`'exceeded'`: the quota as `/me` has
+   * it then, with `exceeded: true`; the chat's `onError` gets the error as well), `buy()` ended
+   * (`'purchase'`), `me()` or `order()` answered (`'me'`, `'order'`). Show the balance from it. */
+  onQuota?: (quota: Quota, info: QuotaInfo) => void;
+
+  // Buying: after wx.requestPayment succeeds, `buy()` asks for the order at once, then after
+  // waits doubling from `payPollDelay` up to `payPollMaxDelay`, until it is `paid` or `closed`,
+  // for at most `payPollTimeout` seconds in all (then it resolves `pending`).
+  /** Seconds before the second query of the order (the first is immediate); default 1. */
+  payPollDelay?: number;
+  /** Cap, in seconds, on the wait between two queries of the order; default 5. */
+  payPollMaxDelay?: number;
+  /** Seconds after the payment within which the order is queried; default 30. A query still
+   * unanswered then (a stalled connection) is given up `payPollMaxDelay` later: `buy()` settles
+   * within `payPollTimeout + payPollMaxDelay` of the payment. */
+  payPollTimeout?: number;
   request?: RequestFn;
   login?: LoginFn;
+  requestPayment?: RequestPaymentFn;
   canIUse?: (schema: string) => boolean;
   storage?: StorageLike;
   /** wx.onAppShow / wx.onAppHide (injectable for tests). */
@@ -98,7 +126,8 @@ export interface Usage { prompt_tokens: number; completion_tokens: number }
 export interface DoneEvent {
   finish_reason: string;
   usage?: Usage;
-  quota?: Record<string, unknown>;
+  /** The caller's quota after this answer (absent from servers older than quotas). */
+  quota?: Quota;
   timings?: Record<string, number>;
   /** The whole answer. */
   text: string;
@@ -187,6 +216,69 @@ export interface Meta {
   /** The model's name as filed, shown with the filing number. */
   filed_model_name?: string | null;
 }
+/**
+ * The caller's free allowance and credits (API.md "Quotas and credits"). With quotas off:
+ * `{enabled: false}` and nothing else.
+ */
+export interface Quota {
+  /** False when the service has no quotas (everything is free); absent in some `done` events. */
+  enabled?: boolean;
+  /** Units left: free units left + credits. */
+  remaining?: number;
+  /** Free units left in this period. */
+  free_remaining?: number;
+  /** Seconds until the free allowance resets. */
+  reset_s?: number;
+  /** Purchased (or granted) credits. */
+  credits?: number;
+  /** Only from `onQuota` after a 402: a chat was refused, what is left (if anything) does not
+   * cover one answer. Offer to buy credits (`plans()`, `buy()`). */
+  exceeded?: boolean;
+}
+/** Why `onQuota` was called. */
+export type QuotaSource = 'chat' | 'exceeded' | 'purchase' | 'me' | 'order';
+export interface QuotaInfo { source: QuotaSource }
+export interface Me {
+  user_id: string;
+  rate_limit: { limit: number; window_s: number; remaining: number; reset_s: number };
+  quota: Quota;
+}
+/** A credit pack the operator sells. */
+export interface Plan {
+  id: string;
+  title: string;
+  /** Price in fen (1/100 CNY). */
+  price_fen: number;
+  /** Credits it adds. */
+  credits: number;
+}
+export interface Order {
+  order_id: string;
+  /** `pending` until WeChat Pay confirms; `closed`: expired or failed, never paid. */
+  status: 'pending' | 'paid' | 'closed';
+  plan: string;
+  title: string;
+  price_fen: number;
+  credits: number;
+  created_at: string;
+  paid_at: string | null;
+}
+/** `GET /api/v1/orders/{id}`: the order and the caller's quota. */
+export interface OrderStatus extends Order { quota: Quota }
+export interface BuyResult {
+  /** `paid`: the credits are in (`quota` shows them). `closed`: the order ended unpaid.
+   * `pending`: paid on the phone but not confirmed within `payPollTimeout` (the credits come when
+   * WeChat Pay's notification does; ask `order(order_id)` or `me()` later). `cancelled`: the user
+   * closed the payment sheet (`requestPayment:fail cancel`); nothing was paid. */
+  status: 'paid' | 'closed' | 'pending' | 'cancelled';
+  order_id: string;
+  /** The order as last seen (without `quota` and `payment`). */
+  order: Order;
+  /** The caller's quota from the last query of the order (absent when `cancelled`). */
+  quota?: Quota;
+}
+
+export interface Meta { label: string; ai_generated: boolean; model_name: string; filing_number?: string | null }
 
 export interface Client {
   /** Log in now (wx.login, or the given code, e.g. a dev code); otherwise the first call does. */
@@ -200,7 +292,22 @@ export interface Client {
   listMessages(conversationId: string, query?: PageQuery): Promise<Page<Message>>;
   deleteConversation(conversationId: string): Promise<void>;
   deleteMyData(): Promise<void>;
-  me(): Promise<{ rate_limit: Record<string, number>; quota: Record<string, unknown> }>;
+  /** The caller: user id, rate limit and quota (also handed to `onQuota`). */
+  me(): Promise<Me>;
+  /** The credit packs on sale (none while payments are off). */
+  plans(): Promise<Plan[]>;
+  /**
+   * Buy a credit pack: `POST /api/v1/orders`, `wx.requestPayment` with the parameters it returns,
+   * then `GET /api/v1/orders/{id}` until `paid` or `closed` (bounded: `payPollTimeout`).
+   * Resolves with the outcome, `cancelled` included; rejects (`MpchatError`) when the order cannot
+   * be made (the server's code: `not_found` for an unknown plan or payments off, `rate_limited`,
+   * `service_unavailable`, ...; or `network_error`), when `wx.requestPayment` fails otherwise than
+   * by the user's cancel (`payment_failed`, with `orderId`), or when a query of the order is
+   * refused (not for passing failures, which are retried).
+   */
+  buy(planId: string): Promise<BuyResult>;
+  /** One query of an order (e.g. one `buy()` left `pending`); its quota goes to `onQuota`. */
+  order(orderId: string): Promise<OrderStatus>;
   meta(): Promise<Meta>;
 }
 
@@ -209,6 +316,8 @@ export interface MpchatError extends Error {
   code: string;
   status?: number;
   retryAfter?: number;
+  /** With `payment_failed`: the order that was made (still `pending`; it expires unpaid). */
+  orderId?: string;
 }
 
 export function createClient(options: ClientOptions): Client;

@@ -1,6 +1,7 @@
 'use strict';
 /**
- * mpchat mini program SDK: login, streamed chat over wx.request chunks, conversations.
+ * mpchat mini program SDK: login, streamed chat over wx.request chunks, conversations, quota
+ * and credits bought with WeChat Pay.
  *
  * Plain CommonJS with no dependencies, so it runs in the mini program runtime as it is:
  * copy this file (and mpchat.d.ts for editors) into the mini program and `require` it.
@@ -30,6 +31,14 @@ var DEFAULT_BACKGROUND_TIMEOUT = 5;
 var INTERRUPTED_MESSAGE = '连接中断，回答不完整';
 var RETRYABLE = { rate_limited: true, busy: true };
 var REJECTED_MESSAGE = '内容包含不适宜的词语，请修改后再试';
+// Buying (seconds): after wx.requestPayment succeeds the order is asked for at once, then after
+// waits doubling from DEFAULT_PAY_POLL_DELAY up to DEFAULT_PAY_POLL_MAX_DELAY, until it is paid or
+// closed or DEFAULT_PAY_POLL_TIMEOUT has passed (then it is reported still `pending`).
+var DEFAULT_PAY_POLL_DELAY = 1;
+var DEFAULT_PAY_POLL_MAX_DELAY = 5;
+var DEFAULT_PAY_POLL_TIMEOUT = 30;
+// Polling goes on through these (the service asks WeChat Pay and may fail for a moment).
+var TRANSIENT = { network_error: true, rate_limited: true, busy: true, service_unavailable: true };
 
 /** An error with the stable code of API.md (or a client-side one such as `network_error`). */
 function MpchatError(code, message, extra) {
@@ -257,6 +266,19 @@ function errorFromStatus(status, header) {
   };
 }
 
+/**
+ * A shallow copy of `obj` without the keys set in `skip`.
+ * @param {any} obj @param {Record<string, boolean>} skip @returns {any}
+ */
+function copyWithout(obj, skip) {
+  /** @type {Record<string, any>} */
+  var out = {};
+  for (var k in obj) {
+    if (Object.prototype.hasOwnProperty.call(obj, k) && !skip[k]) out[k] = obj[k];
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Local pre-check.
 
@@ -324,6 +346,12 @@ function createClient(options) {
   var onAppShow = /** @type {any} */ (options.onAppShow) || (w && typeof w.onAppShow === 'function' ? w.onAppShow.bind(w) : undefined);
   /** @type {typeof wx.onAppHide | undefined} */
   var onAppHide = /** @type {any} */ (options.onAppHide) || (w && typeof w.onAppHide === 'function' ? w.onAppHide.bind(w) : undefined);
+  /** @type {typeof wx.requestPayment | undefined} */
+  var requestPayment = /** @type {any} */ (options.requestPayment) || (w && typeof w.requestPayment === 'function' ? w.requestPayment.bind(w) : undefined);
+  var payPollDelayMs = seconds(options.payPollDelay, DEFAULT_PAY_POLL_DELAY) * 1000;
+  var payPollMaxDelayMs = seconds(options.payPollMaxDelay, DEFAULT_PAY_POLL_MAX_DELAY) * 1000;
+  var payPollTimeoutMs = seconds(options.payPollTimeout, DEFAULT_PAY_POLL_TIMEOUT) * 1000;
+  var onQuota = options.onQuota;
   var isRejected = buildPrecheck(options.wordList);
   if (typeof request !== 'function') throw new Error('mpchat: no wx.request and no request option');
   var doRequest = request;
@@ -525,6 +553,179 @@ function createClient(options) {
     }
   }
 
+  // ---- quota and credits ----
+
+  /**
+   * Hand a quota the SDK just learned to the app's `onQuota`.
+   * @param {any} quota @param {import('./mpchat').QuotaSource} source
+   */
+  function tellQuota(quota, source) {
+    if (typeof onQuota !== 'function' || !quota || typeof quota !== 'object') return;
+    try {
+      onQuota(quota, { source: source });
+    } catch (e) {
+      if (typeof console !== 'undefined') console.error('mpchat: callback onQuota threw', e);
+    }
+  }
+
+  /** A chat was refused with 402: tell `onQuota`, with the balance as /me has it now. */
+  function quotaExceeded() {
+    call('GET', '/api/v1/me').then(function (body) {
+      return body && body.quota && typeof body.quota === 'object' ? body.quota : {};
+    }, function () {
+      return {};
+    }).then(function (quota) {
+      var told = copyWithout(quota, {});
+      told.enabled = true;
+      told.exceeded = true;
+      tellQuota(told, 'exceeded');
+    });
+  }
+
+  /** @returns {Promise<any>} */
+  function me() {
+    return call('GET', '/api/v1/me').then(function (body) {
+      if (body) tellQuota(body.quota, 'me');
+      return body;
+    });
+  }
+
+  /** @param {string} orderId @returns {Promise<any>} */
+  function getOrder(orderId) {
+    return call('GET', '/api/v1/orders/' + encodeURIComponent(orderId));
+  }
+
+  /**
+   * wx.requestPayment with the order's parameters: resolves true when paid on the phone, false
+   * when the user cancelled; rejects `payment_failed` otherwise.
+   * @param {any} payment @param {string} orderId @returns {Promise<boolean>}
+   */
+  function pay(payment, orderId) {
+    return new Promise(function (resolve, reject) {
+      if (typeof requestPayment !== 'function') {
+        reject(MpchatError('payment_failed', 'wx.requestPayment 不可用', { orderId: orderId }));
+        return;
+      }
+      /** @type {WechatMiniprogram.RequestPaymentOption} */
+      var option = {
+        timeStamp: String(payment.timeStamp),
+        nonceStr: payment.nonceStr,
+        package: payment.package,
+        signType: payment.signType || 'RSA',
+        paySign: payment.paySign,
+        // Not proof of payment: only the service, told by WeChat Pay, knows; the order is polled.
+        success: function () { resolve(true); },
+        /** @param {any} err */
+        fail: function (err) {
+          var msg = (err && err.errMsg) || '';
+          // `requestPayment:fail cancel`: the user closed the payment sheet; nothing was paid.
+          if (/cancel/i.test(msg)) resolve(false);
+          else reject(MpchatError('payment_failed', msg || '支付失败', { orderId: orderId }));
+        }
+      };
+      try {
+        requestPayment(option);
+      } catch (e) {
+        reject(MpchatError('payment_failed', (e && /** @type {any} */ (e).message) || '支付失败', { orderId: orderId }));
+      }
+    });
+  }
+
+  /**
+   * Ask for the order until it is paid or closed, with growing waits, for at most payPollTimeout
+   * (then it is still `pending`). Passing failures (network, 429, 5xx) do not end the polling; a
+   * query left unanswered (a stalled connection) is given up payPollMaxDelay after the deadline.
+   * @param {string} orderId @param {any} order the order as created
+   * @returns {Promise<import('./mpchat').BuyResult>}
+   */
+  function pollOrder(orderId, order) {
+    return new Promise(function (resolve, reject) {
+      var started = now();
+      var wait = payPollDelayMs;
+      var last = order;
+      var over = false;
+      /** @type {any} */
+      var quota;
+      /** @type {any} */
+      var guard = null;
+
+      function unguard() {
+        if (guard !== null) unschedule(guard);
+        guard = null;
+      }
+
+      /** @param {import('./mpchat').BuyResult['status']} status */
+      function finish(status) {
+        if (over) return;
+        over = true;
+        unguard();
+        /** @type {import('./mpchat').BuyResult} */
+        var result = { status: status, order_id: orderId, order: copyWithout(last, { quota: true, payment: true }) };
+        if (quota) result.quota = quota;
+        resolve(result);
+        if (quota) tellQuota(quota, 'purchase');
+      }
+
+      function next() {
+        var left = payPollTimeoutMs - (now() - started);
+        if (left <= 0) {
+          finish('pending');
+          return;
+        }
+        var delay = Math.min(wait, left);
+        wait = Math.min(wait * 2, payPollMaxDelayMs);
+        schedule(poll, delay);
+      }
+
+      function poll() {
+        if (over) return;
+        var left = Math.max(payPollTimeoutMs - (now() - started), 0);
+        guard = schedule(function () {
+          guard = null;
+          finish('pending');
+        }, left + payPollMaxDelayMs);
+        getOrder(orderId).then(function (body) {
+          if (over) return;
+          unguard();
+          if (body && typeof body.status === 'string') {
+            last = body;
+            if (body.quota && typeof body.quota === 'object') quota = body.quota;
+            if (body.status === 'paid' || body.status === 'closed') {
+              finish(body.status);
+              return;
+            }
+          }
+          next();
+        }, function (err) {
+          if (over) return;
+          unguard();
+          if (TRANSIENT[/** @type {'busy'} */ (err.code)] || err.status >= 500) {
+            next();
+            return;
+          }
+          over = true;
+          reject(err);
+        });
+      }
+
+      poll();
+    });
+  }
+
+  /** @param {string} planId @returns {Promise<import('./mpchat').BuyResult>} */
+  function buy(planId) {
+    return call('POST', '/api/v1/orders', { plan: planId }).then(function (order) {
+      if (!order || typeof order.order_id !== 'string' || !order.payment) {
+        throw MpchatError('bad_response', '服务返回了无法识别的内容');
+      }
+      var orderId = order.order_id;
+      return pay(order.payment, orderId).then(function (paid) {
+        if (paid) return pollOrder(orderId, order);
+        return { status: 'cancelled', order_id: orderId, order: copyWithout(order, { quota: true, payment: true }) };
+      });
+    });
+  }
+
   /**
    * @param {import('./mpchat').ChatOptions} opts
    * @returns {import('./mpchat').ChatHandle}
@@ -585,6 +786,7 @@ function createClient(options) {
       if (aborted || finished) return;
       emit(name, arg);
       finished = true;
+      if (name === 'onError' && arg && arg.code === 'quota_exceeded') quotaExceeded();
       // The server ends the response after its last event: stop listening, let it close by itself.
       if (conn) conn.dead = true;
       conn = null;
@@ -691,6 +893,8 @@ function createClient(options) {
             finish_reason: ev.finish_reason, usage: ev.usage, quota: ev.quota, timings: ev.timings,
             text: text, reasoning: reasoning
           });
+          // Servers older than quotas send no `quota`: nothing to tell then.
+          tellQuota(ev.quota, 'chat');
           break;
         case 'error':
           fail({ code: ev.code, message: ev.message, retry_after: ev.retry_after, status: ev.status });
@@ -1070,7 +1274,17 @@ function createClient(options) {
       return call('DELETE', '/api/v1/conversations/' + encodeURIComponent(conversationId)).then(function () { return undefined; });
     },
     deleteMyData: function () { return call('DELETE', '/api/v1/me/data').then(function () { return undefined; }); },
-    me: function () { return call('GET', '/api/v1/me'); },
+    me: me,
+    plans: function () {
+      return call('GET', '/api/v1/plans').then(function (body) { return (body && body.items) || []; });
+    },
+    buy: buy,
+    order: function (orderId) {
+      return getOrder(orderId).then(function (body) {
+        if (body) tellQuota(body.quota, 'order');
+        return body;
+      });
+    },
     meta: function () { return call('GET', '/api/v1/meta', undefined, true); }
   };
 }

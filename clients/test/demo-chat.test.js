@@ -1,7 +1,7 @@
 'use strict';
 // The demo mini program's chat page (example/pages/chat/chat.js) driven with a fake Page runtime
 // and the fake wx: 停止 cancels and leaves no empty bubble, reconnecting is shown, reasoning is
-// kept apart and folded, a snapshot replaces the text.
+// kept apart and folded, a snapshot replaces the text; the balance, 额度已用完 on a 402, and 购买.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -21,10 +21,10 @@ function setPath(obj, key, value) {
 }
 
 /** Load the page with a fake Page()/getApp(); returns a page instance. */
-function loadPage(client) {
+function loadPage(client, app = { client }) {
   let config;
   global.Page = (c) => (config = c);
-  global.getApp = () => ({ client });
+  global.getApp = () => app;
   delete require.cache[require.resolve(PAGE)];
   require(PAGE);
   const page = Object.create(config);
@@ -112,4 +112,147 @@ test('strict mode: an answer stopped by the check keeps what was shown and says 
   await waitFor(() => page.data.sending === false);
   assert.equal(page.data.messages[1].content, '第一句。');
   assert.equal(page.data.notice, '后续内容未通过内容安全检查，已停止');
+});
+
+// ---- quota and credits ------------------------------------------------------------------------
+
+const QUOTA = { enabled: true, remaining: 1, free_remaining: 1, reset_s: 3600, credits: 0 };
+const PAID_QUOTA = { enabled: true, remaining: 1001, free_remaining: 1, reset_s: 3500, credits: 1000 };
+const PAYMENT = { timeStamp: '1718000000', nonceStr: 'n', package: 'prepay_id=wx1', signType: 'RSA', paySign: 's' };
+const ORDER = { order_id: 'o1', status: 'pending', plan: 'p10', title: '1000 点', price_fen: 1000, credits: 1000, created_at: 'x', paid_at: null };
+
+/** The demo app as app.js wires it: the client's onQuota goes to the page's quotaListener. */
+function demo({ chat = () => ({}), me = QUOTA, pay = 'pay' } = {}) {
+  const fake = createFakeWx({
+    chat,
+    api: (option, path) => {
+      if (path === '/api/v1/me') return { status: 200, body: { user_id: 'u1', rate_limit: {}, quota: me } };
+      if (path === '/api/v1/plans') return { status: 200, body: { items: [{ id: 'p10', title: '1000 点', price_fen: 1000, credits: 1000 }] } };
+      if (path === '/api/v1/orders') return { status: 201, body: { ...ORDER, payment: PAYMENT } };
+      if (path === '/api/v1/orders/o1') return { status: 200, body: { ...ORDER, status: 'paid', quota: PAID_QUOTA } };
+      return { status: 404, body: { error: { code: 'not_found', message: 'x' } } };
+    },
+  });
+  const app = {};
+  const payments = [];
+  app.client = createClient({
+    ...fake.options,
+    onQuota: (q) => app.quotaListener && app.quotaListener(q),
+    requestPayment: (option) => {
+      payments.push(option);
+      setImmediate(() => (pay === 'pay' ? option.success({}) : option.fail({ errMsg: 'requestPayment:fail cancel' })));
+    },
+  });
+  const page = loadPage(app.client, app);
+  const updates = [];
+  const setData = page.setData;
+  page.setData = (u) => {
+    updates.push(u);
+    setData(u);
+  };
+  page.onLoad({});
+  return { fake, page, payments, updates };
+}
+
+test('the balance from /me is shown on load, and updated by an answer\'s done.quota', async () => {
+  const { page } = demo({
+    chat: () => ({ body: ndjson([START, { type: 'delta', text: '好', seq: 1 }, { type: 'done', finish_reason: 'stop', seq: 2, quota: { ...QUOTA, remaining: 0, free_remaining: 0 } }]) }),
+  });
+  await waitFor(() => page.data.quotaText === '额度 1 · 免费 1');
+  assert.equal(page.data.quotaExceeded, false);
+  send(page, '你好');
+  await waitFor(() => page.data.sending === false && page.data.quotaText === '额度 0');
+});
+
+test('a 402 says 额度已用完 and offers 购买; buying a plan pays, polls, and shows the new balance', async () => {
+  const { page, payments } = demo({
+    chat: () => ({ status: 402, body: ndjson([{ type: 'error', code: 'quota_exceeded', message: '今日额度已用完' }]) }),
+    me: { ...QUOTA, remaining: 0, free_remaining: 0 },
+  });
+  await waitFor(() => page.data.quotaText === '额度 0');
+  send(page, '你好');
+  await waitFor(() => page.data.sending === false);
+  assert.equal(page.data.notice, '额度已用完');
+  assert.equal(page.data.quotaExceeded, true);
+  assert.deepEqual(page.data.messages.map((m) => m.role), ['user'], 'no empty answer bubble');
+
+  page.openPlans();
+  await waitFor(() => page.data.showPlans);
+  assert.deepEqual(page.data.plans, [{ id: 'p10', title: '1000 点', credits: 1000, price: '10.00' }]);
+  page.buyPlan({ currentTarget: { dataset: { id: 'p10' } } });
+  assert.equal(page.data.buying, true);
+  assert.equal(page.data.showPlans, false);
+  await waitFor(() => page.data.buying === false, 'bought');
+  assert.equal(payments.length, 1);
+  assert.equal(payments[0].package, 'prepay_id=wx1');
+  assert.equal(page.data.notice, '购买成功，额度已到账');
+  assert.equal(page.data.quotaExceeded, false);
+  assert.equal(page.data.quotaText, '额度 1001 · 免费 1 · 已购 1000');
+});
+
+test('a cancelled payment says so and changes nothing', async () => {
+  const { page } = demo({ pay: 'cancel' });
+  await waitFor(() => page.data.quotaText !== '');
+  page.buyPlan({ currentTarget: { dataset: { id: 'p10' } } });
+  await waitFor(() => page.data.buying === false);
+  assert.equal(page.data.notice, '已取消支付');
+  assert.equal(page.data.quotaText, '额度 1 · 免费 1');
+});
+
+test('with quotas off no balance and no 购买 are shown', async () => {
+  const { page, updates } = demo({ me: { enabled: false } });
+  await waitFor(() => updates.some((u) => 'quotaText' in u), 'the quota was shown');
+  assert.equal(page.data.quotaText, '');
+  assert.equal(page.data.quotaExceeded, false);
+});
+
+test('app.js with fakeWechatPay: 购买 confirms, then pays the order at the fake WeChat Pay', async (t) => {
+  const controls = [];
+  const fake = createFakeWx({
+    chat: () => ({}),
+    api: (option, path) => {
+      if (path === '/api/v1/orders') return { status: 201, body: { ...ORDER, payment: PAYMENT } };
+      if (path === '/api/v1/orders/o1') return { status: 200, body: { ...ORDER, status: controls.length ? 'paid' : 'pending', quota: PAID_QUOTA } };
+      if (option.url === 'http://127.0.0.1:9300/_control/pay') {
+        controls.push(option.data);
+        return { status: 200, body: { paid: true, statuses: [204] } };
+      }
+      return { status: 404, body: { error: { code: 'not_found', message: 'x' } } };
+    },
+  });
+  const dir = path.join(__dirname, '..', 'miniprogram', 'example');
+  const configPath = require.resolve(path.join(dir, 'config.js'));
+  const appPath = require.resolve(path.join(dir, 'app.js'));
+  const saved = require.cache[configPath];
+  require(configPath);
+  require.cache[configPath].exports = { baseUrl: 'https://chat.example.com', devLoginCode: 'demo', fakeWechatPay: 'http://127.0.0.1:9300' };
+  let answers = [true];
+  const o = fake.options;
+  global.wx = {
+    request: o.request, login: o.login, canIUse: o.canIUse, ...o.storage, onAppShow: o.onAppShow, onAppHide: o.onAppHide,
+    showModal: (m) => setImmediate(() => m.success({ confirm: answers.shift(), cancel: false })),
+  };
+  let appConfig;
+  global.App = (c) => (appConfig = c);
+  global.getApp = () => appConfig;
+  t.after(() => {
+    delete require.cache[appPath];
+    if (saved) require.cache[configPath] = saved;
+    else delete require.cache[configPath];
+    delete global.wx;
+    delete global.App;
+  });
+  delete require.cache[appPath];
+  require(appPath);
+  const told = [];
+  appConfig.quotaListener = (q) => told.push(q);
+
+  const result = await appConfig.client.buy('p10');
+  assert.equal(result.status, 'paid');
+  assert.deepEqual(controls, [{ out_trade_no: 'o1', notify: 'normal' }], 'paid at the fake, for the order the service made');
+  assert.deepEqual(told, [PAID_QUOTA], 'onQuota reached the page');
+
+  answers = [false];
+  assert.equal((await appConfig.client.buy('p10')).status, 'cancelled', 'declining the dialog is a cancel');
+  assert.equal(controls.length, 1);
 });

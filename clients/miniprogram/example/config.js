@@ -1,5 +1,5 @@
 'use strict';
-// Where the demo talks to, and how it logs in. Edit these two lines, nothing else.
+// Where the demo talks to, how it logs in, and how it pays. Edit these lines, nothing else.
 
 module.exports = {
   // The mpchat service. In DevTools tick "不校验合法域名" (or keep urlCheck false in
@@ -9,4 +9,8 @@ module.exports = {
   // the same user across launches (wx.login codes change every time). Set to '' to use wx.login
   // with a real appid against a server in `wechat` mode.
   devLoginCode: 'demo-user',
+  // Offline payments: with the server paying through `mpchat fake-wechatpay` (docs/quota.md), the
+  // fake's address, e.g. 'http://127.0.0.1:9300'; 购买 then "pays" there after a confirm dialog
+  // instead of WeChat's payment sheet. '' uses wx.requestPayment (a real merchant and appid).
+  fakeWechatPay: '',
 };

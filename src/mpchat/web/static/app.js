@@ -1,6 +1,11 @@
 // mpchat browser demo: dev login, streamed chat with the AI label, retraction, history, resume of
-// a cut stream, stop (cancel), a reasoning model's thinking folded apart.
+// a cut stream, stop (cancel), a reasoning model's thinking folded apart, the balance and 购买.
 // Plain script, no build step. Talks to the same API as the mini program SDK (API.md v1).
+//
+// Paying: a browser has no wx.requestPayment. Opened as /?fakepay=<the fake WeChat Pay's address>
+// (`mpchat fake-wechatpay`, e.g. /?fakepay=http://127.0.0.1:9300) against a service configured
+// with that fake, 购买 makes the order, asks to confirm, "pays" at the fake's /_control/pay (which
+// notifies the service as WeChat Pay would) and polls the order until paid, as the SDK's buy() does.
 'use strict';
 
 (function () {
@@ -30,13 +35,34 @@
     stop: $('stop-button'),
     meta: $('meta'),
     template: $('message-template'),
+    quota: $('quota'),
+    buy: $('buy-button'),
+    exceeded: $('exceeded'),
+    exceededBuy: $('exceeded-buy'),
+    plans: $('plans'),
+    planList: $('plan-list'),
+    plansHint: $('plans-hint'),
+    plansClose: $('plans-close'),
   };
 
   const state = {
     conversationId: localStorage.getItem(KEY_CONVERSATION) || '',
     run: null, // the answer being received: its AbortController, message id, last seq, text
     label: DEFAULT_LABEL,
+    buying: false,
   };
+  // The fake WeChat Pay to "pay" at (?fakepay=http://host:port), or '' (a browser cannot pay).
+  const FAKEPAY = fakePayBase();
+
+  function fakePayBase() {
+    const value = new URLSearchParams(location.search).get('fakepay') || '';
+    try {
+      const url = new URL(value);
+      return url.protocol === 'http:' || url.protocol === 'https:' ? url.origin : '';
+    } catch (e) {
+      return '';
+    }
+  }
 
   class ApiError extends Error {
     constructor(code, message, status, retryAfter) {
@@ -121,6 +147,10 @@
     els.loginView.hidden = false;
     els.whoami.hidden = true;
     els.logout.hidden = true;
+    els.quota.hidden = true;
+    els.buy.hidden = true;
+    els.exceeded.hidden = true;
+    els.plans.hidden = true;
     els.loginCode.value = localStorage.getItem(KEY_CODE) || els.loginCode.value || 'demo-user';
   }
 
@@ -238,6 +268,153 @@
     els.messages.textContent = '';
     notice('');
     els.input.focus();
+  }
+
+  // ---- quota and credits ------------------------------------------------------------------
+  // The balance comes from /me, then from every answer's `done.quota` and every order query. A
+  // chat refused with 402 shows "额度已用完" with 购买. Buying polls the order like the SDK: at
+  // once, then after 1, 2, 4, 5, 5 ... s, for at most 30 s (then "确认中").
+
+  const POLL_DELAYS_MS = [1000, 2000, 4000, 5000];
+  const POLL_TIMEOUT_MS = 30000;
+
+  function showQuota(q) {
+    if (!q || q.enabled === false) {
+      els.quota.hidden = true;
+      els.buy.hidden = true;
+      return;
+    }
+    const parts = ['额度 ' + (q.remaining || 0)];
+    if (q.free_remaining) parts.push('免费 ' + q.free_remaining);
+    if (q.credits) parts.push('已购 ' + q.credits);
+    els.quota.textContent = parts.join(' · ');
+    els.quota.hidden = false;
+    els.buy.hidden = false;
+    if ((q.remaining || 0) > 0) els.exceeded.hidden = true;
+  }
+
+  async function refreshQuota() {
+    try {
+      const me = await getJson('/me');
+      showQuota(me && me.quota);
+    } catch (e) {
+      // the balance is optional: older servers, a passing failure
+    }
+  }
+
+  function quotaExceeded() {
+    els.exceeded.hidden = false;
+    refreshQuota().then(() => (els.exceeded.hidden = false));
+  }
+
+  async function openPlans() {
+    if (state.buying) return;
+    try {
+      const { items } = await getJson('/plans');
+      els.planList.textContent = '';
+      for (const p of items) {
+        const li = document.createElement('li');
+        li.setAttribute('data-testid', 'plan');
+        const title = document.createElement('span');
+        title.className = 'title';
+        title.textContent = p.title;
+        title.title = p.credits + ' 点';
+        const price = document.createElement('span');
+        price.className = 'price';
+        price.textContent = '¥' + (p.price_fen / 100).toFixed(2);
+        const buy = document.createElement('button');
+        buy.type = 'button';
+        buy.setAttribute('data-testid', 'buy-plan');
+        buy.textContent = '购买';
+        buy.addEventListener('click', () => buyPlan(p));
+        li.append(title, price, buy);
+        els.planList.appendChild(li);
+      }
+      els.plansHint.textContent = !items.length ? '暂未开放购买'
+        : FAKEPAY ? '离线演示：支付由 fake WeChat Pay（' + FAKEPAY + '）模拟' : '浏览器里无法调用微信支付；离线演示请在地址后加 ?fakepay=<fake WeChat Pay 地址>';
+      els.plansHint.hidden = false;
+      els.plans.hidden = false;
+    } catch (err) {
+      notice(err.message);
+    }
+  }
+
+  function closePlans() {
+    els.plans.hidden = true;
+  }
+
+  function sleepMs(ms) {
+    return new Promise((resolve) => setTimeout(resolve, ms));
+  }
+
+  // Ask for the order until paid or closed, for at most POLL_TIMEOUT_MS; passing failures
+  // (network, 429, 5xx, a stalled query) do not end it. Resolves to the last order seen, or null.
+  async function pollOrder(orderId) {
+    const started = Date.now();
+    let last = null;
+    for (let i = 0; ; i++) {
+      try {
+        // A stalled query is given up 5 s after the deadline.
+        const left = Math.max(POLL_TIMEOUT_MS - (Date.now() - started), 0);
+        const res = await authed('/orders/' + encodeURIComponent(orderId), { signal: AbortSignal.timeout(left + 5000) });
+        const body = await readJson(res);
+        if (res.ok && body) {
+          last = body;
+          if (body.quota) showQuota(body.quota);
+          if (body.status === 'paid' || body.status === 'closed') return body;
+        } else if (res.status < 500 && res.status !== 429) {
+          throw errorOf(res, body);
+        }
+      } catch (err) {
+        if (err instanceof ApiError) throw err;
+        // a network error: try again
+      }
+      const left = POLL_TIMEOUT_MS - (Date.now() - started);
+      if (left <= 0) return last;
+      await sleepMs(Math.min(POLL_DELAYS_MS[Math.min(i, POLL_DELAYS_MS.length - 1)], left));
+    }
+  }
+
+  async function buyPlan(plan) {
+    if (state.buying) return;
+    if (!FAKEPAY) {
+      notice('浏览器里无法调用微信支付；离线演示请在地址后加 ?fakepay=<fake WeChat Pay 地址>');
+      return;
+    }
+    state.buying = true;
+    closePlans();
+    els.buy.disabled = els.exceededBuy.disabled = true;
+    try {
+      const res = await authed('/orders', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ plan: plan.id }),
+      });
+      const order = await readJson(res);
+      if (!res.ok || !order || !order.order_id) throw errorOf(res, order);
+      // The payment sheet, simulated: the user confirms, the fake WeChat Pay takes the money and
+      // notifies the service.
+      if (!window.confirm('模拟支付 ¥' + (plan.price_fen / 100).toFixed(2) + '：' + plan.title + '（fake WeChat Pay）')) {
+        notice('已取消支付');
+        return;
+      }
+      notice('正在确认支付…');
+      const paid = await fetch(FAKEPAY + '/_control/pay', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ out_trade_no: order.order_id, notify: 'normal' }),
+      });
+      if (!paid.ok) throw new Error('模拟支付失败（' + paid.status + '）');
+      const final = await pollOrder(order.order_id);
+      const status = final ? final.status : 'pending';
+      if (status === 'paid') els.exceeded.hidden = true;
+      notice({ paid: '购买成功，额度已到账', closed: '订单已关闭，未扣款' }[status] || '支付结果确认中，额度稍后到账');
+    } catch (err) {
+      notice(err.message || '支付失败');
+    } finally {
+      state.buying = false;
+      els.buy.disabled = els.exceededBuy.disabled = false;
+    }
   }
 
   // ---- chat -------------------------------------------------------------------------------
@@ -364,6 +541,7 @@
         }
         run.ended = true;
         answer.dataset.state = ev.finish_reason === 'cancelled' ? 'stopped' : 'done';
+        if (ev.quota) showQuota(ev.quota); // servers older than quotas send none
         break;
       case 'error':
         run.ended = true;
@@ -486,6 +664,12 @@
         });
         if (!res.ok) {
           const err = errorOf(res, await readJson(res));
+          if (err.code === 'quota_exceeded' || res.status === 402) {
+            handleEvent(run, { type: 'error', message: '额度已用完' });
+            notice(''); // the banner says it, with 购买
+            quotaExceeded();
+            return;
+          }
           const wait = err.retryAfter ? '，请 ' + err.retryAfter + ' 秒后再试' : '';
           handleEvent(run, { type: 'error', message: err.message + wait });
           return;
@@ -554,6 +738,9 @@
   });
 
   els.newConversation.addEventListener('click', newConversation);
+  els.buy.addEventListener('click', openPlans);
+  els.exceededBuy.addEventListener('click', openPlans);
+  els.plansClose.addEventListener('click', closePlans);
   els.stop.addEventListener('click', () => stopChat(true));
 
   els.form.addEventListener('submit', (e) => {
@@ -573,6 +760,7 @@
 
   async function enter() {
     showApp();
+    refreshQuota();
     await loadConversations();
     if (state.conversationId) await openConversation(state.conversationId);
   }

@@ -3,6 +3,9 @@
 // retracted answer, shows a reasoning model's thinking folded apart, says "reconnecting" while the
 // SDK resumes a cut stream, and stops an answer with 停止 (the SDK cancels it on the server).
 // Opened with ?id=<conversation id> it first loads that conversation.
+// Quota: the balance (from /me, then from every answer's `done`, via the client's onQuota), a
+// 购买 button that lists the credit packs and buys one (the SDK's buy(): order, payment, polling),
+// and "额度已用完" with the same button when a chat is refused with 402.
 
 /** @returns {import('../../lib/mpchat').Client} */
 function client() {
@@ -13,6 +16,23 @@ function client() {
 let current = null;
 /** Index of the answer being received in `messages`, or -1. */
 let pendingIndex = -1;
+
+/** @param {import('../../lib/mpchat').Quota} q */
+function quotaText(q) {
+  if (q.enabled === false) return '';
+  const parts = ['额度 ' + (q.remaining || 0)];
+  if (q.free_remaining) parts.push('免费 ' + q.free_remaining);
+  if (q.credits) parts.push('已购 ' + q.credits);
+  return parts.join(' · ');
+}
+
+/** @type {Record<string, string>} */
+const BUY_NOTICES = {
+  paid: '购买成功，额度已到账',
+  pending: '支付结果确认中，额度稍后到账',
+  closed: '订单已关闭，未扣款',
+  cancelled: '已取消支付',
+};
 
 Page({
   data: {
@@ -26,10 +46,23 @@ Page({
     scrollTo: '',
     /** The operator's filing (备案) line from /api/v1/meta, shown under the messages. */
     filing: '',
+    /** The balance line ('' while unknown or with quotas off). */
+    quotaText: '',
+    /** A chat was refused with 402: say so and offer to buy. */
+    quotaExceeded: false,
+    /** @type {{id: string, title: string, credits: number, price: string}[]} */
+    plans: [],
+    showPlans: false,
+    buying: false,
   },
 
   /** @param {Record<string, string | undefined>} query */
   onLoad(query) {
+    // The client's onQuota (app.js) hands every new balance to the page on screen.
+    getApp().quotaListener = (/** @type {import('../../lib/mpchat').Quota} */ q) => this.showQuota(q);
+    client().me().catch(() => {
+      // No balance shown: the page works without it.
+    });
     if (query.id) this.open(query.id);
     this.loadFiling();
   },
@@ -45,6 +78,53 @@ Page({
         this.setData({ filing: parts.filter(Boolean).join(' · ') });
       })
       .catch(() => {}); // optional: older servers have no meta, and the chat works without it
+  },
+
+  /** @param {import('../../lib/mpchat').Quota} q */
+  showQuota(q) {
+    /** @type {Record<string, any>} */
+    const update = { quotaText: quotaText(q) };
+    if (q.exceeded) update.quotaExceeded = true;
+    else if (q.enabled === false || (q.remaining || 0) > 0) update.quotaExceeded = false;
+    this.setData(update);
+  },
+
+  // 购买: list the credit packs; tapping one buys it.
+  openPlans() {
+    if (this.data.buying) return;
+    client()
+      .plans()
+      .then((plans) => {
+        if (!plans.length) {
+          this.setData({ notice: '暂未开放购买' });
+          return;
+        }
+        const shown = plans.map((p) => ({ id: p.id, title: p.title, credits: p.credits, price: (p.price_fen / 100).toFixed(2) }));
+        this.setData({ plans: shown, showPlans: true });
+      })
+      .catch((err) => this.setData({ notice: err.message || '加载失败' }));
+  },
+
+  closePlans() {
+    this.setData({ showPlans: false });
+  },
+
+  /** @param {WechatMiniprogram.BaseEvent} e */
+  buyPlan(e) {
+    const id = String(e.currentTarget.dataset.id);
+    if (this.data.buying) return;
+    this.setData({ buying: true, showPlans: false, notice: '正在支付…' });
+    client()
+      .buy(id)
+      .then(
+        (result) => {
+          /** @type {Record<string, any>} */
+          const update = { buying: false, notice: BUY_NOTICES[result.status] || '' };
+          if (result.status === 'paid') update.quotaExceeded = false;
+          this.setData(update);
+        },
+        (err) => this.setData({ buying: false, notice: err.message || '支付失败' }),
+      );
   },
 
   onShow() {
@@ -137,7 +217,10 @@ Page({
       // Strict mode ends an answer whose rest failed the check with content_filter and no
       // retract: what was shown had passed and stays.
       onDone: (ev) => finish(ev.finish_reason === 'content_filter' ? '后续内容未通过内容安全检查，已停止' : ''),
-      onError: (err) => finish(err.message || '出错了'),
+      onError: (err) => {
+        if (err.code === 'quota_exceeded') this.setData({ quotaExceeded: true });
+        finish(err.code === 'quota_exceeded' ? '额度已用完' : err.message || '出错了');
+      },
     });
 
     /** @param {string} notice */

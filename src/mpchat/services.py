@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -41,6 +42,7 @@ from mpchat.quota import Quotas
 from mpchat.safety.moderator import Moderator
 from mpchat.safety.setup import build_moderation
 from mpchat.settings import Settings, UnsafeSettings
+from mpchat.storage.answers import Settled
 from mpchat.storage.crypto import Keyring
 from mpchat.storage.engine import create_engine, is_sqlite
 from mpchat.storage.migrations import upgrade
@@ -153,7 +155,7 @@ async def open_services(
             transactions=transactions, keyring=keyring, owner=owner, lease=settings.answer_lease,
             save_interval=settings.answer_save_interval, resume_ttl=settings.resume_ttl,
             shutdown_timeout=settings.shutdown_timeout, ping_interval=settings.ping_interval,
-            relay=relay,
+            relay=relay, after_sweep=_quota_sweep(quotas),
         ))
         ctx = AnswerContext(
             engine=engine, keyring=keyring, metrics=metrics, label=settings.ai_label,
@@ -173,6 +175,7 @@ async def open_services(
             context_budget=settings.context_token_budget,
             max_answer_tokens=settings.max_answer_tokens,
             max_content_chars=settings.max_content_chars,
+            quotas=quotas,
         )
         completions = Completions(
             ctx=ctx, answers=answers, upstream=upstream, aliases=config.aliases,
@@ -194,6 +197,23 @@ async def open_services(
                        moderation=moderation, summarizer=summarizer, answers=answers,
                        completions=completions, api_keys=api_keys, quotas=quotas,
                        payments=payments)
+
+
+def _quota_sweep(quotas: Quotas) -> Callable[[list[Settled]], Awaitable[None]] | None:
+    """After each sweep of orphaned answers: their reservations settled at what their stored
+    text is worth, and any reservation still open after an hour released at no cost (its
+    answer's instance died before the answer's row was written, or settling failed)."""
+    if not quotas.enabled:
+        return None
+
+    async def sweep(settled: list[Settled]) -> None:
+        for answer in settled:
+            await quotas.settle_stale(answer.message_id,
+                                      completion_tokens=answer.completion_tokens,
+                                      produced=answer.completion_tokens > 0)
+        await quotas.release_stale(older_than=datetime.now(UTC) - timedelta(hours=1))
+
+    return sweep
 
 
 def _pool_size(settings: Settings, config: FileConfig) -> int:

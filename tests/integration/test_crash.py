@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from mpchat.estimate import estimate_tokens
 from mpchat.fakes.upstream import FakeUpstream, FakeUpstreamConfig
 from tests.conftest import reset_postgres
 from tests.integration.support import (
@@ -71,9 +72,23 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def _env(fake: FakeUpstream, db_env: dict[str, str]) -> dict[str, str]:
+# Quotas on: an answer's reservation must be settled by the instance that recovers it.
+FREE = 100_000
+QUOTA = f"""
+[quota]
+free_units = {FREE}
+max_completion_tokens = 4000
+[quota.prices]
+default = {{ per_1k_completion = 1000 }}
+"""
+
+
+def _env(fake: FakeUpstream, db_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    config = tmp_path / "quota.toml"
+    config.write_text(QUOTA, encoding="utf-8")
     return {
         "MPCHAT_ENV": "development",
+        "MPCHAT_CONFIG": str(config),
         "MPCHAT_UPSTREAM_BASE_URL": fake.base_url,
         "MPCHAT_ANSWER_SAVE_INTERVAL": "0.1",
         "MPCHAT_ANSWER_LEASE": "1",
@@ -109,6 +124,21 @@ async def _row(http: aiohttp.ClientSession, instance: Instance, token: str, cid:
     return rows[0] if rows else None
 
 
+async def _free_left(http: aiohttp.ClientSession, instance: Instance, token: str) -> int:
+    async with http.get(f"{instance.base_url}/api/v1/me",
+                        headers={"Authorization": f"Bearer {token}"}) as r:
+        return int((await r.json())["quota"]["free_remaining"])
+
+
+async def _charged(http: aiohttp.ClientSession, instance: Instance, token: str,
+                   units: int) -> None:
+    """Until the recovered answer's reservation is settled at ``units`` (nothing else held)."""
+    async def settled() -> bool:
+        return await _free_left(http, instance, token) == FREE - units
+
+    await wait_until(settled, within=15, what=f"the reservation settled at {units} units")
+
+
 async def _follow(http: aiohttp.ClientSession, instance: Instance, token: str, mid: str,
                   after: int) -> Transcript:
     seen = Transcript()
@@ -129,7 +159,7 @@ async def test_kill_mid_answer_leaves_a_truncated_answer_and_a_sound_next_turn(
 ) -> None:
     """Killed after text was stored: truncated with it, resumable, the next turn well-formed."""
     async with FakeUpstream(FakeUpstreamConfig(chunks=CHUNKS, gap=0.05)) as fake:
-        env = _env(fake, db_env)
+        env = _env(fake, db_env, tmp_path)
         seen = Transcript()
         async with _instance("first", env, tmp_path) as first:
             token = await login(http, first.base_url, "crash-mid")
@@ -164,6 +194,8 @@ async def test_kill_mid_answer_leaves_a_truncated_answer_and_a_sound_next_turn(
             truncated = items[1]["content"]
             assert truncated.startswith(stored_before) and FULL.startswith(truncated)
             assert len(truncated) < len(FULL)
+            # Its reservation (4,000 units) settled at what the stored text is worth.
+            await _charged(http, second, token, estimate_tokens(truncated))
 
             # Resumed from scratch: the stored text (after what the relay still holds, with
             # Redis), then done "interrupted"; never a wait for an end that cannot come.
@@ -204,7 +236,7 @@ async def test_kill_before_any_text_leaves_the_question_unanswered(
 ) -> None:
     """Killed while the provider had said nothing: no answer row, the question unanswered."""
     async with FakeUpstream(FakeUpstreamConfig(chunks=3)) as fake:
-        env = _env(fake, db_env)
+        env = _env(fake, db_env, tmp_path)
         fake.script = [{"hang": True}]
         seen = Transcript()
         async with _instance("first", env, tmp_path) as first:
@@ -229,6 +261,7 @@ async def test_kill_before_any_text_leaves_the_question_unanswered(
             items = await stored_messages(http, second.base_url, token, cid)
             assert [(m["role"], m["status"], m["content"]) for m in items] == [
                 ("user", "unanswered", "没人回答的问题")]
+            await _charged(http, second, token, 0)  # nothing said: nothing due
             async with asyncio.timeout(15), http.get(
                     f"{second.base_url}/api/v1/messages/{mid}/events?after=0",
                     headers={"Authorization": f"Bearer {token}"}) as r:

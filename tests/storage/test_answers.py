@@ -80,8 +80,8 @@ async def test_orphans_are_settled_and_live_answers_are_not(engine, tx, keyring)
     await stored.save_progress(tx, keyring, [stored.Progress(said.answer_id, user,
                                "half an answer", 7)], lease_until=past)
 
-    assert await stored.settle_stale(tx, keyring) == 2
-    assert await stored.settle_stale(tx, keyring) == 0  # once
+    assert len(await stored.settle_stale(tx, keyring)) == 2
+    assert len(await stored.settle_stale(tx, keyring)) == 0  # once
 
     row = await stored.read_answer(engine, keyring, message_id=said.answer_id, user_id=user)
     assert row is not None and (row.status, row.content) == ("truncated", "half an answer")
@@ -101,7 +101,7 @@ async def test_renewing_leases_touches_only_the_owner_s_streaming_answers(engine
                          tokens=1, lease=-1, owner="them")
     until = datetime.now(UTC) + timedelta(minutes=1)
     assert await stored.renew_leases(engine, owner="me", until=until) == 1
-    assert await stored.settle_stale(tx, keyring) == 1
+    assert len(await stored.settle_stale(tx, keyring)) == 1
     assert (await _row(engine, mine.answer_id)).status == "streaming"
     assert await _row(engine, theirs.answer_id) is None
 

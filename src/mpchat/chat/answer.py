@@ -68,6 +68,7 @@ class Answer:
         self.finish_reason = "stop"
         self.usage: dict[str, int] = {}
         self.tool_calls: list[dict[str, Any]] = []  # whole, as its pieces came
+        self.quota: dict[str, Any] | None = None  # the user's quota once settled (done.quota)
         self.failure: MpchatError | None = None
         self.cancel_reason: str | None = None
         self.settling = False  # the producer is giving back what it held: too late to stop

@@ -24,7 +24,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -54,6 +54,7 @@ class Answers:
         relay: Any | None = None,
         max_kept: int = 2_000,
         clock: Callable[[], float] | None = None,
+        after_sweep: Callable[[list[stored.Settled]], Awaitable[None]] | None = None,
     ) -> None:
         self._tx = transactions
         self._keyring = keyring
@@ -65,6 +66,8 @@ class Answers:
         self.ping_interval = ping_interval
         self.relay = relay
         self.max_kept = max_kept
+        # What else the orphans held (their quota reservations), settled after each sweep.
+        self._after_sweep = after_sweep
         self._clock = clock or (lambda: asyncio.get_running_loop().time())
         self._live: dict[str, Answer] = {}
         self._ended: collections.OrderedDict[str, Answer] = collections.OrderedDict()
@@ -245,7 +248,9 @@ class Answers:
             try:
                 settled = await stored.settle_stale(self._tx, self._keyring)
                 if settled:
-                    log.warning("settled %d answers left by a stopped instance", settled)
+                    log.warning("settled %d answers left by a stopped instance", len(settled))
+                if self._after_sweep is not None:
+                    await self._after_sweep(settled)
             except Exception:
                 log.warning("could not settle orphaned answers", exc_info=True)
             await asyncio.sleep(self.lease / 2)

@@ -31,25 +31,27 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.chat.answer import Answer, Event
+from mpchat.chat.keeper import Keeper
 from mpchat.chat.moderation import OutputCheck, Retracted, Withheld
 from mpchat.chat.upstream import Queued, Served, UpstreamEvent
 from mpchat.errors import MpchatError, NotFound, ServiceUnavailable, UpstreamTimeout
 from mpchat.estimate import estimate_tokens
 from mpchat.metrics import Metrics
 from mpchat.providers.types import Delta, Finish, Reasoning, ToolCall
-from mpchat.storage import answers as stored
 from mpchat.storage.crypto import Keyring
 from mpchat.storage.transactions import Transactions
 
-__all__ = ["AnswerContext", "ConversationKeeper", "Keeper", "Producer", "shielded"]
+__all__ = ["AnswerContext", "Producer", "SettleQuota", "shielded"]
 
 log = logging.getLogger("mpchat.chat")
+# (prompt tokens, completion tokens, whether anything was produced) -> ``done.quota``
+SettleQuota = Callable[[int, int, bool], Awaitable[dict[str, Any] | None]]
 _background: set[asyncio.Future[Any]] = set()  # strong references to shielded settling
 
 
@@ -87,43 +89,6 @@ class AnswerContext:
         return datetime.now(UTC) + timedelta(seconds=self.lease)
 
 
-class Keeper(Protocol):
-    """Where an ended answer goes; called once, in the producer's shielded settling."""
-
-    async def keep(self, answer: Answer, *, content: str, meta: dict[str, Any],
-                   event_seq: int) -> bool:
-        """Keep the answer (``answer.status`` and ``usage`` are set); False when it has
-        nowhere to go any more (its conversation was deleted meanwhile)."""
-        ...
-
-    async def drop(self, answer: Answer) -> None:
-        """Nothing was said: there is no answer (its question stays ``unanswered``)."""
-        ...
-
-
-class ConversationKeeper:
-    """The conversation's storage: the answer's row, written at ``start``, is settled."""
-
-    def __init__(self, transactions: Transactions, keyring: Keyring) -> None:
-        self._tx = transactions
-        self._keyring = keyring
-
-    async def keep(self, answer: Answer, *, content: str, meta: dict[str, Any],
-                   event_seq: int) -> bool:
-        return await stored.finish_answer(
-            self._tx, self._keyring, message_id=answer.message_id,
-            user_id=answer.user_id, conversation_id=answer.conversation_id, content=content,
-            status=answer.status, prompt_tokens=answer.usage["prompt_tokens"],
-            completion_tokens=answer.usage["completion_tokens"], meta=meta,
-            event_seq=event_seq,
-        )
-
-    async def drop(self, answer: Answer) -> None:
-        await stored.drop_answer(self._tx, message_id=answer.message_id,
-                                 question_id=answer.question_id,
-                                 conversation_id=answer.conversation_id)
-
-
 class Producer:
     """Produces one answer; `run` is the answer's task. Built by the service that starts it."""
 
@@ -139,8 +104,10 @@ class Producer:
         prompt_tokens: int,
         received_at: float,
         on_complete: Callable[[], None] | None = None,
+        settle_quota: SettleQuota | None = None,
     ) -> None:
         self.ctx = ctx
+        self._settle_quota = settle_quota  # the user's quota reservation, if any
         self._on_complete = on_complete  # e.g. summarise the turns its context left out
         self.answer = answer
         self._upstream = upstream
@@ -294,6 +261,7 @@ class Producer:
                 log.warning("answer %s: output checks did not finish in time",
                             answer.message_id)
         await check.aclose()
+        answer.quota = await self._settled_quota()
         if reason == "deleted":
             answer.status, answer.failure = "deleted", Deleted()
             self._end({"type": "error", **answer.failure.to_dict()})
@@ -346,16 +314,33 @@ class Producer:
             self._on_complete()
         self._end(*terminal)
 
+    async def _settled_quota(self) -> dict[str, Any] | None:
+        """The quota reservation settled at what the answer really cost: the provider's
+        usage, else an estimate of what it said (nothing said costs nothing)."""
+        if self._settle_quota is None:
+            return None
+        usage = self._finish.usage if self._finish is not None else None
+        said = "".join(self._said)
+        try:
+            return await self._settle_quota(
+                usage.prompt_tokens if usage else self._prompt_tokens,
+                usage.completion_tokens if usage else estimate_tokens(said), bool(said))
+        except Exception:  # left open: the sweep releases it, at no cost to the user
+            log.warning("answer %s: quota not settled", self.answer.message_id, exc_info=True)
+            return None
+
     def _terminal(self, outcome: str) -> list[Event]:
         answer = self.answer
-        if outcome == "retracted":
-            return [{"type": "retract", "reason": "content_safety"},
-                    {"type": "done", "finish_reason": "content_filter", "usage": answer.usage,
-                     "model": answer.model}]
-        if answer.failure is not None:
+        if answer.failure is not None and outcome != "retracted":
             return [{"type": "error", **answer.failure.to_dict()}]
-        return [{"type": "done", "finish_reason": answer.finish_reason, "usage": answer.usage,
-                 "model": answer.model}]
+        done: Event = {"type": "done", "usage": answer.usage, "model": answer.model,
+                       "finish_reason": "content_filter" if outcome == "retracted"
+                       else answer.finish_reason}
+        if answer.quota is not None:
+            done["quota"] = answer.quota
+        if outcome == "retracted":
+            return [{"type": "retract", "reason": "content_safety"}, done]
+        return [done]
 
     def _lead_in(self) -> None:
         """What leaves before the last events: held text, and `start` unless the answer

@@ -18,19 +18,22 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from mpchat.chat.answer import Answer
 from mpchat.chat.answers import Answers
 from mpchat.chat.context import Context, build_messages, fit_context, history_budget
+from mpchat.chat.keeper import ConversationKeeper
 from mpchat.chat.moderation import Moderation, NoModeration
 from mpchat.chat.prefetch import Prefetch
-from mpchat.chat.producer import AnswerContext, ConversationKeeper, Producer, shielded
+from mpchat.chat.producer import AnswerContext, Producer, SettleQuota, shielded
 from mpchat.chat.resume import open_follow
 from mpchat.chat.summarize import Summarizer
 from mpchat.chat.upstream import Upstream, UpstreamEvent
 from mpchat.errors import ContentRejected, InvalidRequest, NotFound, RateLimited
 from mpchat.estimate import estimate_tokens
 from mpchat.limits import RateLimiter
+from mpchat.quota import Quotas
 from mpchat.storage import answers as stored
 from mpchat.storage import messages as store
 
@@ -64,6 +67,7 @@ class ChatService:
         max_answer_tokens: int | None = None,
         max_content_chars: int = 2000,
         summarizer: Summarizer | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.ctx = ctx
         self.answers = answers
@@ -76,6 +80,10 @@ class ChatService:
         self.max_answer_tokens = max_answer_tokens
         self.max_content_chars = max_content_chars
         self.summarizer = summarizer
+        self.quotas = quotas if quotas is not None and quotas.enabled else None
+        if self.quotas is not None and max_answer_tokens is None:
+            # An answer reserves what it may cost: the provider is told the bound it reserved.
+            self.max_answer_tokens = self.quotas.config.max_completion_tokens
         self._keeper = ConversationKeeper(ctx.transactions, ctx.keyring)
 
     async def wait_idle(self) -> None:
@@ -103,8 +111,40 @@ class ChatService:
             raise RateLimited(retry_after=decision.retry_after)
 
         tokens = estimate_tokens(content)
-        admission = await self.upstream.admit(request.user_id, tokens=tokens)  # Busy: 503
         answer_id = store.new_id()
+        settle_quota = await self._reserve(request.user_id, answer_id)  # 402 before start
+        try:
+            return await self._launch(request, answer_id, system_prompt, tokens, received_at,
+                                      settle_quota)
+        except BaseException:
+            if settle_quota is not None:  # no answer: nothing was produced, nothing is due
+                await shielded(_quietly(settle_quota(0, 0, False)))
+            raise
+
+    async def _reserve(self, user_id: str, answer_id: str) -> SettleQuota | None:
+        """The answer's maximum cost held (its whole context budget and answer bound), and
+        how to settle it; `QuotaExceeded` when it cannot be held; None with quotas off."""
+        quotas = self.quotas
+        if quotas is None:
+            return None
+        reservation = await quotas.reserve(
+            user_id=user_id, model=self.upstream.model, prompt_tokens=self.context_budget,
+            max_completion_tokens=self.max_answer_tokens or 0, key=answer_id)
+        if reservation is None:
+            return None
+
+        async def settle(prompt: int, completion: int, produced: bool) -> dict[str, Any]:
+            view = await quotas.settle(reservation, prompt_tokens=prompt,
+                                       completion_tokens=completion, produced=produced)
+            return view.to_dict()
+
+        return settle
+
+    async def _launch(self, request: ChatRequest, answer_id: str, system_prompt: str,
+                      tokens: int, received_at: float,
+                      settle_quota: SettleQuota | None) -> Answer:
+        ctx, content = self.ctx, request.content
+        admission = await self.upstream.admit(request.user_id, tokens=tokens)  # Busy: 503
         try:
             turn = await store.begin_turn(
                 ctx.transactions, ctx.keyring, user_id=request.user_id,
@@ -151,7 +191,8 @@ class ChatService:
         producer = Producer(ctx, answer, upstream=upstream, close_upstream=close_upstream,
                             check=check, keeper=self._keeper, prompt_tokens=prompt_tokens,
                             received_at=received_at,
-                            on_complete=self._summary_job(turn, context, request.user_id))
+                            on_complete=self._summary_job(turn, context, request.user_id),
+                            settle_quota=settle_quota)
         self.answers.launch(answer, producer.run)
         return answer
 
@@ -214,6 +255,13 @@ class ChatService:
         for answer in live:
             answer.cancel("deleted")
         await _ended(live)
+
+
+async def _quietly(work: Awaitable[object]) -> None:
+    try:
+        await work
+    except Exception:  # left open: the sweep releases it, at no cost to the user
+        log.warning("a quota reservation could not be released", exc_info=True)
 
 
 async def _ended(answers: list[Answer]) -> None:

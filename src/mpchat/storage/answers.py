@@ -36,6 +36,7 @@ from mpchat.storage.transactions import Transactions
 
 __all__ = [
     "Progress",
+    "Settled",
     "StoredAnswer",
     "drop_answer",
     "finish_answer",
@@ -209,12 +210,22 @@ def _drop(conn: Connection, message_id: str, question_id: str, conversation_id: 
     return True
 
 
-async def settle_stale(tx: Transactions, keyring: Keyring, *, limit: int = 200) -> int:
-    """Settle answers whose producing instance is gone (its claim expired); how many."""
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """An answer settled by `settle_stale`: what its stored text is worth (its quota)."""
+
+    message_id: str
+    completion_tokens: int  # an estimate of the stored text (0: nothing was said)
+
+
+async def settle_stale(
+    tx: Transactions, keyring: Keyring, *, limit: int = 200
+) -> list[Settled]:
+    """Settle answers whose producing instance is gone (its claim expired); those settled."""
     now = utc_now()
     async with tx.engine.connect() as conn:
         rows = (await conn.execute(_STALE, {"now": now, "limit": limit})).all()
-    settled = 0
+    settled: list[Settled] = []
     for row in rows:
         text = message_text(keyring, row, row.user_id) or ""
         meta = dict(row.meta or {})
@@ -231,7 +242,8 @@ async def settle_stale(tx: Transactions, keyring: Keyring, *, limit: int = 200) 
                 tx, message_id=row.id, question_id=str(meta.get("reply_to", "")),
                 conversation_id=row.conversation_id, stale_before=now,
             )
-        settled += done
+        if done:
+            settled.append(Settled(row.id, estimate_tokens(text) if text else 0))
     return settled
 
 

@@ -93,7 +93,7 @@ def _body(answer: Answer, label: str) -> dict[str, Any]:
         "usage": answer.usage,
         "ai_generated": True,
         "label": label,
-    }
+    } | ({"quota": answer.quota} if answer.quota is not None else {})
 
 
 def _ai_headers(answer: Answer, display_name: str | None) -> dict[str, str]:

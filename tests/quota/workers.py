@@ -29,10 +29,15 @@ async def _reserve_many(url: str, prefix: str, count: int, ready: Queue[Any], go
     ready.put(prefix)
     await asyncio.to_thread(go.wait, 30)
 
+    # Within the engine's pool (30 on PostgreSQL): under a loaded machine, more would wait
+    # for a connection past the pool's timeout, which tests the pool, not the quotas.
+    slots = asyncio.Semaphore(20)
+
     async def one(n: int) -> bool:
         try:
-            await quotas.reserve(user_id="u", model="m", prompt_tokens=1,
-                                 max_completion_tokens=1, key=f"{prefix}-{n}")
+            async with slots:
+                await quotas.reserve(user_id="u", model="m", prompt_tokens=1,
+                                     max_completion_tokens=1, key=f"{prefix}-{n}")
         except QuotaExceeded:
             return False
         return True

@@ -20,13 +20,17 @@ import binascii
 import re
 import secrets
 import string
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+T = TypeVar("T")
 
 __all__ = [
     "SCHEMA",
@@ -50,12 +54,8 @@ _AUTH_FIELD = re.compile(r'(\w+)="([^"]*)"')
 
 def load_private_key(path: Path) -> RSAPrivateKey:
     """The merchant's API private key (``apiclient_key.pem``); `ValueError` naming the file."""
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except OSError as exc:
-        raise ValueError(f"{path}: {exc.strerror}") from None
-    except (ValueError, TypeError):
-        raise ValueError(f"{path}: not an unencrypted PEM private key") from None
+    key = _load_pem(path, lambda data: serialization.load_pem_private_key(data, password=None),
+                    "an unencrypted PEM private key")
     if not isinstance(key, RSAPrivateKey):
         raise ValueError(f"{path}: not an RSA private key")
     return key
@@ -63,15 +63,19 @@ def load_private_key(path: Path) -> RSAPrivateKey:
 
 def load_public_key(path: Path) -> RSAPublicKey:
     """The WeChat Pay public key (``pub_key.pem``); `ValueError` naming the file."""
-    try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except OSError as exc:
-        raise ValueError(f"{path}: {exc.strerror}") from None
-    except (ValueError, TypeError):
-        raise ValueError(f"{path}: not a PEM public key") from None
+    key = _load_pem(path, serialization.load_pem_public_key, "a PEM public key")
     if not isinstance(key, RSAPublicKey):
         raise ValueError(f"{path}: not an RSA public key")
     return key
+
+
+def _load_pem(path: Path, load: Callable[[bytes], T], what: str) -> T:
+    try:
+        return load(path.read_bytes())
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror}") from None
+    except (ValueError, TypeError):
+        raise ValueError(f"{path}: not {what}") from None
 
 
 def new_nonce() -> str:

@@ -76,21 +76,8 @@ async def list_audit(
     )
 
 
-class LoggedRequestOut(BaseModel):
-    id: str
-    key_id: str
-    model: str
-    status: str
-    finish_reason: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    created_at: datetime
-    messages: list[Any] | None  # None: the record could not be decrypted
-    answer: str | None
-
-
 class RequestPage(BaseModel):
-    items: list[LoggedRequestOut]
+    items: list[request_log.LoggedRequest]  # messages and answer None: undecryptable
     next: datetime | None  # pass as ``before`` for the next page
 
 
@@ -106,12 +93,4 @@ async def list_requests(
     items = await request_log.list_requests(svc.engine, svc.keyring, key_id=key_id,
                                             before=before, limit=limit + 1)
     page = items[:limit]
-    return RequestPage(
-        items=[LoggedRequestOut(
-            id=r.id, key_id=r.key_id, model=r.model, status=r.status,
-            finish_reason=r.finish_reason, prompt_tokens=r.prompt_tokens,
-            completion_tokens=r.completion_tokens, created_at=r.created_at,
-            messages=list(r.messages) if r.messages is not None else None, answer=r.answer,
-        ) for r in page],
-        next=page[-1].created_at if len(items) > limit else None,
-    )
+    return RequestPage(items=page, next=page[-1].created_at if len(items) > limit else None)

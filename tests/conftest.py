@@ -1,9 +1,16 @@
-"""Shared fixtures: settings on a temp dir, the database backends, a fake provider."""
+"""Shared fixtures: settings on a temp dir, the database backends, a fake provider.
+
+The suite runs in parallel (pytest-xdist, docs/testing.md): each worker is a process with its
+own PostgreSQL databases (made beside MPCHAT_TEST_DATABASE_URL's, dropped at its end) and its
+own Redis database number for the tests that flush one (`worker_redis_db`); everything else on
+Redis is under keys of one test's own. Ports are free ones, temp dirs per worker.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import uuid
@@ -22,6 +29,25 @@ PG_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("MPCHAT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# "gw0", "gw1", ... in a pytest-xdist worker; "" in a run without workers (-p no:xdist, -n 0).
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+
+
+def worker_redis_db(default: int) -> int:
+    """The Redis database number for tests that flush a whole database (FLUSHDB).
+
+    ``default`` in a run without workers. Each xdist worker has one number of its own instead,
+    shared by all such tests of that worker (they run one at a time there): never 0 or
+    MPCHAT_TEST_REDIS_URL's database, where tests keep keys under their own prefixes.
+    """
+    if not WORKER:
+        return default
+    shared = {0, int(urlparse(REDIS_URL).path.lstrip("/") or 0)}
+    numbers = [n for n in (12, 13, 14, 15, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1) if n not in shared]
+    index = int(WORKER.removeprefix("gw"))
+    if index >= len(numbers):
+        pytest.fail(f"worker {WORKER}: Redis has no database number left for it; use fewer -n")
+    return numbers[index]
 
 
 def reachable(url: str, default_port: int) -> bool:
@@ -56,6 +82,19 @@ def _no_mpchat_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(autouse=True)
+def _demo_model_without_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo model (an app without a provider) answers at once in tests.
+
+    Its 30 ms between chunks are a show for a person trying `make run`; in the few hundred
+    tests that chat with it they only added up. A test about its pace can patch it back.
+    """
+    from mpchat.providers import registry
+    from mpchat.providers.demo import DemoModel
+
+    monkeypatch.setattr(registry, "DemoModel", functools.partial(DemoModel, chunk_delay=0))
+
+
 @contextlib.asynccontextmanager
 async def flushed_redis_db(url: str) -> AsyncIterator[str]:
     """A Redis database of one test's own (``url`` names its number), flushed around it."""
@@ -75,11 +114,11 @@ async def flushed_redis_db(url: str) -> AsyncIterator[str]:
 def private_pg_url() -> Iterator[str]:
     """A database of this test run's own, beside the configured one, dropped at the end.
 
-    Two suites on one machine (a developer's and CI's, or parallel helpers) then never
-    drop each other's tables mid-test.
+    Two suites on one machine (a developer's and CI's, or parallel helpers), or two xdist
+    workers of one run (each has its own session), then never drop each other's tables.
     """
     require_service(PG_URL, 5432, "PostgreSQL")
-    name = f"mpchat_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    name = f"mpchat_test_{WORKER or 'main'}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     asyncio.run(_admin_sql(PG_URL, f'CREATE DATABASE "{name}"'))
     base, _, _ = PG_URL.rpartition("/")
     try:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -141,13 +142,77 @@ async def _admin_sql(url: str, statement: str) -> None:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Every storage test runs on SQLite and on PostgreSQL (a fresh schema each time)."""
+    """Every storage test runs on SQLite and on PostgreSQL: an empty database at head each time.
+
+    The migrations run from nothing once per run (per xdist worker) on each backend; each test
+    then gets a copy of that SQLite file, or the PostgreSQL tables emptied (TRUNCATE), instead of
+    running Alembic again: its apps find the schema at head. Starting from nothing is still
+    tested, by the first test here and by the integration tests' `mpchat serve` processes.
+    """
     if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+        path = tmp_path / "test.db"
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite"), path)
+        yield f"sqlite+aiosqlite:///{path}"
         return
     url = request.getfixturevalue("private_pg_url")
-    asyncio.run(reset_postgres(url))
+    asyncio.run(empty_postgres(url))
     yield url
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite database migrated to head (its WAL folded in on close): copied per test."""
+    path = tmp_path_factory.mktemp("migrated") / "head.db"
+    asyncio.run(_migrate(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+async def _migrate(url: str) -> None:
+    from mpchat.storage.engine import create_engine
+    from mpchat.storage.migrations import upgrade
+
+    engine = create_engine(url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+# PostgreSQL databases this process migrated to head and nobody reset since.
+_AT_HEAD: set[str] = set()
+
+
+async def empty_postgres(url: str) -> None:
+    """No rows, the schema at head: tables truncated if this process migrated it, else rebuilt.
+
+    TRUNCATE of the handful of tables takes a third of the time of DROP SCHEMA + Alembic (and
+    less CPU). A lock that a failed test left held fails it after 10 s: that test's connections
+    are ended, and the schema is rebuilt instead.
+    """
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from mpchat.storage.engine import create_engine
+
+    if url in _AT_HEAD:
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text("SET LOCAL lock_timeout = '10s'"))
+                tables = (await conn.execute(text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                    " AND tablename <> 'alembic_version'"))).scalars().all()
+                names = ", ".join(f'"{name}"' for name in tables)
+                await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            return
+        except DBAPIError:
+            await _admin_sql(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                  " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        finally:
+            await engine.dispose()
+    await reset_postgres(url)
+    await _migrate(url)
+    _AT_HEAD.add(url)
 
 
 async def reset_postgres(url: str) -> None:
@@ -156,6 +221,7 @@ async def reset_postgres(url: str) -> None:
 
     from mpchat.storage.engine import create_engine
 
+    _AT_HEAD.discard(url)
     engine = create_engine(url)
     try:
         async with engine.begin() as conn:

@@ -30,7 +30,8 @@ TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 7 ] && n=7;
 
 # ruff; then side by side: mypy, the Python suite in parallel, the clients' tests (mostly waiting
 # on timers and sockets) and the runtime lock's fresh venv; then, alone, the few tests that bound
-# wall-clock time (marked `timing`). How the suite is laid out and run: docs/testing.md.
+# wall-clock time (marked `timing`). How the suite is laid out and run: docs/architecture.md,
+# "Dependencies and tests".
 test: $(DEV_STAMP)
 	$(BIN)/ruff check src tests bench
 	@echo "mypy, pytest -n $(TEST_WORKERS), the clients' tests and the runtime-lock check run side by side;"

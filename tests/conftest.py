@@ -1,9 +1,10 @@
 """Shared fixtures: settings on a temp dir, the database backends, a fake provider.
 
-The suite runs in parallel (pytest-xdist, docs/testing.md): each worker is a process with its
-own PostgreSQL databases (made beside MPCHAT_TEST_DATABASE_URL's, dropped at its end) and its
-own Redis database number for the tests that flush one (`worker_redis_db`); everything else on
-Redis is under keys of one test's own. Ports are free ones, temp dirs per worker.
+The suite runs in parallel (pytest-xdist; docs/architecture.md, "Dependencies and tests"): each
+worker is a process with its own PostgreSQL database (made beside MPCHAT_TEST_DATABASE_URL's,
+dropped at its end) and its own Redis database number for the tests that flush one
+(`worker_redis_db`); everything else on Redis is under keys of one test's own. Ports are free
+ones, temp dirs per worker.
 """
 
 from __future__ import annotations

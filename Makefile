@@ -46,9 +46,8 @@ test-types: $(DEV_STAMP)
 test-python: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not timing"
 
-# One step after the other, as `make -C clients test` on its own (-j1: not the jobs of this make).
 test-clients: $(DEV_STAMP)
-	@if [ -f clients/Makefile ]; then $(MAKE) -j1 -C clients test; fi
+	@if [ -f clients/Makefile ]; then $(MAKE) -C clients test; fi
 
 # A fresh venv from requirements.lock alone (the deployment image's view): imports, serves.
 check-runtime: $(STAMP)

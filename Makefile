@@ -1,10 +1,13 @@
-# The README's two commands: `make run` and `make test`. Both bootstrap .venv from the lock file.
+# The README's two commands: `make run` and `make test`. Both bootstrap .venv from the lock files:
+# `make run` from requirements.lock alone (what mpchat needs to run), `make test` (and `make
+# bench`) from requirements-dev.lock too (the tools, on top of the same runtime pins).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-types test-python test-clients check-runtime bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "mpchat needs Python 3.11+"; exit 1; }
@@ -14,16 +17,43 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
+$(DEV_STAMP): $(STAMP) requirements-dev.lock
+	$(BIN)/python -m pip install -q -r requirements-dev.lock
+	touch $(DEV_STAMP)
+
 run: $(STAMP)
 	$(BIN)/mpchat serve
 
-test: $(STAMP)
+# pytest-xdist workers for the Python suite: one more than the cores (its tests spend about half
+# their time waiting on sockets and timers), at most 8. Each worker has its own databases.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 7 ] && n=7; echo $$((n + 1)))
+
+# ruff; then side by side: mypy, the Python suite in parallel, the clients' tests (mostly waiting
+# on timers and sockets) and the runtime lock's fresh venv; then, alone, the few tests that bound
+# wall-clock time (marked `timing`). How the suite is laid out and run: docs/architecture.md,
+# "Dependencies and tests".
+test: $(DEV_STAMP)
 	$(BIN)/ruff check src tests bench
+	@echo "mypy, pytest -n $(TEST_WORKERS), the clients' tests and the runtime-lock check run side by side;"
+	@echo "each one's output appears when it ends."
+	@$(MAKE) --no-print-directory -j4 --output-sync=target \
+		test-types test-python test-clients check-runtime
+	$(BIN)/python -m pytest -q -p no:xdist -m timing
+
+test-types: $(DEV_STAMP)
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+
+test-python: $(DEV_STAMP)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not timing"
+
+test-clients: $(DEV_STAMP)
 	@if [ -f clients/Makefile ]; then $(MAKE) -C clients test; fi
 
-bench: $(STAMP)
+# A fresh venv from requirements.lock alone (the deployment image's view): imports, serves.
+check-runtime: $(STAMP)
+	.ci/check-runtime-lock
+
+bench: $(DEV_STAMP)
 	$(BIN)/python bench/bench_chat.py
 
 clean:

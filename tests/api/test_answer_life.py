@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from mpchat.fakes.upstream import FakeUpstream
-from tests.conftest import REDIS_URL, flushed_redis_db
+from tests.conftest import REDIS_URL, flushed_redis_db, worker_redis_db
 from tests.utils import Running, running_app
 
 FULL = "".join(f"片段{i} " for i in range(20))
@@ -20,11 +20,12 @@ Events = list[dict[str, Any]]
 
 @pytest.fixture(params=["in-process", "redis"])
 async def shared_state(request: pytest.FixtureRequest) -> AsyncIterator[str | None]:
-    """Without Redis, and with a Redis database of these tests' own, flushed around each."""
+    """Without Redis, and with a Redis database of these tests' own, flushed around each
+    (12 without xdist; a number of the worker's own in a parallel run)."""
     if request.param == "in-process":
         yield None
         return
-    async with flushed_redis_db(REDIS_URL.rsplit("/", 1)[0] + "/12") as url:
+    async with flushed_redis_db(f"{REDIS_URL.rsplit('/', 1)[0]}/{worker_redis_db(12)}") as url:
         yield url
 
 

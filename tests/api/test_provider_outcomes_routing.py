@@ -401,6 +401,7 @@ async def _fake_process(http: aiohttp.ClientSession) -> AsyncIterator[str]:
         await process.wait()
 
 
+@pytest.mark.timing  # /healthz within 200 ms: run alone, not beside parallel workers
 async def test_event_loop_stays_responsive_under_hostile_providers(settings_factory, caplog):
     """Endless and oversized answers streaming at once: /healthz answers within 200 ms."""
     async with aiohttp.ClientSession() as http, _fake_process(http) as fake:

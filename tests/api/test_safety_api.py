@@ -51,6 +51,7 @@ async def _audit(app: Running, token: str | None = ADMIN, **query: str) -> tuple
         return r.status, await r.json()
 
 
+@pytest.mark.timing  # 0.48 s <= first delta < 0.62 s: run alone, not beside parallel workers
 async def test_wechat_check_overlaps_the_provider_call(settings_factory, fake_upstream, wechat):
     settings = _settings(settings_factory, fake_upstream, wechat)
     async with running_app(settings) as app:

@@ -7,22 +7,23 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.conftest import PG_URL, flushed_redis_db, require_service, reset_postgres
+from tests.conftest import flushed_redis_db, reset_postgres, worker_redis_db
 
 # A Redis database number of their own, flushed before and after each test, so these tests
-# never touch keys of other tests (which use db 0 with their own prefixes).
+# never touch keys of other tests (which use MPCHAT_TEST_REDIS_URL's db with their own
+# prefixes). In a parallel run each worker has its own number instead (`worker_redis_db`).
 REDIS_DB = int(os.environ.get("MPCHAT_TEST_INTEGRATION_REDIS_DB", "13"))
 REDIS_HOST_URL = os.environ.get("MPCHAT_TEST_REDIS_HOST", "redis://127.0.0.1:6379")
 
 
 @pytest.fixture
 async def redis_url() -> AsyncIterator[str]:
-    async with flushed_redis_db(f"{REDIS_HOST_URL}/{REDIS_DB}") as url:
+    async with flushed_redis_db(f"{REDIS_HOST_URL}/{worker_redis_db(REDIS_DB)}") as url:
         yield url
 
 
 @pytest.fixture
-async def pg_url() -> str:
-    require_service(PG_URL, 5432, "PostgreSQL")
-    await reset_postgres(PG_URL)
-    return PG_URL
+async def pg_url(private_pg_url: str) -> str:
+    """This run's (this worker's) own database, its schema emptied."""
+    await reset_postgres(private_pg_url)
+    return private_pg_url

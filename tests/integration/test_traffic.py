@@ -157,6 +157,7 @@ async def test_crowd_waits_in_order_within_the_concurrency_bound(
     assert max(len(p) for p in queued) > 50  # positions really fell, one step at a time
 
 
+@pytest.mark.timing  # busy within 5 s under 200 clients: run alone, not beside workers
 async def test_full_queue_answers_busy_before_start(
     tmp_path: Path, redis_url: str, pg_url: str
 ) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -10,9 +9,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from tests.conftest import REDIS_URL
 from tests.limits.limits_support import IN_CI, PrivateRedis
-
-REDIS_URL = os.environ.get("MPCHAT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 RedisFactory = Callable[[], Redis]
 

@@ -8,12 +8,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import uvicorn
 
 from mpchat.app import create_app
 from mpchat.server import uvicorn_config
 from mpchat.settings import Settings
-from tests.utils import Running, free_port, keeping_state
+from tests.utils import PromptServer, Running, free_port, keeping_state
 
 __all__ = ["serving"]
 
@@ -24,8 +23,8 @@ async def serving(settings: Settings) -> AsyncIterator[Running]:
     app = create_app(settings)
     state: dict[str, Any] = {}
     port = free_port()
-    server = uvicorn.Server(uvicorn_config(settings, keeping_state(app, state),
-                                           host="127.0.0.1", port=port))
+    server = PromptServer(uvicorn_config(settings, keeping_state(app, state),
+                                         host="127.0.0.1", port=port))
     task = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(15):
@@ -37,5 +36,5 @@ async def serving(settings: Settings) -> AsyncIterator[Running]:
         async with aiohttp.ClientSession() as http:
             yield Running(f"http://127.0.0.1:{port}", http, app, state)
     finally:
-        server.should_exit = True
+        server.exit()
         await task

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from mpchat.fakes.wechat import FakeWeChat
 from mpchat.providers.retry import RetryPolicy
+from tests.conftest import REDIS_URL
 
 APPID = "wx_test_appid"
 SECRET = "test-secret-never-logged"
@@ -77,14 +78,14 @@ def closed_url() -> str:
 
 @pytest.fixture
 async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url("redis://127.0.0.1:6379/0", socket_connect_timeout=1)
+    client = Redis.from_url(REDIS_URL, socket_connect_timeout=1)
     try:
         await client.ping()
     except (RedisError, OSError):
         await client.aclose()
         if os.environ.get("CI") == "true":
-            pytest.fail("Redis at 127.0.0.1:6379 is unreachable")
-        pytest.skip("Redis at 127.0.0.1:6379 is unreachable")
+            pytest.fail(f"Redis at {REDIS_URL} is unreachable")
+        pytest.skip(f"Redis at {REDIS_URL} is unreachable")
     yield client
     await client.aclose()
 

@@ -216,6 +216,14 @@ async def empty_postgres(url: str) -> None:
     _AT_HEAD.add(url)
 
 
+async def unmigrated(url: str) -> None:
+    """The test's database with no schema at all (for what runs before migrations)."""
+    if url.startswith("sqlite"):
+        await asyncio.to_thread(Path(url.split("///", 1)[1]).unlink, missing_ok=True)
+    else:
+        await reset_postgres(url)  # the next test's database_url migrates it again
+
+
 async def reset_postgres(url: str) -> None:
     """An empty public schema, so migrations and tests start from nothing."""
     from sqlalchemy import text

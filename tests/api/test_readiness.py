@@ -8,6 +8,7 @@ from sqlalchemy import text
 from mpchat.storage.crypto import generate_key_spec
 from mpchat.storage.engine import create_engine
 from mpchat.storage.migrations import head_revision, upgrade
+from tests.conftest import unmigrated
 from tests.utils import running_app
 
 
@@ -23,6 +24,7 @@ async def _ready(app) -> tuple[int, dict]:
 
 
 async def test_readyz_waits_for_the_migrations(settings_factory, database_url):
+    await unmigrated(database_url)
     async with running_app(_production(settings_factory)) as app:
         status, body = await _ready(app)
         assert status == 503

@@ -368,7 +368,10 @@ async def test_a_silent_answer_keeps_its_followers_alive_with_pings(
             seen = await _read(r, lambda s: sum(e["type"] == "ping" for e in s) == 2)
             assert await _cancel(app, token, seen[0]["message_id"]) == 204
             seen += await _read(r, lambda _: False)
-        assert [e["type"] for e in seen] == ["start", "ping", "ping", "done"]
+        # Pings until the stop took effect (more may come while the cancel travels), then done.
+        types = [e["type"] for e in seen]
+        assert types[0] == "start" and types[-1] == "done" and len(types) >= 4, types
+        assert set(types[1:-1]) == {"ping"}, types
         assert "seq" not in seen[1] and seen[-1]["seq"] == 1
 
 

@@ -15,14 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from mpchat.storage.crypto import (
-    Ciphertext,
-    DecryptError,
-    Keyring,
-    message_aad,
-    summary_aad,
-    title_aad,
-)
+from mpchat.storage.crypto import Ciphertext, Keyring, message_aad, summary_aad, title_aad
 from mpchat.storage.tables import audit_events, conversations, messages, sessions, users
 
 __all__ = ["FORMAT", "export_user"]
@@ -138,7 +131,5 @@ def _usage(conversation_list: list[dict[str, Any]]) -> dict[str, int]:
 def _open(keyring: Keyring, blob: bytes | None, key: str | None, aad: bytes) -> str | None:
     if blob is None or key is None:
         return None
-    try:
-        return keyring.decrypt(Ciphertext(key, blob), aad)
-    except DecryptError:
-        return UNREADABLE
+    text = keyring.decrypt_or_none(Ciphertext(key, blob), aad)
+    return UNREADABLE if text is None else text

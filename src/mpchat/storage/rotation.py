@@ -57,27 +57,22 @@ class _Target:
     aad: Callable[[Any], bytes]
 
 
+def _target(table: Table, column: str, owner: str, aad: Callable[[Any], bytes], *,
+            pk: str = "id") -> _Target:
+    """The encrypted ``column`` of ``table``: its key id is in ``<column>_key``."""
+    return _Target(f"{table.name}.{column}", table, table.c[pk], table.c[column],
+                   table.c[f"{column}_key"], table.c[owner], aad)
+
+
 _TARGETS = (
-    _Target(
-        "messages.content", messages, messages.c.seq, messages.c.content,
-        messages.c.content_key, messages.c.user_id,
-        lambda row: message_aad(message_id=row.id, user_id=row.owner),
-    ),
-    _Target(
-        "conversations.title", conversations, conversations.c.id, conversations.c.title,
-        conversations.c.title_key, conversations.c.user_id,
-        lambda row: title_aad(conversation_id=row.id, user_id=row.owner),
-    ),
-    _Target(
-        "conversations.summary", conversations, conversations.c.id, conversations.c.summary,
-        conversations.c.summary_key, conversations.c.user_id,
-        lambda row: summary_aad(conversation_id=row.id, user_id=row.owner),
-    ),
-    _Target(
-        "api_requests.record", api_requests, api_requests.c.id, api_requests.c.record,
-        api_requests.c.record_key, api_requests.c.key_id,
-        lambda row: request_aad(request_id=row.id, key_id=row.owner),
-    ),
+    _target(messages, "content", "user_id",
+            lambda row: message_aad(message_id=row.id, user_id=row.owner), pk="seq"),
+    _target(conversations, "title", "user_id",
+            lambda row: title_aad(conversation_id=row.id, user_id=row.owner)),
+    _target(conversations, "summary", "user_id",
+            lambda row: summary_aad(conversation_id=row.id, user_id=row.owner)),
+    _target(api_requests, "record", "key_id",
+            lambda row: request_aad(request_id=row.id, key_id=row.owner)),
 )
 
 

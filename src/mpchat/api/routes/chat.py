@@ -15,6 +15,7 @@ from mpchat.api.streaming import FollowResponse, ai_headers
 from mpchat.blank import is_blank
 from mpchat.chat.answer import Answer
 from mpchat.chat.service import ChatRequest
+from mpchat.chat.timings import server_timing
 from mpchat.errors import InvalidRequest
 
 router = APIRouter(prefix="/api/v1", tags=["chat"])
@@ -51,9 +52,11 @@ async def chat(body: ChatBody, request: Request, caller: Caller, svc: Svc) -> An
     if not body.stream:
         if answer.failure is not None:
             raise answer.failure
+        headers = _ai_headers(answer, svc.settings.model_display_name)
+        if answer.timings:  # a stream's headers leave too early: its timings are in `done`
+            headers["Server-Timing"] = server_timing(answer.timings)
         return Response(orjson.dumps(_body(answer, svc.settings.ai_label)),
-                        media_type="application/json",
-                        headers=_ai_headers(answer, svc.settings.model_display_name))
+                        media_type="application/json", headers=headers)
     if answer.failure is not None and not answer.start_published:
         raise answer.failure  # failed before its start: a plain HTTP status
 

@@ -19,6 +19,7 @@ from mpchat.api.routes import (
     admin,
     admin_keys,
     admin_quota,
+    admin_usage,
     admin_users,
     chat,
     conversations,
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     for module in (login, chat, conversations, me, health, meta, admin, admin_keys, openai,
-                   payments, admin_quota, admin_users):
+                   payments, admin_quota, admin_users, admin_usage):
         app.include_router(module.router)
     if settings.web_demo_enabled and (_STATIC / "index.html").exists():
         app.mount("/static", StaticFiles(directory=_STATIC), name="static")

@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mpchat.chat.answer import Answer, Event
 from mpchat.chat.keeper import Keeper
 from mpchat.chat.moderation import OutputCheck, Retracted, Withheld
-from mpchat.chat.timings import Timings, milliseconds
+from mpchat.chat.timings import Timings
 from mpchat.chat.timings import clock as monotonic
 from mpchat.chat.upstream import Queued, Served, UpstreamEvent
 from mpchat.errors import MpchatError, NotFound, ServiceUnavailable, UpstreamTimeout
@@ -48,6 +48,7 @@ from mpchat.metrics import Metrics
 from mpchat.providers.types import Delta, Finish, Reasoning, ToolCall
 from mpchat.storage.crypto import Keyring
 from mpchat.storage.transactions import Transactions
+from mpchat.storage.usage import UsageLog
 
 __all__ = ["AnswerContext", "Producer", "SettleQuota", "shielded"]
 
@@ -86,6 +87,7 @@ class AnswerContext:
     # (MPCHAT_STREAM_COALESCE_MS): fewer lines, fewer writes, fewer `setData` on the phone.
     coalesce: float = 0.0
     clock: Callable[[], float] = lambda: asyncio.get_running_loop().time()
+    usage: UsageLog | None = None  # one row per answer, written off its path
 
     def lease_until(self) -> datetime:
         return datetime.now(UTC) + timedelta(seconds=self.lease)
@@ -160,8 +162,8 @@ class Producer:
             timer.cancel()
             await shielded(self._close_upstream())
             await shielded(self._settle(outcome))
-            log.debug("answer %s status=%s seconds=%.3f", answer.message_id, answer.status,
-                      ctx.clock() - self._received_at)
+            log.debug("answer %s status=%s timings=%s", answer.message_id, answer.status,
+                      answer.timings)
             ctx.metrics.answering.dec()
             ctx.metrics.chats.labels(answer.status).inc()
 
@@ -297,7 +299,7 @@ class Producer:
             "completion_tokens": usage.completion_tokens if usage else estimate_tokens(text),
         }
         answer.content = "" if outcome == "retracted" else text
-        self._time(answer)
+        self.timings.settle(answer, self.ctx.metrics.phases)
         self._lead_in()  # first, so that the seq stored below is the last event's
         terminal = self._terminal(outcome)
         try:
@@ -326,18 +328,6 @@ class Producer:
         if answer.status == "complete" and self._on_complete is not None:
             self._on_complete()
         self._end(*terminal)
-
-    def _time(self, answer: Answer) -> None:
-        """The answer's phases: on the answer (milliseconds) and in the histogram."""
-        timings = self.timings
-        if not timings.ended:
-            timings.ended = monotonic()  # failed or stopped before the provider's end
-        phases = timings.phases()
-        answer.timings = milliseconds(phases)
-        histogram = self.ctx.metrics.phases
-        provider, model, profile = answer.provider or "", answer.model, timings.profile
-        for phase, seconds in phases.items():
-            histogram.labels(phase, provider, model, profile).observe(seconds)
 
     async def _settled_quota(self) -> dict[str, Any] | None:
         """The quota reservation settled at what the answer really cost: the provider's
@@ -382,6 +372,8 @@ class Producer:
         for event in events:
             answer.publish(event)
         answer.end(self.ctx.clock())
+        if self.ctx.usage is not None:
+            self.ctx.usage.record_answer(answer, profile=self.timings.profile)
 
 
 async def shielded(work: Awaitable[Any]) -> None:

@@ -25,6 +25,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from prometheus_client import Histogram
+
+if TYPE_CHECKING:
+    from mpchat.chat.answer import Answer
 
 __all__ = ["PHASES", "Timings", "milliseconds", "server_timing"]
 
@@ -52,6 +58,16 @@ class Timings:
     @classmethod
     def begin(cls, profile: str | None = None) -> Timings:
         return cls(clock(), profile or "")
+
+    def settle(self, answer: Answer, histogram: Histogram) -> None:
+        """The answer's phases: on the answer (milliseconds) and in the histogram (once)."""
+        if not self.ended:
+            self.ended = clock()  # failed or stopped before the provider's end
+        phases = self.phases()
+        answer.timings = milliseconds(phases)
+        provider, model = answer.provider or "", answer.model
+        for phase, seconds in phases.items():
+            histogram.labels(phase, provider, model, self.profile).observe(seconds)
 
     def phases(self) -> dict[str, float]:
         """Seconds per phase; phases not reached (an answer that failed early) are left out."""

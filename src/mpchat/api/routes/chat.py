@@ -16,7 +16,7 @@ from mpchat.blank import is_blank
 from mpchat.chat.answer import Answer
 from mpchat.chat.service import ChatRequest
 from mpchat.chat.timings import server_timing
-from mpchat.errors import InvalidRequest
+from mpchat.errors import InvalidRequest, MpchatError
 
 router = APIRouter(prefix="/api/v1", tags=["chat"])
 
@@ -32,14 +32,20 @@ async def chat(body: ChatBody, request: Request, caller: Caller, svc: Svc) -> An
     request.state.stream = body.stream
     if is_blank(body.content):  # zero-width characters alone are no question
         raise InvalidRequest("content 不能为空")
-    answer = await svc.chat.start(
-        ChatRequest(
-            user_id=caller.user_id,
-            content=body.content,
-            conversation_id=body.conversation_id,
-            profile=body.profile,
+    try:
+        answer = await svc.chat.start(
+            ChatRequest(
+                user_id=caller.user_id,
+                content=body.content,
+                conversation_id=body.conversation_id,
+                profile=body.profile,
+            )
         )
-    )
+    except MpchatError as exc:  # refused before its answer: counted in the usage records
+        usage = svc.chat.ctx.usage
+        if usage is not None:
+            usage.record_refusal(user_id=caller.user_id, code=exc.code, profile=body.profile)
+        raise
     cancel_on_leave = svc.settings.on_disconnect == "cancel"
     try:
         # `start` leaves within a bound (AnswerContext.start_wait): the headers then name

@@ -80,3 +80,38 @@ async def test_usage_records_are_purged_with_their_retention(engine):
     assert await purge_usage(engine, days=90) == 1
     left = await read_usage(engine, since=now - timedelta(days=400), until=now)
     assert [r["timings"] for r in left] == [{"total_ms": 1.0}]
+
+
+async def test_old_days_are_rolled_up_before_their_rows_are_purged(engine):
+    from mpchat.storage.usage_daily import read_daily
+    from mpchat.storage.usage_stats import merge_daily, series
+
+    now = datetime.now(UTC)
+    base = {"message_id": "m" * 32, "provider": "p", "profile": "", "cost": 3}
+
+    def row(days: float, model: str, status: str = "complete", code: str | None = None,
+            first: float = 100.0) -> dict[str, Any]:
+        return {**base, "created_at": now - timedelta(days=days), "user_id": "u" * 32,
+                "model": model, "status": status, "error_code": code, "prompt_tokens": 10,
+                "completion_tokens": 5, "timings": {"first_delta_ms": first}}
+
+    old = [row(100, "a", first=100), row(100, "b", first=300), row(100, "a", "unanswered",
+           "upstream_error", first=200), row(95, "a"),
+           {**row(95, ""), "status": "refused", "error_code": "rate_limited", "timings": None,
+            "prompt_tokens": 0, "completion_tokens": 0, "cost": None}]
+    await write_usage(engine, [*old, row(1, "a")])
+    assert await purge_usage(engine, days=90) == 5
+    assert await purge_usage(engine, days=90) == 0  # rolled up once, nothing left to purge
+    since = now - timedelta(days=120)
+    daily = await read_daily(engine, since=since, until=now)
+    assert sorted({(r["day"].date(), r["model"]) for r in daily}) == sorted({
+        ((now - timedelta(days=d)).date(), m) for d, m in
+        ((100, "*"), (100, "a"), (100, "b"), (95, "*"), (95, "a"), (95, ""))})
+    left = await read_usage(engine, since=since, until=now)
+    out = merge_daily(series(left, since=since, until=now, step="day"), daily)
+    assert sum(out["chats"]) == 3 + 1 + 1  # 100 days ago, 95, yesterday's raw row
+    assert sum(out["errors"]["upstream_error"]) == 1 and sum(out["errors"]["rate_limited"]) == 1
+    assert sum(out["tokens"]["a"]) == 3 * 15 + 15 and sum(out["tokens"]["b"]) == 15
+    assert sum(out["cost"]["a"]) == 3 * 3 + 3
+    i = out["t"].index(int(min(r["day"] for r in daily).timestamp()))
+    assert (out["p50_ms"]["first_delta"][i], out["p95_ms"]["first_delta"][i]) == (200.0, 300.0)

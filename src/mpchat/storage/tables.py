@@ -38,6 +38,7 @@ __all__ = [
     "quota_ledger",
     "quota_reservations",
     "sessions",
+    "usage_daily",
     "usage_records",
     "users",
     "utc_now",
@@ -312,4 +313,21 @@ usage_records = Table(
     Column("timings", JSON, nullable=True),
     Index(None, "created_at"),
     Index(None, "user_id", "created_at"),
+)
+
+# Usage records rolled up per UTC day and model before the retention task deletes them, so
+# the console's daily plots reach back further than the raw rows (``mpchat.storage.usage``).
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("day", UTC, primary_key=True),
+    Column("model", String(128), primary_key=True),  # "" for chats refused before an answer
+    Column("chats", Integer, nullable=False),
+    Column("refused", Integer, nullable=False),
+    Column("errors", JSON, nullable=False),  # {code: count}
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cost", BigInteger, nullable=False),
+    Column("p50_ms", JSON, nullable=False),  # {phase: ms or null}
+    Column("p95_ms", JSON, nullable=False),
 )

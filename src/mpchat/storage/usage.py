@@ -98,8 +98,12 @@ async def read_usage(engine: AsyncEngine, *, since: datetime, until: datetime,
 
 
 async def purge_usage(engine: AsyncEngine, *, days: int, now: datetime | None = None) -> int:
-    """Delete rows older than ``days``, in batches; returns how many."""
-    cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
+    """Roll up, then delete, the rows of the whole UTC days older than ``days``, in batches;
+    returns how many rows were deleted."""
+    from mpchat.storage.usage_daily import day_of, roll_up  # it reads through this module
+
+    cutoff = day_of((now or datetime.now(UTC)) - timedelta(days=days))
+    await roll_up(engine, before=cutoff)
     deleted = 0
     while True:
         async with engine.begin() as conn:

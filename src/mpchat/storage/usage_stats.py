@@ -13,7 +13,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-__all__ = ["PLOTTED_PHASES", "Step", "bucket_starts", "percentile", "series", "summary"]
+__all__ = ["PLOTTED_PHASES", "Step", "bucket_starts", "merge_daily", "percentile", "series",
+           "summary"]
 
 Step = Literal["hour", "day"]
 PLOTTED_PHASES = ("first_delta", "input_wechat", "queue", "provider_first_token", "overhead")
@@ -116,4 +117,30 @@ def series(rows: Sequence[dict[str, Any]], *, since: datetime, until: datetime,
         values = [_phase_ms(b, phase) for b in buckets]
         out["p50_ms"][phase] = [percentile(v, 50) for v in values]
         out["p95_ms"][phase] = [percentile(v, 95) for v in values]
+    return out
+
+
+def merge_daily(out: dict[str, Any], daily: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A daily ``series`` with the days that were rolled up (`storage.usage_daily`) taken
+    from their roll-ups instead of raw rows (which are gone, or about to be)."""
+    index = {t: i for i, t in enumerate(out["t"])}
+    n = len(out["t"])
+    for row in daily:
+        i = index.get(int(row["day"].timestamp()))
+        if i is None:
+            continue
+        if row["model"] == "*":
+            out["chats"][i] = row["chats"]
+            for code in out["errors"]:
+                out["errors"][code][i] = 0
+            for code, count in row["errors"].items():
+                out["errors"].setdefault(code, [0] * n)[i] = count
+            for phase in PLOTTED_PHASES:
+                out["p50_ms"][phase][i] = row["p50_ms"].get(phase)
+                out["p95_ms"][phase][i] = row["p95_ms"].get(phase)
+        elif row["model"]:
+            model = row["model"]
+            out["tokens"].setdefault(model, [0] * n)[i] = (row["prompt_tokens"]
+                                                            + row["completion_tokens"])
+            out["cost"].setdefault(model, [0] * n)[i] = row["cost"]
     return out

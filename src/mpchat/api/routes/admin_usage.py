@@ -16,7 +16,8 @@ from mpchat.api.deps import Svc, require_admin
 from mpchat.errors import InvalidRequest
 from mpchat.services import Services
 from mpchat.storage.usage import read_usage
-from mpchat.storage.usage_stats import Step, series, summary
+from mpchat.storage.usage_daily import read_daily
+from mpchat.storage.usage_stats import Step, merge_daily, series, summary
 
 __all__ = ["router"]
 
@@ -58,7 +59,10 @@ async def get_series(svc: Svc, since: datetime | None = None, until: datetime | 
     since, until, rows = await _rows(svc, since, until)
     if (until - since) / width > _MAX_BUCKETS:
         raise InvalidRequest(f"时间范围过大：最多 {_MAX_BUCKETS} 个区间")
-    return series(rows, since=since, until=until, step=step)
+    out = series(rows, since=since, until=until, step=step)
+    if step == "day":  # days older than the raw rows' retention: from their roll-ups
+        out = merge_daily(out, await read_daily(svc.engine, since=since, until=until))
+    return out
 
 
 @router.get("/providers")

@@ -1,4 +1,5 @@
-"""the operator's console: users.blocked_at, and usage records (one row per answer, no text)
+"""the operator's console: users.blocked_at, usage records (one row per answer, no text) and
+their daily roll-up
 
 Revision ID: 0008
 Revises: 0007
@@ -42,7 +43,24 @@ def upgrade() -> None:
                               ['user_id', 'created_at'], unique=False)
 
 
+    op.create_table(
+        'usage_daily',
+        sa.Column('day', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('model', sa.String(length=128), nullable=False),
+        sa.Column('chats', sa.Integer(), nullable=False),
+        sa.Column('refused', sa.Integer(), nullable=False),
+        sa.Column('errors', sa.JSON(), nullable=False),
+        sa.Column('prompt_tokens', sa.BigInteger(), nullable=False),
+        sa.Column('completion_tokens', sa.BigInteger(), nullable=False),
+        sa.Column('cost', sa.BigInteger(), nullable=False),
+        sa.Column('p50_ms', sa.JSON(), nullable=False),
+        sa.Column('p95_ms', sa.JSON(), nullable=False),
+        sa.PrimaryKeyConstraint('day', 'model', name=op.f('pk_usage_daily')),
+    )
+
+
 def downgrade() -> None:
+    op.drop_table('usage_daily')
     op.drop_table('usage_records')
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.drop_column('blocked_at')

@@ -40,8 +40,10 @@ class UsageLog:
     def __init__(self, engine: AsyncEngine, *, cost: Cost | None = None) -> None:
         self._engine = engine
         self._cost = cost
-        self._writer: BatchWriter[dict[str, Any]] = BatchWriter(self._write,
-                                                                what="usage records")
+        # One row per answer: gathered for a second, so a busy instance writes them in one
+        # transaction a second, not one per answer beside the answers' own writes.
+        self._writer: BatchWriter[dict[str, Any]] = BatchWriter(
+            self._write, what="usage records", batch=1000, linger=1.0)
 
     async def _write(self, rows: Sequence[dict[str, Any]]) -> None:
         await write_usage(self._engine, rows)

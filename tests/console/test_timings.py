@@ -53,6 +53,7 @@ def _adds_up(ms: dict[str, float]) -> None:
     assert abs(ms["first_delta"] + ms["streaming"] - ms["total"]) < 1.0, ms
 
 
+@pytest.mark.timing  # bounds on wall-clock phases: run alone, not beside parallel workers
 @pytest.mark.parametrize(("check", "ttft"), [(0.3, 0.1), (0.1, 0.4)])
 async def test_phases_add_up_with_slow_wechat_and_slow_provider(
         settings_factory, fake_upstream, wechat, engine, check, ttft):

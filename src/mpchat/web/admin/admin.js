@@ -69,7 +69,7 @@
     const [s, series] = await Promise.all([api('/summary?since=' + encodeURIComponent(since)),
       api(`/series?step=${step}&since=${encodeURIComponent(since)}`)]);
     const errors = Object.values(s.errors).reduce((a, b) => a + b, 0);
-    cards($('cards'), [['对话', s.chats, 'card-chats'], ['拒绝（未回答）', s.refused],
+    cards($('cards'), [['对话', s.chats, 'card-chats'], ['拒绝（回答之前）', s.refused],
       ['错误', errors, 'card-errors'], ['用户', s.users],
       ['prompt tokens', s.prompt_tokens], ['completion tokens', s.completion_tokens],
       ['费用（额度单位）', s.cost], ['首字 p50 ms', s.phases_ms.first_delta.p50],

@@ -85,3 +85,21 @@ async def test_a_read_only_token_reads_but_cannot_block_or_revoke(settings_facto
             assert status == 403 and body["error"]["code"] == "forbidden", (path, body)
         assert (await _get(app, token, "/api/v1/me"))[0] == 200  # nothing happened
         assert (await _admin(app, "GET", "/users", "wrong-token-0123456789"))[0] == 401
+
+
+async def test_a_blocked_cloudrun_user_is_refused_too(settings_factory, fake_upstream):
+    settings = settings_factory(
+        upstream_base_url=fake_upstream.base_url, upstream_api_key="sk-test-key-123456",
+        upstream_model="fake-model", admin_token=ADMIN, auth_mode="cloudrun")
+    async with running_app(settings) as app:
+        erin = {"X-WX-OPENID": "o-erin"}
+        async with app.http.get(f"{app.base_url}/api/v1/me", headers=erin) as r:
+            user_id = (await r.json())["user_id"]
+        assert (await _admin(app, "POST", f"/users/{user_id}/block"))[0] == 204
+        async with app.http.post(f"{app.base_url}/api/v1/chat", headers=erin,
+                                 json={"content": "你好", "stream": False}) as r:
+            assert r.status == 403 and (await r.json())["error"]["code"] == "blocked"
+        assert fake_upstream.stats.requests == 0
+        assert (await _admin(app, "POST", f"/users/{user_id}/unblock"))[0] == 204
+        async with app.http.get(f"{app.base_url}/api/v1/me", headers=erin) as r:
+            assert r.status == 200

@@ -128,5 +128,7 @@ test('admin page: token login, plots after traffic, block a user', { timeout: 12
 
   await page.getByTestId('tab-audit').click();
   await page.getByTestId('audit').locator('th').first().waitFor();
+  await page.getByTestId('tab-keys').click();
+  await page.getByTestId('keys').locator('th').first().waitFor();
   assert.deepEqual(problems, []);
 });

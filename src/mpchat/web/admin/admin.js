@@ -141,11 +141,18 @@
         e.verdict, e.rule, e.user.slice(0, 12), e.excerpt]));
   }
 
+  async function keys() {
+    const { items } = await api('/keys?all=true');
+    table($('keys'), ['名称', '前缀', '状态', '模型', 'rpm', 'tpm', '额度', '已用 tokens', '到期'],
+      items.map((k) => [k.name, k.prefix, k.status, k.models ? k.models.join(', ') : '全部', k.rpm,
+        k.tpm, k.quota, k.used_tokens, k.expires_at ? new Date(k.expires_at).toLocaleString('zh-CN') : '–']));
+  }
+
   function show(tab) {
     document.querySelectorAll('.tabs button').forEach((b) =>
       b.classList.toggle('active', b.dataset.tab === tab));
-    for (const name of ['overview', 'providers', 'users', 'audit']) $('tab-' + name).hidden = name !== tab;
-    const load = { overview, providers, users: searchUsers, audit: () => audit($('audit-filter')) };
+    for (const name of ['overview', 'providers', 'users', 'audit', 'keys']) $('tab-' + name).hidden = name !== tab;
+    const load = { overview, providers, users: searchUsers, keys, audit: () => audit($('audit-filter')) };
     load[tab]().catch(failed);
   }
 

@@ -115,3 +115,21 @@ async def test_old_days_are_rolled_up_before_their_rows_are_purged(engine):
     assert sum(out["cost"]["a"]) == 3 * 3 + 3
     i = out["t"].index(int(min(r["day"] for r in daily).timestamp()))
     assert (out["p50_ms"]["first_delta"][i], out["p95_ms"]["first_delta"][i]) == (200.0, 300.0)
+
+
+async def test_deleting_ones_data_deletes_ones_usage_records(settings_factory, fake_upstream):
+    settings = settings_factory(
+        upstream_base_url=fake_upstream.base_url, upstream_api_key="sk-test-key-123456",
+        upstream_model="fake-model", admin_token=ADMIN)
+    async with running_app(settings) as app:
+        token, other = await app.login("frank"), await app.login("grace")
+        for who in (token, other):
+            assert (await app.chat_events(who, {"content": "你好"}))[0] == 200
+        headers = {"Authorization": f"Bearer {token}"}
+        async with app.http.get(f"{app.base_url}/api/v1/me", headers=headers) as r:
+            user_id = (await r.json())["user_id"]
+        async with app.http.delete(f"{app.base_url}/api/v1/me/data", headers=headers) as r:
+            assert r.status == 204
+        now = datetime.now(UTC)
+        rows = await read_usage(app.services.engine, since=now - timedelta(hours=1), until=now)
+        assert len(rows) == 1 and rows[0]["user_id"] != user_id

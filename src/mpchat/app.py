@@ -18,7 +18,10 @@ from mpchat.api.middleware import BodyLimitMiddleware, ChatModeMiddleware, Reque
 from mpchat.api.routes import (
     admin,
     admin_keys,
+    admin_page,
     admin_quota,
+    admin_usage,
+    admin_users,
     chat,
     conversations,
     health,
@@ -56,8 +59,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     for module in (login, chat, conversations, me, health, meta, admin, admin_keys, openai,
-                   payments, admin_quota):
+                   payments, admin_quota, admin_users, admin_usage):
         app.include_router(module.router)
+    admin_page.install(app, settings)  # /admin: the operator's console (MPCHAT_ADMIN_TOKEN)
     if settings.web_demo_enabled and (_STATIC / "index.html").exists():
         app.mount("/static", StaticFiles(directory=_STATIC), name="static")
 

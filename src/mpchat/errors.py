@@ -12,6 +12,8 @@ the mapping to a response happens once, at the edge (``mpchat.api.errors``)::
     │   ├── InvalidApiKey         401 invalid_api_key   (missing, unknown, revoked, expired)
     │   └── UnverifiedNotification 401 invalid_signature (signature, key id or timestamp)
     ├── QuotaExceeded             402 quota_exceeded
+    ├── Forbidden                 403 forbidden         (a read-only admin token's write)
+    │   └── Blocked               403 blocked           (the operator blocked this user)
     ├── NotFound                  404 not_found
     ├── PayloadTooLarge           413 payload_too_large
     ├── RateLimited               429 rate_limited      (retry_after)
@@ -27,8 +29,10 @@ a stack trace or a secret: put those in logs (redacted), not here.
 from __future__ import annotations
 
 __all__ = [
+    "Blocked",
     "Busy",
     "ContentRejected",
+    "Forbidden",
     "InvalidApiKey",
     "InvalidCode",
     "InvalidNotification",
@@ -105,6 +109,14 @@ class UnverifiedNotification(Unauthorized):
 
 class QuotaExceeded(MpchatError):
     status, code, default_message = 402, "quota_exceeded", "额度已用完"
+
+
+class Forbidden(MpchatError):
+    status, code, default_message = 403, "forbidden", "没有执行此操作的权限"
+
+
+class Blocked(Forbidden):
+    code, default_message = "blocked", "账号已被停用"
 
 
 class NotFound(MpchatError):

@@ -20,6 +20,13 @@ class Metrics:
             "mpchat_first_delta_seconds", "Request accepted to first answer text",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=r,
         )
+        self.phases = Histogram(
+            "mpchat_answer_phase_seconds",
+            "Where an answer's time goes, by phase (docs/operations.md, Timings)",
+            ["phase", "provider", "model", "profile"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+            registry=r,
+        )
         self.answering = Gauge("mpchat_answers_in_progress", "Answers being streamed",
                                registry=r)
         self.safety = Counter("mpchat_safety_decisions", "Content safety decisions",

@@ -49,6 +49,7 @@ from mpchat.storage.migrations import upgrade
 from mpchat.storage.request_log import RequestLog
 from mpchat.storage.retention import run_retention
 from mpchat.storage.transactions import Transactions
+from mpchat.storage.usage import Cost, UsageLog
 from mpchat.wechat import LoginClient
 
 __all__ = ["Services", "open_services"]
@@ -157,8 +158,10 @@ async def open_services(
             shutdown_timeout=settings.shutdown_timeout, ping_interval=settings.ping_interval,
             relay=relay, after_sweep=_quota_sweep(quotas),
         ))
+        usage = UsageLog(engine, cost=_cost(quotas))  # the operator's console (issue 15)
+        stack.push_async_callback(usage.aclose)
         ctx = AnswerContext(
-            engine=engine, keyring=keyring, metrics=metrics, label=settings.ai_label,
+            usage=usage, engine=engine, keyring=keyring, metrics=metrics, label=settings.ai_label,
             owner=owner, first_delta_deadline=settings.first_delta_deadline,
             lease=settings.answer_lease, coalesce=settings.stream_coalesce_ms / 1000,
             transactions=transactions,
@@ -187,7 +190,8 @@ async def open_services(
         # the request log if asked.
         retention = asyncio.create_task(
             run_retention(engine, days=settings.retention_days, interval=3600, redis=redis,
-                          request_log_days=log_days, audit_days=settings.audit_retention_days)
+                          request_log_days=log_days, audit_days=settings.audit_retention_days,
+                          usage_days=settings.usage_retention_days)
         )
         stack.push_async_callback(_cancel, retention)
         _log_startup(settings, upstream, keyring)
@@ -214,6 +218,15 @@ def _quota_sweep(quotas: Quotas) -> Callable[[list[Settled]], Awaitable[None]] |
         await quotas.release_stale(older_than=datetime.now(UTC) - timedelta(hours=1))
 
     return sweep
+
+
+def _cost(quotas: Quotas) -> Cost | None:
+    """An answer's cost units at the quota's prices (usage records); None with quotas off."""
+    if not quotas.enabled:
+        return None
+    prices = quotas.prices
+    return lambda model, prompt, completion: prices.cost(
+        model, prompt_tokens=prompt, completion_tokens=completion)
 
 
 def _pool_size(settings: Settings, config: FileConfig) -> int:

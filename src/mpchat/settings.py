@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     filed_model_name: str | None = None
 
     admin_token: SecretStr | None = None
+    admin_readonly_token: SecretStr | None = None  # GET /admin/v1/* only (docs/operations.md)
+    usage_retention_days: int = Field(default=90, ge=1)
     # Seconds an instance trusts what it looked up about an API key (revocation delay).
     api_key_cache_ttl: float = Field(default=5.0, ge=0, le=300)
     web_demo: bool | None = None

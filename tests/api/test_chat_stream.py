@@ -124,6 +124,7 @@ async def test_stored_answer_carries_the_implicit_ai_label(settings_factory, fak
             question = (await conn.execute(
                 select(messages.c.id).where(messages.c.role == "user")
             )).scalar_one()
+    assert meta.pop("timings") == events[-1]["timings"]  # tests/console/test_timings.py
     assert meta == {"ai_generated": True, "content_id": events[0]["message_id"],
                     "provider": "upstream", "model": "fake-model", "reply_to": question,
                     "finish_reason": "stop"}

@@ -8,7 +8,7 @@ from typing import Annotated, TypedDict, cast
 from fastapi import Depends, Request
 
 from mpchat.auth.tokens import Claims
-from mpchat.errors import InvalidRequest, NotFound, Unauthorized
+from mpchat.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from mpchat.services import Services
 
 __all__ = ["AppState", "Caller", "Svc", "parse_cursor", "require_admin", "services_of"]
@@ -46,15 +46,27 @@ async def _caller(request: Request, svc: Svc) -> Claims:
 
 
 async def require_admin(request: Request, svc: Svc) -> None:
-    """The operator's bearer token (``MPCHAT_ADMIN_TOKEN``); without one the admin API is 404."""
+    """The operator's bearer token (``MPCHAT_ADMIN_TOKEN``); without one the admin API is 404.
+
+    ``MPCHAT_ADMIN_READONLY_TOKEN`` reads (GET, HEAD) and nothing else: 403 ``forbidden``.
+    """
     configured = svc.settings.admin_token
     if configured is None or not configured.get_secret_value():
         raise NotFound()
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    expected = configured.get_secret_value().encode("utf-8")
     given = token.strip().encode("utf-8") if scheme.lower() == "bearer" else b""
-    if not hmac.compare_digest(given, expected):
-        raise Unauthorized("管理令牌无效")
+    if _matches(given, configured.get_secret_value()):
+        return
+    readonly = svc.settings.admin_readonly_token
+    if readonly is not None and _matches(given, readonly.get_secret_value()):
+        if request.method in ("GET", "HEAD"):
+            return
+        raise Forbidden("只读令牌不能执行此操作")
+    raise Unauthorized("管理令牌无效")
+
+
+def _matches(given: bytes, secret: str) -> bool:
+    return bool(secret) and hmac.compare_digest(given, secret.encode("utf-8"))
 
 
 def parse_cursor(before: str | None) -> int | None:

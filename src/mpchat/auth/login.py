@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.auth.tokens import Claims, TokenSigner
-from mpchat.errors import InvalidRequest, Unauthorized
+from mpchat.errors import Blocked, InvalidRequest, Unauthorized
 from mpchat.settings import AuthMode
 from mpchat.storage import users
 
@@ -84,11 +84,12 @@ class Authenticator:
         fresh = cached is not None and now - cached[1] < _SESSION_RECHECK
         if fresh and cached is not None and cached[0] == claims.user_id:
             return claims
-        if not await users.session_is_live(
+        state = await users.session_state(
             self._engine, session_id=claims.session_id, user_id=claims.user_id
-        ):
+        )
+        if state != "live":  # a blocked user's sessions are never cached: checked each call
             self._live.pop(claims.session_id, None)
-            raise Unauthorized()
+            raise Blocked() if state == "blocked" else Unauthorized()
         if len(self._live) >= _SESSION_CACHE_SIZE:
             self._live.clear()  # crude but bounded; a miss only costs one query
         self._live[claims.session_id] = (claims.user_id, now)
@@ -103,7 +104,9 @@ class Authenticator:
         """Cloud Run injects ``X-WX-OPENID``: safe only when the platform is the sole way in."""
         if not openid or len(openid) > 128:
             raise Unauthorized()
-        user_id = await users.get_or_create_user(self._engine, openid=openid)
+        user_id, blocked = await users.user_for_openid(self._engine, openid=openid)
+        if blocked:
+            raise Blocked()
         return Claims(user_id, session_id="")
 
     async def logout(self, claims: Claims) -> None:

@@ -69,6 +69,7 @@ class Answer:
         self.usage: dict[str, int] = {}
         self.tool_calls: list[dict[str, Any]] = []  # whole, as its pieces came
         self.quota: dict[str, Any] | None = None  # the user's quota once settled (done.quota)
+        self.timings: dict[str, float] = {}  # ms per phase, once settled (chat.timings)
         self.failure: MpchatError | None = None
         self.cancel_reason: str | None = None
         self.settling = False  # the producer is giving back what it held: too late to stop

@@ -39,6 +39,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mpchat.chat.answer import Answer, Event
 from mpchat.chat.keeper import Keeper
 from mpchat.chat.moderation import OutputCheck, Retracted, Withheld
+from mpchat.chat.timings import Timings
+from mpchat.chat.timings import clock as monotonic
 from mpchat.chat.upstream import Queued, Served, UpstreamEvent
 from mpchat.errors import MpchatError, NotFound, ServiceUnavailable, UpstreamTimeout
 from mpchat.estimate import estimate_tokens
@@ -46,6 +48,7 @@ from mpchat.metrics import Metrics
 from mpchat.providers.types import Delta, Finish, Reasoning, ToolCall
 from mpchat.storage.crypto import Keyring
 from mpchat.storage.transactions import Transactions
+from mpchat.storage.usage import UsageLog
 
 __all__ = ["AnswerContext", "Producer", "SettleQuota", "shielded"]
 
@@ -84,6 +87,7 @@ class AnswerContext:
     # (MPCHAT_STREAM_COALESCE_MS): fewer lines, fewer writes, fewer `setData` on the phone.
     coalesce: float = 0.0
     clock: Callable[[], float] = lambda: asyncio.get_running_loop().time()
+    usage: UsageLog | None = None  # one row per answer, written off its path
 
     def lease_until(self) -> datetime:
         return datetime.now(UTC) + timedelta(seconds=self.lease)
@@ -105,8 +109,10 @@ class Producer:
         received_at: float,
         on_complete: Callable[[], None] | None = None,
         settle_quota: SettleQuota | None = None,
+        timings: Timings | None = None,
     ) -> None:
         self.ctx = ctx
+        self.timings = timings or Timings.begin()  # a few clock reads, none per delta
         self._settle_quota = settle_quota  # the user's quota reservation, if any
         self._on_complete = on_complete  # e.g. summarise the turns its context left out
         self.answer = answer
@@ -156,8 +162,8 @@ class Producer:
             timer.cancel()
             await shielded(self._close_upstream())
             await shielded(self._settle(outcome))
-            log.debug("answer %s status=%s seconds=%.3f", answer.message_id, answer.status,
-                      ctx.clock() - self._received_at)
+            log.debug("answer %s status=%s timings=%s", answer.message_id, answer.status,
+                      answer.timings)
             ctx.metrics.answering.dec()
             ctx.metrics.chats.labels(answer.status).inc()
 
@@ -167,6 +173,7 @@ class Producer:
         answer, ctx, check = self.answer, self.ctx, self._check
         deadline = self._received_at + ctx.first_delta_deadline
         upstream = self._upstream
+        self.timings.reading = monotonic()
         while True:
             try:
                 if self._serving:
@@ -201,6 +208,7 @@ class Producer:
                                 "name": event.name, "arguments": event.arguments})
             elif isinstance(event, Served):
                 answer.provider, answer.model = event.provider, event.model
+                self.timings.called, self.timings.first_token = event.called, event.first_token
                 self._serving = True
                 self._start()
             elif isinstance(event, Queued):
@@ -208,6 +216,7 @@ class Producer:
                 answer.publish({"type": "queued", "position": event.position})
             elif isinstance(event, Finish):
                 self._finish = event
+        self.timings.ended = monotonic()
         tail = await check.finish()
         if tail:
             self._start()
@@ -230,8 +239,12 @@ class Producer:
         # Kept on the answer, whose text so far `Answers` writes with all others' at once.
         self._released.append(text)
         window = self.ctx.coalesce
-        if not window or len(self._released) == 1:
+        if len(self._released) == 1:
+            self.timings.first_delta = monotonic()
             self.answer.publish({"type": "delta", "text": text})  # the first words at once
+            return
+        if not window:
+            self.answer.publish({"type": "delta", "text": text})
             return
         self._held.append(text)
         if self._flush is None:
@@ -286,6 +299,7 @@ class Producer:
             "completion_tokens": usage.completion_tokens if usage else estimate_tokens(text),
         }
         answer.content = "" if outcome == "retracted" else text
+        self.timings.settle(answer, self.ctx.metrics.phases)
         self._lead_in()  # first, so that the seq stored below is the last event's
         terminal = self._terminal(outcome)
         try:
@@ -296,7 +310,8 @@ class Producer:
                 answer.status = outcome
                 meta = {"ai_generated": True, "content_id": answer.message_id,
                         "provider": answer.provider, "model": answer.model,
-                        "reply_to": answer.question_id, "finish_reason": answer.finish_reason}
+                        "reply_to": answer.question_id, "finish_reason": answer.finish_reason,
+                        "timings": answer.timings}
                 if answer.failure is not None:
                     meta["error"] = answer.failure.to_dict()
                 kept = await self._keeper.keep(answer, content=text, meta=meta,
@@ -338,6 +353,8 @@ class Producer:
                        else answer.finish_reason}
         if answer.quota is not None:
             done["quota"] = answer.quota
+        if answer.timings:
+            done["timings"] = answer.timings
         if outcome == "retracted":
             return [{"type": "retract", "reason": "content_safety"}, done]
         return [done]
@@ -355,6 +372,8 @@ class Producer:
         for event in events:
             answer.publish(event)
         answer.end(self.ctx.clock())
+        if self.ctx.usage is not None:
+            self.ctx.usage.record_answer(answer, profile=self.timings.profile)
 
 
 async def shielded(work: Awaitable[Any]) -> None:

@@ -178,6 +178,8 @@ async def _from_storage(
         else:
             events.append({"type": "done", "finish_reason": meta.get("finish_reason", "stop"),
                            "usage": _usage(row), "model": meta.get("model"), "seq": last})
+    if meta.get("timings") and events[-1]["type"] == "done":
+        events[-1]["timings"] = meta["timings"]  # as the live `done` carried them
     for event in events:
         if event["seq"] > after:
             yield _line(event)

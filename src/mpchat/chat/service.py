@@ -29,6 +29,7 @@ from mpchat.chat.prefetch import Prefetch
 from mpchat.chat.producer import AnswerContext, Producer, SettleQuota, shielded
 from mpchat.chat.resume import open_follow
 from mpchat.chat.summarize import Summarizer
+from mpchat.chat.timings import Timings
 from mpchat.chat.upstream import Upstream, UpstreamEvent
 from mpchat.errors import ContentRejected, InvalidRequest, NotFound, RateLimited
 from mpchat.estimate import estimate_tokens
@@ -94,6 +95,7 @@ class ChatService:
         """Admit, check and store the question, launch the answer; `MpchatError` before it."""
         ctx = self.ctx
         received_at = ctx.clock()
+        timings = Timings.begin(request.profile)
         content = request.content
         if not content.strip():
             raise InvalidRequest("content 不能为空")
@@ -105,6 +107,7 @@ class ChatService:
                 raise InvalidRequest("未知的 profile")
             system_prompt = self.profiles[request.profile]
         self.moderation.check_input_locally(content, user_id=request.user_id)
+        timings.local_done = timings.clock()
         decision = await self.limiter.hit(request.user_id)
         if not decision.allowed:
             ctx.metrics.rate_limited.inc()
@@ -115,7 +118,7 @@ class ChatService:
         settle_quota = await self._reserve(request.user_id, answer_id)  # 402 before start
         try:
             return await self._launch(request, answer_id, system_prompt, tokens, received_at,
-                                      settle_quota)
+                                      settle_quota, timings)
         except BaseException:
             if settle_quota is not None:  # no answer: nothing was produced, nothing is due
                 await shielded(_quietly(settle_quota(0, 0, False)))
@@ -142,7 +145,7 @@ class ChatService:
 
     async def _launch(self, request: ChatRequest, answer_id: str, system_prompt: str,
                       tokens: int, received_at: float,
-                      settle_quota: SettleQuota | None) -> Answer:
+                      settle_quota: SettleQuota | None, timings: Timings) -> Answer:
         ctx, content = self.ctx, request.content
         admission = await self.upstream.admit(request.user_id, tokens=tokens)  # Busy: 503
         try:
@@ -181,7 +184,9 @@ class ChatService:
         try:
             if self.moderation.checks_remotely:
                 upstream = prefetch = Prefetch(source)
+                timings.wechat_from = timings.clock()
                 await self.moderation.check_input(content, user_id=request.user_id)
+                timings.wechat_to = timings.clock()
             check = self.moderation.output(user_id=request.user_id, message_id=answer_id)
         except BaseException as exc:
             # Refused, or the client left while the input was checked: no answer at all.
@@ -192,7 +197,7 @@ class ChatService:
                             check=check, keeper=self._keeper, prompt_tokens=prompt_tokens,
                             received_at=received_at,
                             on_complete=self._summary_job(turn, context, request.user_id),
-                            settle_quota=settle_quota)
+                            settle_quota=settle_quota, timings=timings)
         self.answers.launch(answer, producer.run)
         return answer
 

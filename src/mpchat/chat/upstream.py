@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -66,6 +67,8 @@ class Served:
 
     provider: str
     model: str
+    called: float = 0.0  # when the provider was called, after queue and retries (monotonic)
+    first_token: float = 0.0  # when its first event came (monotonic)
 
 
 UpstreamEvent = Queued | Served | Delta | Reasoning | ToolCall | Finish
@@ -258,6 +261,7 @@ class Upstream:
                     yield Queued(position)
                 stream = route.provider.stream(messages, max_tokens=max_tokens, options=options)
                 current.reached = True
+                called = time.monotonic()
                 try:
                     first = await anext(stream)
                 except Retryable as exc:
@@ -270,11 +274,12 @@ class Upstream:
                     self._count(route, "rejected")
                     log.warning("provider %s refused the request: %s", route.name, exc)
                     raise UpstreamError() from None
+                got = time.monotonic()
                 self._count(route, "ok")
                 route.breaker.record_success()
                 usage = None
                 try:
-                    yield Served(route.name, model or route.provider.model)
+                    yield Served(route.name, model or route.provider.model, called, got)
                     yield first
                     async for event in stream:
                         if isinstance(event, Finish):

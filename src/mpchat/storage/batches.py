@@ -33,12 +33,16 @@ class BatchWriter(Generic[T]):
         what: str,
         max_queue: int = 10_000,
         batch: int = 200,
+        linger: float = 0.0,
     ) -> None:
         self._write = write
         self._what = what  # for the logs: "audit events", "request log rows"
         self._log = logging.getLogger(f"mpchat.{what.split()[0]}")
         self._queue: asyncio.Queue[T] = asyncio.Queue(maxsize=max_queue)
         self._batch = batch
+        # Seconds to wait after the first item for more: one transaction for many rows where
+        # a row comes with every answer (usage records), instead of one per answer.
+        self._linger = linger
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.dropped = 0  # lost to a full queue or a failed write
@@ -82,6 +86,8 @@ class BatchWriter(Generic[T]):
     async def _run(self) -> None:
         while True:
             items = [await self._queue.get()]
+            if self._linger:
+                await asyncio.sleep(self._linger)
             while len(items) < self._batch and not self._queue.empty():
                 items.append(self._queue.get_nowait())
             try:

@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mpchat.storage.crypto import Ciphertext, Keyring, title_aad
-from mpchat.storage.tables import conversations, messages, sessions, users
+from mpchat.storage.tables import conversations, messages, sessions, usage_records, users
 
 __all__ = [
     "ConversationItem",
@@ -86,8 +86,9 @@ async def delete_conversation(engine: AsyncEngine, *, conversation_id: str, user
 
 
 async def delete_user_data(engine: AsyncEngine, *, user_id: str) -> None:
-    """Every message, conversation and session of the user, and the user row itself."""
+    """Every message, conversation, session and usage record of the user, and the user row."""
     async with engine.begin() as conn:
+        await conn.execute(delete(usage_records).where(usage_records.c.user_id == user_id))
         await conn.execute(delete(messages).where(messages.c.user_id == user_id))
         await conn.execute(delete(conversations).where(conversations.c.user_id == user_id))
         await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))

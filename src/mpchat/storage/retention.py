@@ -1,6 +1,7 @@
 """Retention: conversations untouched for ``MPCHAT_RETENTION_DAYS`` are deleted, rows and all;
 the OpenAI-compatible surface's request log (when on) after ``MPCHAT_OPENAI_LOG_DAYS``; content
-safety records after ``MPCHAT_AUDIT_RETENTION_DAYS``; expired login sessions always.
+safety records after ``MPCHAT_AUDIT_RETENTION_DAYS``; usage records after
+``MPCHAT_USAGE_RETENTION_DAYS``; expired login sessions always.
 
 Safe with several instances: every delete is idempotent and batched (short transactions,
 no long locks), so two instances purging at once only repeat each other's no-ops. With
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mpchat.storage.audit import purge_events
 from mpchat.storage.request_log import purge_requests
 from mpchat.storage.tables import conversations, messages
+from mpchat.storage.usage import purge_usage
 from mpchat.storage.users import purge_expired_sessions
 
 __all__ = ["LOCK_KEY", "purge_expired", "retention_pass", "run_retention"]
@@ -105,6 +107,7 @@ async def retention_pass(
     now: datetime | None = None,
     request_log_days: int | None = None,
     audit_days: int | None = None,
+    usage_days: int | None = None,
 ) -> int | None:
     """One pass, unless another instance holds this interval's lock (then None).
 
@@ -134,6 +137,11 @@ async def retention_pass(
         purged = await purge_events(engine, days=audit_days, now=now)
         if purged:
             log.info("retention: deleted %d audit rows older than %d days", purged, audit_days)
+    if usage_days is not None:
+        purged = await purge_usage(engine, days=usage_days, now=now)
+        if purged:
+            log.info("retention: deleted %d usage records older than %d days", purged,
+                     usage_days)
     return await purge_expired(engine, days=days, now=now) if days is not None else 0
 
 
@@ -145,6 +153,7 @@ async def run_retention(
     redis: Redis | None = None,
     request_log_days: int | None = None,
     audit_days: int | None = None,
+    usage_days: int | None = None,
 ) -> None:
     """Purge every ``interval`` seconds until cancelled (with the fleet's lock, `LOCK_KEY`);
     failures are logged, never raised."""
@@ -153,6 +162,7 @@ async def run_retention(
             deleted = await retention_pass(
                 engine, days=days, interval=interval, redis=redis,
                 request_log_days=request_log_days, audit_days=audit_days,
+                usage_days=usage_days,
             )
             if deleted:
                 log.info("retention: deleted %d conversations older than %d days",

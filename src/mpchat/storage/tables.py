@@ -38,6 +38,8 @@ __all__ = [
     "quota_ledger",
     "quota_reservations",
     "sessions",
+    "usage_daily",
+    "usage_records",
     "users",
     "utc_now",
 ]
@@ -93,6 +95,7 @@ users = Table(
     Column("id", String(32), primary_key=True),
     Column("openid", String(128), nullable=False, unique=True),
     Column("created_at", UTC, nullable=False),
+    Column("blocked_at", UTC, nullable=True),  # set by the operator: 403 blocked
 )
 
 sessions = Table(
@@ -287,4 +290,44 @@ payment_orders = Table(
     Column("paid_at", UTC, nullable=True),
     Index(None, "user_id", "created_at"),
     Index(None, "paid_at"),
+)
+
+
+# One row per answer (``mpchat.storage.usage``): who (by id), which route, tokens, cost, how it
+# ended and its timings (ms); never text. Kept for MPCHAT_USAGE_RETENTION_DAYS.
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("created_at", UTC, nullable=False),
+    Column("user_id", String(32), nullable=False),
+    Column("message_id", String(32), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("profile", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("error_code", String(32), nullable=True),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("cost", BigInteger, nullable=True),  # quota cost units, when quotas are on
+    Column("timings", JSON, nullable=True),
+    Index(None, "created_at"),
+    Index(None, "user_id", "created_at"),
+)
+
+# Usage records rolled up per UTC day and model before the retention task deletes them, so
+# the console's daily plots reach back further than the raw rows (``mpchat.storage.usage``).
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("day", UTC, primary_key=True),
+    Column("model", String(128), primary_key=True),  # "" for chats refused before an answer
+    Column("chats", Integer, nullable=False),
+    Column("refused", Integer, nullable=False),
+    Column("errors", JSON, nullable=False),  # {code: count}
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cost", BigInteger, nullable=False),
+    Column("p50_ms", JSON, nullable=False),  # {phase: ms or null}
+    Column("p95_ms", JSON, nullable=False),
 )

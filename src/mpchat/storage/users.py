@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any, Literal
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.storage.tables import sessions, users, utc_now
 
 __all__ = [
+    "SessionState",
     "create_session",
     "delete_session",
     "delete_user_sessions",
     "get_or_create_user",
     "openid_of",
     "purge_expired_sessions",
+    "search_users",
     "session_is_live",
+    "session_state",
+    "set_blocked",
+    "user_for_openid",
 ]
+
+SessionState = Literal["live", "gone", "blocked"]
 
 
 
@@ -66,6 +74,38 @@ async def session_is_live(engine: AsyncEngine, *, session_id: str, user_id: str)
     return bool(expires_at > utc_now())
 
 
+async def session_state(engine: AsyncEngine, *, session_id: str,
+                        user_id: str) -> SessionState:
+    """``live``; ``gone`` (logged out, expired, revoked); ``blocked`` (its user is)."""
+    query = (select(sessions.c.expires_at, users.c.blocked_at)
+             .join(users, users.c.id == sessions.c.user_id)
+             .where(sessions.c.id == session_id, sessions.c.user_id == user_id))
+    async with engine.connect() as conn:
+        row = (await conn.execute(query)).one_or_none()
+    if row is None or not row.expires_at > utc_now():
+        return "gone"
+    return "blocked" if row.blocked_at is not None else "live"
+
+
+async def user_for_openid(engine: AsyncEngine, *, openid: str) -> tuple[str, bool]:
+    """The user id for ``openid`` (created on first sight) and whether it is blocked."""
+    query = select(users.c.id, users.c.blocked_at).where(users.c.openid == openid)
+    async with engine.connect() as conn:
+        row = (await conn.execute(query)).one_or_none()
+    if row is not None:
+        return str(row.id), row.blocked_at is not None
+    return await get_or_create_user(engine, openid=openid), False
+
+
+async def set_blocked(engine: AsyncEngine, *, user_id: str, blocked: bool) -> bool:
+    """Block or unblock a user (idempotent); False: no such user."""
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            update(users).where(users.c.id == user_id)
+            .values(blocked_at=utc_now() if blocked else None))
+    return bool(result.rowcount)
+
+
 async def delete_session(engine: AsyncEngine, *, session_id: str) -> None:
     async with engine.begin() as conn:
         await conn.execute(delete(sessions).where(sessions.c.id == session_id))
@@ -103,3 +143,21 @@ async def purge_expired_sessions(
                 return deleted
             await conn.execute(delete(sessions).where(sessions.c.id.in_(ids)))
         deleted += len(ids)
+
+
+async def search_users(engine: AsyncEngine, *, prefix: str, blocked: bool | None,
+                       limit: int) -> list[dict[str, Any]]:
+    """Users whose id starts with ``prefix`` (newest first), with their live sessions."""
+    live = (select(func.count()).select_from(sessions)
+            .where(sessions.c.user_id == users.c.id, sessions.c.expires_at > utc_now())
+            .scalar_subquery())
+    query = select(users.c.id, users.c.created_at, users.c.blocked_at,
+                   live.label("sessions"))
+    if prefix:
+        query = query.where(users.c.id.startswith(prefix, autoescape=True))
+    if blocked is not None:
+        query = query.where(users.c.blocked_at.is_not(None) if blocked
+                            else users.c.blocked_at.is_(None))
+    query = query.order_by(users.c.created_at.desc(), users.c.id).limit(limit)
+    async with engine.connect() as conn:
+        return [dict(row._mapping) for row in await conn.execute(query)]

@@ -15,7 +15,8 @@ from mpchat.api.streaming import FollowResponse, ai_headers
 from mpchat.blank import is_blank
 from mpchat.chat.answer import Answer
 from mpchat.chat.service import ChatRequest
-from mpchat.errors import InvalidRequest
+from mpchat.chat.timings import server_timing
+from mpchat.errors import InvalidRequest, MpchatError
 
 router = APIRouter(prefix="/api/v1", tags=["chat"])
 
@@ -31,14 +32,20 @@ async def chat(body: ChatBody, request: Request, caller: Caller, svc: Svc) -> An
     request.state.stream = body.stream
     if is_blank(body.content):  # zero-width characters alone are no question
         raise InvalidRequest("content 不能为空")
-    answer = await svc.chat.start(
-        ChatRequest(
-            user_id=caller.user_id,
-            content=body.content,
-            conversation_id=body.conversation_id,
-            profile=body.profile,
+    try:
+        answer = await svc.chat.start(
+            ChatRequest(
+                user_id=caller.user_id,
+                content=body.content,
+                conversation_id=body.conversation_id,
+                profile=body.profile,
+            )
         )
-    )
+    except MpchatError as exc:  # refused before its answer: counted in the usage records
+        usage = svc.chat.ctx.usage
+        if usage is not None:
+            usage.record_refusal(user_id=caller.user_id, code=exc.code, profile=body.profile)
+        raise
     cancel_on_leave = svc.settings.on_disconnect == "cancel"
     try:
         # `start` leaves within a bound (AnswerContext.start_wait): the headers then name
@@ -51,9 +58,11 @@ async def chat(body: ChatBody, request: Request, caller: Caller, svc: Svc) -> An
     if not body.stream:
         if answer.failure is not None:
             raise answer.failure
+        headers = _ai_headers(answer, svc.settings.model_display_name)
+        if answer.timings:  # a stream's headers leave too early: its timings are in `done`
+            headers["Server-Timing"] = server_timing(answer.timings)
         return Response(orjson.dumps(_body(answer, svc.settings.ai_label)),
-                        media_type="application/json",
-                        headers=_ai_headers(answer, svc.settings.model_display_name))
+                        media_type="application/json", headers=headers)
     if answer.failure is not None and not answer.start_published:
         raise answer.failure  # failed before its start: a plain HTTP status
 

@@ -79,6 +79,8 @@ async def delete_conversation(
 @router.delete("/me/data", status_code=204)
 async def delete_my_data(caller: Caller, svc: Svc) -> Response:
     await svc.chat.stop_user(caller.user_id)  # answers under way store nothing
+    if svc.chat.ctx.usage is not None:
+        await svc.chat.ctx.usage.flush()  # their usage records written, so deleted below
     await conversations.delete_user_data(svc.engine, user_id=caller.user_id)
     await svc.moderation.forget_user(caller.user_id)  # audit rows kept, anonymised
     svc.auth.forget_user(caller.user_id)

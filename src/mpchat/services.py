@@ -139,7 +139,8 @@ async def open_services(
         stack.push_async_callback(api_keys.aclose)
         quotas = Quotas(transactions, config.quota, aliases=config.aliases)
         payments = build_payments(settings, config, transactions, http, quotas)
-        summarizer = Summarizer(engine=engine, keyring=keyring, upstream=upstream)
+        summarizer = Summarizer(engine=engine, keyring=keyring, upstream=upstream,
+                                model=settings.summary_model)
         stack.push_async_callback(summarizer.aclose)
         owner = uuid.uuid4().hex
         relay = _relay(settings, redis, degraded)

@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     context_token_budget: int = Field(default=3000, gt=0)
     max_answer_tokens: int | None = None
     system_prompt: str = "你是一个乐于助人的中文助手，回答简洁准确。"
+    # The model that writes summaries of older turns (None: the chat model); docs/chat.md.
+    summary_model: str | None = None
 
     wordlist: str | None = None
     # Innocent phrases that overrule a listed word inside them (docs/safety.md).

@@ -208,8 +208,9 @@ class ChatService:
 
     def _summary_job(self, turn: store.Turn, context: Context,
                      user_id: str) -> Callable[[], None] | None:
-        """When the turn's context left older turns out: summarise them once it completes."""
-        summarizer, before = self.summarizer, context.oldest_kept_seq
+        """When the turn's context left older turns out: once it completes, summarise all but
+        the newest turns that fit in half the budget (`Context.summarize_before`)."""
+        summarizer, before = self.summarizer, context.summarize_before
         if summarizer is None or not context.omitted or not before:
             return None
         return functools.partial(summarizer.schedule, conversation_id=turn.conversation_id,

@@ -61,8 +61,8 @@ async def test_context_is_chronological_and_ends_with_new_message(settings_facto
 
 
 async def test_context_budget_keeps_newest_turns_in_order(settings_factory, fake_upstream):
-    # Each short turn costs about 5 estimated tokens. 70: what is left after the prompt, the question and the note of omitted turns holds
-    # a few turns, not all of them.
+    # Each short turn costs about 5 estimated tokens. 70: what is left after the prompt,
+    # the question and the note of omitted turns holds a few turns, not all of them.
     settings = settings_factory(**_upstream(fake_upstream), context_token_budget=70,
                                 system_prompt="S")
     async with running_app(settings) as app:

@@ -1,0 +1,156 @@
+"""Voice in and out against the fake provider (issue 12, items 3 to 5)."""
+
+from __future__ import annotations
+
+import io
+import wave
+from typing import Any
+
+import orjson
+import pytest
+
+from mpchat.chat.profiles import VOICE_PROMPT
+from mpchat.fakes.audio import make_wav
+from mpchat.fakes.upstream import FakeUpstream
+from tests.utils import running_app
+
+PAD = bytes(range(256)) * 2
+SAMPLES: dict[str, bytes] = {
+    "audio/mpeg": b"ID3\x04\x00\x00" + PAD,
+    "audio/aac": b"\xff\xf1\x50\x80" + PAD,
+    "audio/wav": make_wav(0.5),
+    "audio/x-m4a": b"\x00\x00\x00\x20ftypM4A \x00\x00\x00\x00" + PAD,
+    "audio/pcm": b"\x01\x00" * 8000,  # 0.5 s at 16 kHz
+}
+
+
+def _settings(settings_factory: Any, fake: FakeUpstream, **extra: Any) -> Any:
+    return settings_factory(upstream_base_url=fake.base_url, upstream_api_key="sk-test-key-123456",
+                            upstream_model="fake-model", **extra)
+
+
+async def _post(app: Any, token: str, body: bytes, content_type: str,
+                query: str = "") -> tuple[int, list[dict[str, Any]] | dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": content_type}
+    async with app.http.post(f"{app.base_url}/api/v1/voice{query}", data=body,
+                             headers=headers) as r:
+        raw = await r.read()
+        if r.content_type == "application/json":
+            return r.status, orjson.loads(raw)
+        return r.status, [orjson.loads(line) for line in raw.splitlines() if line]
+
+
+@pytest.mark.parametrize("content_type", list(SAMPLES))
+async def test_each_format_is_transcribed_then_answered(settings_factory, fake_upstream,
+                                                        content_type):
+    fake_upstream.audio.transcripts = ["明天杭州天气怎么样"]
+    fake_upstream.script = [{"text": ["明天晴。", "气温二十度。"]}]
+    async with running_app(_settings(settings_factory, fake_upstream)) as app:
+        token = await app.login("voice")
+        status, events = await _post(app, token, SAMPLES[content_type], content_type)
+        assert status == 200, events
+        assert isinstance(events, list)
+        kinds = [e["type"] for e in events]
+        assert kinds[0] == "transcript" and events[0]["text"] == "明天杭州天气怎么样"
+        assert kinds[1] == "start" and kinds[-1] == "done"
+        assert "".join(e["text"] for e in events if e["type"] == "delta") == "明天晴。气温二十度。"
+        upload = fake_upstream.audio.uploads[-1]
+        assert upload["model"] == "whisper-1" and upload["size"] > 0
+        if content_type in ("audio/pcm", "audio/wav"):
+            assert upload["head"].startswith(b"RIFF") and upload["filename"].endswith(".wav")
+        # The transcript is the question, with the voice profile's prompt.
+        sent = fake_upstream.stats.received[-1]
+        assert sent[0]["content"] == VOICE_PROMPT and sent[-1]["content"] == "明天杭州天气怎么样"
+
+
+@pytest.mark.parametrize(("body", "content_type", "status", "code"), [
+    (b"", "audio/mpeg", 400, "empty_audio"),
+    (b"x" * 3000, "audio/mpeg", 400, "audio_too_large"),
+    (b"\x00" * 500, "audio/mpeg", 400, "invalid_audio"),
+    (b"RIFF\x00\x00\x00\x00WAVEjunkjunk" + b"\x00" * 200, "audio/wav", 400, "invalid_audio"),
+    (make_wav(0.01), "audio/wav", 400, "empty_audio"),
+    (b"\x00" * 301, "audio/pcm", 400, "invalid_audio"),
+    (b"hello", "text/plain", 400, "unsupported_audio"),
+    (b"\x00" * 500, "audio/ogg", 400, "unsupported_audio"),
+    (b"x" * 5000, "audio/mpeg", 413, "payload_too_large"),  # over twice the bound
+])
+async def test_bad_recordings_are_refused_before_anything_is_sent(
+    settings_factory, fake_upstream, body, content_type, status, code
+):
+    async with running_app(_settings(settings_factory, fake_upstream,
+                                     max_audio_bytes=2000)) as app:
+        token = await app.login("bad")
+        got, error = await _post(app, token, body, content_type)
+        assert got == status and isinstance(error, dict), error
+        assert error["error"]["code"] == code
+        assert fake_upstream.audio.uploads == [] and fake_upstream.stats.requests == 0
+
+
+async def test_nothing_recognised_and_rejected_transcripts(settings_factory, fake_upstream):
+    fake_upstream.audio.transcripts = ["  ", "哪里可以赌博"]
+    async with running_app(_settings(settings_factory, fake_upstream)) as app:
+        token = await app.login("unsafe")
+        status, error = await _post(app, token, SAMPLES["audio/wav"], "audio/wav")
+        assert status == 400 and isinstance(error, dict)
+        assert error["error"]["code"] == "empty_audio"
+        status, error = await _post(app, token, SAMPLES["audio/wav"], "audio/wav")
+        assert status == 400 and isinstance(error, dict)
+        assert error["error"]["code"] == "content_rejected"
+        assert fake_upstream.stats.requests == 0  # no chat call
+        status, error = await _post(app, token, SAMPLES["audio/wav"], "audio/wav",
+                                    "?profile=nope")
+        assert status == 400
+
+
+async def _answer(app: Any, fake: FakeUpstream, token: str, text: list[str]) -> str:
+    fake.script = [{"text": text}]
+    status, events = await app.chat_events(token, {"content": "说说看"})
+    assert status == 200
+    return str(events[0]["message_id"])
+
+
+async def test_an_answer_is_read_aloud_whole_or_by_sentence(settings_factory, fake_upstream):
+    async with running_app(_settings(settings_factory, fake_upstream)) as app:
+        token = await app.login("speaker")
+        headers = {"Authorization": f"Bearer {token}"}
+        message = await _answer(app, fake_upstream, token,
+                                ["## 结论\n**好的**😀，请看 https://x.cn 。", "第二句！"])
+        url = f"{app.base_url}/api/v1/messages/{message}/speech"
+        async with app.http.get(url, headers=headers) as r:
+            assert r.status == 200 and r.content_type == "audio/wav"
+            audio = await r.read()
+            assert r.headers["X-Mpchat-Sentences"] == "3"
+        with wave.open(io.BytesIO(audio)) as w:
+            assert w.getnframes() > 0
+        spoken = fake_upstream.audio.speech[-1]
+        assert spoken["model"] == "tts-1" and spoken["voice"] == "alloy"
+        assert spoken["input"] == "结论\n好的，请看 。第二句！"
+        said = []
+        for n in range(4):
+            async with app.http.get(url, params={"sentence": str(n)}, headers=headers) as r:
+                said.append(r.status)
+        assert said == [200, 200, 200, 204]
+        assert [s["input"] for s in fake_upstream.audio.speech[-3:]] == [
+            "结论", "好的，请看 。", "第二句！"]
+
+
+async def test_speech_of_another_users_or_a_retracted_answer_is_refused(
+    settings_factory, fake_upstream
+):
+    from sqlalchemy import update
+
+    from mpchat.storage.tables import messages
+
+    async with running_app(_settings(settings_factory, fake_upstream)) as app:
+        alice = await app.login("alice")
+        eve = await app.login("eve")
+        message = await _answer(app, fake_upstream, alice, ["你好。"])
+        url = f"{app.base_url}/api/v1/messages/{message}/speech"
+        async with app.http.get(url, headers={"Authorization": f"Bearer {eve}"}) as r:
+            assert r.status == 404
+        async with app.services.engine.begin() as conn:
+            await conn.execute(update(messages).where(messages.c.id == message)
+                               .values(status="retracted"))
+        async with app.http.get(url, headers={"Authorization": f"Bearer {alice}"}) as r:
+            assert r.status == 410 and (await r.json())["error"]["code"] == "retracted"
+        assert fake_upstream.audio.speech == []

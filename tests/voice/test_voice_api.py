@@ -154,3 +154,32 @@ async def test_speech_of_another_users_or_a_retracted_answer_is_refused(
         async with app.http.get(url, headers={"Authorization": f"Bearer {alice}"}) as r:
             assert r.status == 410 and (await r.json())["error"]["code"] == "retracted"
         assert fake_upstream.audio.speech == []
+
+
+async def test_sentences_can_be_spoken_while_the_answer_streams(settings_factory,
+                                                                 fake_upstream):
+    fake_upstream.script = [{"text": ["第一句。", "第二", "句", "完。"], "trickle": 0.3}]
+    async with running_app(_settings(settings_factory, fake_upstream,
+                                     answer_save_interval=0.05)) as app:
+        token = await app.login("early")
+        headers = {"Authorization": f"Bearer {token}"}
+        async with app.http.post(f"{app.base_url}/api/v1/chat", json={"content": "讲讲"},
+                                 headers=headers) as chat:
+            start = orjson.loads(await chat.content.readline())
+            url = f"{app.base_url}/api/v1/messages/{start['message_id']}/speech"
+            while orjson.loads(await chat.content.readline())["type"] != "delta":
+                pass
+            async with app.http.get(url, params={"sentence": "0"}, headers=headers) as r:
+                assert r.status == 200  # the first sentence, before the answer ended
+                assert fake_upstream.audio.speech[-1]["input"] == "第一句。"
+            async with app.http.get(url, params={"sentence": "1"}, headers=headers) as r:
+                assert r.status == 409 and (await r.json())["error"]["code"] == "not_ready"
+                assert r.headers["Retry-After"] == "1"
+            async with app.http.get(url, headers=headers) as r:
+                assert r.status == 409  # the whole answer: once it ended
+            await chat.read()
+        await app.services.chat.wait_idle()
+        async with app.http.get(url, params={"sentence": "1"}, headers=headers) as r:
+            assert r.status == 200 and fake_upstream.audio.speech[-1]["input"] == "第二句完。"
+        async with app.http.get(url, params={"sentence": "2"}, headers=headers) as r:
+            assert r.status == 204 and r.headers["X-Mpchat-Sentences"] == "2"

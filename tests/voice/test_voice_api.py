@@ -183,3 +183,28 @@ async def test_sentences_can_be_spoken_while_the_answer_streams(settings_factory
             assert r.status == 200 and fake_upstream.audio.speech[-1]["input"] == "第二句完。"
         async with app.http.get(url, params={"sentence": "2"}, headers=headers) as r:
             assert r.status == 204 and r.headers["X-Mpchat-Sentences"] == "2"
+
+
+async def test_the_fakes_latency_and_transcript_knobs():
+    from mpchat.fakes.upstream import FakeUpstreamConfig
+
+    config = FakeUpstreamConfig(audio_latency=0.2, transcript="脚本")
+    async with FakeUpstream(config) as fake:
+        import time
+
+        import aiohttp
+
+        form = aiohttp.FormData()
+        form.add_field("file", b"ID3" + PAD, filename="a.mp3", content_type="audio/mpeg")
+        form.add_field("model", "whisper-1")
+        async with aiohttp.ClientSession() as http:
+            began = time.monotonic()
+            async with http.post(fake.base_url + "/audio/transcriptions", data=form) as r:
+                assert r.status == 200 and (await r.json()) == {"text": "脚本"}
+            assert time.monotonic() - began >= 0.2
+            async with http.post(fake.base_url + "/audio/transcriptions", data=b"x",
+                                 headers={"Content-Type": "audio/mpeg"}) as r:
+                assert r.status == 400  # not multipart
+            async with http.post(fake.base_url + "/audio/speech",
+                                 json={"model": "tts-1", "voice": "alloy", "input": ""}) as r:
+                assert r.status == 400

@@ -45,6 +45,7 @@ class FakeAudio:
     # speech requests (their JSON bodies).
     uploads: list[dict[str, Any]] = field(default_factory=list)
     speech: list[dict[str, Any]] = field(default_factory=list)
+    keep: bool = True  # record what arrived (off for a long-running server)
 
     def mount(self, app: web.Application) -> None:
         app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
@@ -69,7 +70,8 @@ class FakeAudio:
             return _error(400, "no file")
         if not fields.get("model"):
             return _error(400, "no model")
-        self.uploads.append(upload | {"model": fields["model"], "fields": fields})
+        if self.keep:
+            self.uploads.append(upload | {"model": fields["model"], "fields": fields})
         await asyncio.sleep(self.latency)
         text = self.transcripts.pop(0) if self.transcripts else self.default_transcript
         return web.json_response({"text": text})
@@ -81,7 +83,8 @@ class FakeAudio:
         text = body.get("input")
         if not isinstance(text, str) or not text.strip():
             return _error(400, "input is required")
-        self.speech.append(body)
+        if self.keep:
+            self.speech.append(body)
         await asyncio.sleep(self.latency)
         return web.Response(body=make_wav(min(0.04 * len(text), 2.0)),
                             content_type="audio/wav")

@@ -208,3 +208,15 @@ async def test_the_fakes_latency_and_transcript_knobs():
             async with http.post(fake.base_url + "/audio/speech",
                                  json={"model": "tts-1", "voice": "alloy", "input": ""}) as r:
                 assert r.status == 400
+
+
+async def test_over_the_rate_limit_nothing_is_transcribed(settings_factory, fake_upstream):
+    async with running_app(_settings(settings_factory, fake_upstream,
+                                     rate_limit="1/minute")) as app:
+        token = await app.login("limited")
+        status, _ = await _post(app, token, SAMPLES["audio/wav"], "audio/wav")
+        assert status == 200
+        status, error = await _post(app, token, SAMPLES["audio/wav"], "audio/wav")
+        assert status == 429 and isinstance(error, dict)
+        assert error["error"]["code"] == "rate_limited"
+        assert len(fake_upstream.audio.uploads) == 1

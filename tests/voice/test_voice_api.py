@@ -220,3 +220,26 @@ async def test_over_the_rate_limit_nothing_is_transcribed(settings_factory, fake
         assert status == 429 and isinstance(error, dict)
         assert error["error"]["code"] == "rate_limited"
         assert len(fake_upstream.audio.uploads) == 1
+
+
+async def test_a_provider_of_the_config_file_names_its_audio_models(settings_factory,
+                                                                    fake_upstream, tmp_path):
+    config = tmp_path / "mpchat.toml"
+    config.write_text(
+        f'[[providers]]\nname = "chat"\nbase_url = "{fake_upstream.base_url}"\n'
+        'api_key = "sk-test-key-123456"\nmodels = ["fake-model"]\n\n'
+        f'[[providers]]\nname = "asr"\nbase_url = "{fake_upstream.base_url}"\n'
+        'api_key = "sk-test-key-123456"\nmodels = ["fake-model"]\npriority = 2\n'
+        'transcription_model = "sensevoice-small"\nspeech_voice = "zh-female"\n',
+        encoding="utf-8")
+    async with running_app(settings_factory(config=config)) as app:
+        token = await app.login("asr")
+        status, events = await _post(app, token, SAMPLES["audio/wav"], "audio/wav")
+        assert status == 200 and isinstance(events, list)
+        assert fake_upstream.audio.uploads[-1]["model"] == "sensevoice-small"
+        message = events[1]["message_id"]
+        async with app.http.get(f"{app.base_url}/api/v1/messages/{message}/speech",
+                                headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 200
+        assert fake_upstream.audio.speech[-1]["voice"] == "zh-female"
+        assert fake_upstream.audio.speech[-1]["model"] == "tts-1"  # unset: the setting's

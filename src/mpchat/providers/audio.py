@@ -2,7 +2,8 @@
 
 `AudioClient` calls ``{base_url}/audio/transcriptions`` (multipart: ``file``, ``model``) and
 ``{base_url}/audio/speech`` (JSON: ``model``, ``voice``, ``input``) of the chat provider
-(the first route's: same base URL and key), with ``MPCHAT_TRANSCRIPTION_MODEL``,
+(the first route whose provider names audio models in the config file, else the first
+route: same base URL and key), with those models or ``MPCHAT_TRANSCRIPTION_MODEL``,
 ``MPCHAT_SPEECH_MODEL`` and ``MPCHAT_SPEECH_VOICE``. Failures are the chat's errors:
 `UpstreamError`, `UpstreamTimeout`, `ServiceUnavailable` when no provider speaks audio.
 """
@@ -39,9 +40,10 @@ class AudioClient:
         # Only an OpenAI-compatible provider has audio endpoints (not the demo model).
         self._provider = provider if isinstance(provider, OpenAICompatible) else None
         self._session = session
-        self.transcription_model = transcription_model
-        self.speech_model = speech_model
-        self.speech_voice = speech_voice
+        own = self._provider.audio if self._provider is not None else {}
+        self.transcription_model = own.get("transcription_model", transcription_model)
+        self.speech_model = own.get("speech_model", speech_model)
+        self.speech_voice = own.get("speech_voice", speech_voice)
         self._timeout = timeout
 
     @property

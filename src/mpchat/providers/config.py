@@ -12,6 +12,7 @@ rpm = 500                          # requests per minute it allows (0 = untracke
 tpm = 200000                       # tokens per minute it allows (0 = untracked)
 max_concurrency = 32               # in flight at once (default MPCHAT_UPSTREAM_MAX_CONCURRENCY)
 tools = true                       # takes `tools` (function calling) on /v1/chat/completions
+transcription_model = "whisper-1"  # voice: its /audio/* models (docs/voice.md)
 
 [aliases]
 default = "deepseek-chat"          # what a client's "default" means
@@ -59,6 +60,15 @@ class ProviderConfig(BaseModel):
     tpm: int = Field(default=0, ge=0)
     max_concurrency: int | None = Field(default=None, ge=1)
     tools: bool = True
+    # Its audio endpoints' models (unset: MPCHAT_TRANSCRIPTION_MODEL, ...); a provider that sets
+    # one is the one voice uses (docs/voice.md).
+    transcription_model: str | None = None
+    speech_model: str | None = None
+    speech_voice: str | None = None
+
+    def audio(self) -> dict[str, str]:
+        fields = ("transcription_model", "speech_model", "speech_voice")
+        return {f: v for f in fields if (v := getattr(self, f))}
 
     def key(self) -> str | None:
         if self.api_key is not None:

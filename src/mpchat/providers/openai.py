@@ -12,7 +12,7 @@ sends reaches a plain Python exception.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,8 +68,11 @@ class OpenAICompatible:
         name: str = "upstream",
         timeouts: Timeouts | None = None,
         limits: StreamLimits | None = None,
+        audio: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
+        # Its /audio/* models when the config file names them (providers/audio.py).
+        self.audio = dict(audio or {})
         self.model = model
         self.models = (model, *(m for m in models if m != model))
         self.tools = tools

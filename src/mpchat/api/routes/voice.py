@@ -37,9 +37,12 @@ MessageId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
 
 
 def audio_client(svc: Services) -> AudioClient:
-    """The chat provider's audio endpoints (the first route's provider)."""
+    """The chat provider's audio endpoints: the first route whose provider names audio models
+    in the config file, else the first route's."""
     settings = svc.settings
-    provider = svc.upstream.routes[0].provider if svc.upstream.routes else None
+    providers = [route.provider for route in svc.upstream.routes]
+    provider = next((p for p in providers if getattr(p, "audio", None)),
+                    providers[0] if providers else None)
     return AudioClient(session=svc.http, provider=provider,
                        transcription_model=settings.transcription_model,
                        speech_model=settings.speech_model, speech_voice=settings.speech_voice)

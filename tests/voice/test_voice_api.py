@@ -100,6 +100,7 @@ async def test_nothing_recognised_and_rejected_transcripts(settings_factory, fak
         status, error = await _post(app, token, SAMPLES["audio/wav"], "audio/wav",
                                     "?profile=nope")
         assert status == 400
+        assert len(fake_upstream.audio.uploads) == 2  # the unknown profile: not transcribed
 
 
 async def _answer(app: Any, fake: FakeUpstream, token: str, text: list[str]) -> str:

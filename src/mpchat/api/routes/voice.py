@@ -23,7 +23,7 @@ from mpchat.api.deps import Caller, Svc
 from mpchat.api.streaming import FollowResponse, ai_headers
 from mpchat.blank import is_blank
 from mpchat.chat.service import ChatRequest
-from mpchat.errors import EmptyAudio, NotFound, NotReady, RateLimited, Retracted
+from mpchat.errors import EmptyAudio, InvalidRequest, NotFound, NotReady, RateLimited, Retracted
 from mpchat.providers.audio import AudioClient
 from mpchat.services import Services
 from mpchat.storage import answers as stored
@@ -61,6 +61,8 @@ async def voice(
     recording = check_recording(await request.body(), request.headers.get("content-type", ""),
                                 max_bytes=svc.settings.max_audio_bytes,
                                 sample_rate=sample_rate)
+    if profile not in svc.chat.profiles:  # before the provider is paid to transcribe
+        raise InvalidRequest("未知的 profile")
     # Over the rate limit: refused before the provider transcribes anything (the turn itself
     # is counted by `ChatService.start`, as for typed text).
     decision = await svc.chat.limiter.peek(caller.user_id)

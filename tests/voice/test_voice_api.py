@@ -244,3 +244,14 @@ async def test_a_provider_of_the_config_file_names_its_audio_models(settings_fac
             assert r.status == 200
         assert fake_upstream.audio.speech[-1]["voice"] == "zh-female"
         assert fake_upstream.audio.speech[-1]["model"] == "tts-1"  # unset: the setting's
+
+
+async def test_voice_into_another_users_conversation_is_404(settings_factory, fake_upstream):
+    async with running_app(_settings(settings_factory, fake_upstream)) as app:
+        alice, eve = await app.login("alice"), await app.login("eve")
+        _, events = await app.chat_events(alice, {"content": "alice's words"})
+        cid = events[0]["conversation_id"]
+        status, error = await _post(app, eve, SAMPLES["audio/wav"], "audio/wav",
+                                    f"?conversation_id={cid}")
+        assert status == 404 and isinstance(error, dict)
+        assert error["error"]["code"] == "not_found"

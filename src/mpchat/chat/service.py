@@ -80,9 +80,9 @@ class ChatService:
         self.context_budget = context_budget
         self.max_answer_tokens = max_answer_tokens
         # By name (`mpchat.chat.profiles`): a request's ``profile``, else ``default``.
-        self.profiles = dict(profiles or build_profiles(
-            system_prompt=system_prompt, context_budget=context_budget,
-            max_answer_tokens=max_answer_tokens))
+        self.profiles = build_profiles(system_prompt=system_prompt,
+                                       context_budget=context_budget,
+                                       max_answer_tokens=max_answer_tokens) | dict(profiles or {})
         self.max_content_chars = max_content_chars
         self.summarizer = summarizer
         self.quotas = quotas if quotas is not None and quotas.enabled else None

@@ -18,7 +18,7 @@ transcription_model = "whisper-1"  # voice: its /audio/* models (docs/voice.md)
 default = "deepseek-chat"          # what a client's "default" means
 
 [profiles.voice]                   # built in: default, customer_service, voice (docs/chat.md)
-system_prompt = "你是语音助手，回答口语化、简短。"
+system_prompt = "……"               # unset: the built-in's (or MPCHAT_SYSTEM_PROMPT)
 model = "default"                  # a model or an alias
 temperature = 0.5
 max_answer_tokens = 400

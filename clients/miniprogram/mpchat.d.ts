@@ -70,6 +70,12 @@ export interface ClientOptions {
   payPollTimeout?: number;
   request?: RequestFn;
   login?: LoginFn;
+  /** wx.getRecorderManager, wx.getFileSystemManager, wx.createInnerAudioContext and
+   * wx.env.USER_DATA_PATH, for `voice()` and `speak()` (injectable for tests). */
+  getRecorderManager?: () => any;
+  getFileSystemManager?: () => any;
+  createInnerAudioContext?: () => any;
+  userDataPath?: string;
   requestPayment?: RequestPaymentFn;
   canIUse?: (schema: string) => boolean;
   storage?: StorageLike;
@@ -181,6 +187,30 @@ export interface ChatOptions {
   onReconnected?(info: { attempt: number }): void;
 }
 
+export type AudioFormat = 'mp3' | 'aac' | 'wav' | 'm4a' | 'pcm';
+
+export interface VoiceOptions extends Omit<ChatOptions, 'content'> {
+  /** A recording already made (then nothing is recorded); else `voice()` records until `stop()`. */
+  audio?: ArrayBuffer;
+  /** The recorder's format, and the recording's Content-Type; default `mp3`. */
+  format?: AudioFormat;
+  /** What the service heard: comes before `onStart`. */
+  onTranscript?(ev: { text: string }): void;
+}
+
+export interface VoiceHandle extends Omit<ChatHandle, 'reasoning'> {
+  /** End the recording: it is uploaded and answered. */
+  stop(): void;
+}
+
+export interface SpeakOptions {
+  /** Sentence `index` (0-based) starts playing. */
+  onSentence?(ev: { index: number }): void;
+  /** Every sentence was played. */
+  onDone?(): void;
+  onError?(err: ChatError): void;
+}
+
 export interface ChatHandle {
   /** The user's stop: no callback fires afterwards, and the SDK sends
    * `POST /api/v1/messages/{id}/cancel` so the service stops the answer (stored `truncated`); a
@@ -205,6 +235,8 @@ export interface Message {
   content: string;
   status: string;
   created_at: string;
+  /** The model sees this message only through the summary of earlier turns. */
+  summarized?: boolean;
 }
 export interface PageQuery { limit?: number; before?: string }
 export interface Meta {
@@ -288,6 +320,11 @@ export interface Client {
   /** Whether an unexpired token is stored. */
   hasSession(): boolean;
   chat(options: ChatOptions): ChatHandle;
+  /** Hold-to-talk: records (wx.getRecorderManager) until `stop()`, uploads the recording to
+   * `POST /api/v1/voice`, then streams the answer as `chat()` does, after `onTranscript`. */
+  voice(options: VoiceOptions): VoiceHandle;
+  /** Read an answer aloud sentence by sentence, also while it still streams. */
+  speak(messageId: string, options?: SpeakOptions): { stop(): void };
   listConversations(query?: PageQuery): Promise<Page<Conversation>>;
   listMessages(conversationId: string, query?: PageQuery): Promise<Page<Message>>;
   deleteConversation(conversationId: string): Promise<void>;

@@ -256,3 +256,63 @@ test('app.js with fakeWechatPay: 购买 confirms, then pays the order at the fak
   assert.equal((await appConfig.client.buy('p10')).status, 'cancelled', 'declining the dialog is a cancel');
   assert.equal(controls.length, 1);
 });
+
+test('按住说话 records while held, shows the transcript as the question, streams the answer; 播放 speaks it', async () => {
+  const recorder = {
+    start(o) { this.format = o.format; },
+    stop() { setImmediate(() => this.stopCb({ tempFilePath: 'wxfile://rec.mp3' })); },
+    onStop(cb) { this.stopCb = cb; },
+    onError() {},
+  };
+  const played = [];
+  const fake = createFakeWx({
+    chat: () => assert.fail('no typed chat'),
+    api: (option, p) => {
+      if (p.startsWith('/api/v1/voice')) {
+        return { body: ndjson([{ type: 'transcript', text: '今天几号' }, START, { type: 'delta', text: '今天三十号。', seq: 1 },
+          { type: 'done', finish_reason: 'stop', seq: 2 }]) };
+      }
+      if (p.includes('/speech')) return p.endsWith('sentence=0') ? { status: 200, header: { 'Content-Type': 'audio/wav' }, body: 'RIFF' } : { status: 204, body: '' };
+      return { status: 404, body: { error: { code: 'not_found', message: 'x' } } };
+    },
+  });
+  const page = loadPage(createClient({
+    ...fake.options,
+    getRecorderManager: () => recorder,
+    getFileSystemManager: () => ({
+      readFile(o) { setImmediate(() => o.success({ data: new ArrayBuffer(8) })); },
+      writeFile(o) { setImmediate(() => o.success()); },
+    }),
+    createInnerAudioContext: () => ({
+      play() { played.push(this.src); setImmediate(() => this.ended()); },
+      stop() {}, destroy() {}, onEnded(cb) { this.ended = cb; }, onError() {},
+    }),
+  }));
+  page.startTalk();
+  assert.equal(page.data.talking, true);
+  assert.equal(recorder.format, 'mp3');
+  assert.equal(page.data.messages[0].content, '（正在听…）');
+  page.endTalk();
+  await waitFor(() => !page.data.sending);
+  assert.deepEqual(page.data.messages.map((m) => m.content), ['今天几号', '今天三十号。']);
+  assert.equal(page.data.messages[1].id, 'm1');
+  page.play({ currentTarget: { dataset: { id: 'm1' } } });
+  await waitFor(() => played.length === 1);
+  assert.ok(fake.calls.some((c) => c.path === '/api/v1/messages/m1/speech?sentence=0'));
+});
+
+test('an opened conversation marks where earlier messages were summarised', async () => {
+  const items = [
+    { id: 'a', role: 'user', content: '我叫小明', status: 'complete', summarized: true },
+    { id: 'b', role: 'assistant', content: '你好小明', status: 'complete', summarized: true },
+    { id: 'c', role: 'user', content: '我叫什么', status: 'complete', summarized: false },
+  ];
+  const fake = createFakeWx({
+    chat: () => assert.fail('no chat'),
+    api: (option, p) => (p.includes('/messages') ? { body: { items, next: null } } : { status: 404, body: { error: { code: 'not_found', message: 'x' } } }),
+  });
+  const page = loadPage(createClient(fake.options));
+  page.open('c1');
+  await waitFor(() => page.data.messages.length === 3);
+  assert.equal(page.data.summaryEnd, 1);
+});

@@ -30,6 +30,7 @@ from mpchat.api.routes import (
     meta,
     openai,
     payments,
+    voice,
 )
 from mpchat.services import open_services
 from mpchat.settings import Settings
@@ -59,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     for module in (login, chat, conversations, me, health, meta, admin, admin_keys, openai,
-                   payments, admin_quota, admin_users, admin_usage):
+                   payments, admin_quota, admin_users, admin_usage, voice):
         app.include_router(module.router)
     admin_page.install(app, settings)  # /admin: the operator's console (MPCHAT_ADMIN_TOKEN)
     if settings.web_demo_enabled and (_STATIC / "index.html").exists():
@@ -72,7 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost last: the request id wraps everything, then the chat mode, the size limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        on_too_large=too_large_app,
-                       prefix_limits={"/v1/": settings.openai_max_body_bytes})
+                       prefix_limits={"/v1/": settings.openai_max_body_bytes,
+                                      # over MPCHAT_MAX_AUDIO_BYTES: 400 audio_too_large
+                                      voice.VOICE_PATH: 2 * settings.max_audio_bytes})
     app.add_middleware(ChatModeMiddleware, path=CHAT_PATH, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(

@@ -38,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     fake.add_argument("--ttft-ms", type=float, default=0.0, help="time to first token")
     fake.add_argument("--chunks", type=int, default=20, help="deltas per answer")
     fake.add_argument("--gap-ms", type=float, default=0.0, help="time between deltas")
+    fake.add_argument("--audio-latency-ms", type=float, default=0.0,
+                      help="delay of /v1/audio/transcriptions and /v1/audio/speech")
+    fake.add_argument("--transcript", default="你好", help="what every recording says")
     rotate = sub.add_parser("rotate-keys",
                             help="re-encrypt stored rows under the newest encryption key")
     rotate.add_argument("--batch-size", type=int, default=500, help="rows per transaction")
@@ -59,7 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
         config = FakeUpstreamConfig(ttft=args.ttft_ms / 1000, chunks=args.chunks,
-                                    gap=args.gap_ms / 1000)
+                                    gap=args.gap_ms / 1000,
+                                    audio_latency=args.audio_latency_ms / 1000,
+                                    transcript=args.transcript)
         serve_forever(args.host, args.port, config)
         return 0
     if args.command == "fake-wechat":

@@ -29,21 +29,27 @@ a stack trace or a secret: put those in logs (redacted), not here.
 from __future__ import annotations
 
 __all__ = [
+    "AudioTooLarge",
     "Blocked",
     "Busy",
     "ContentRejected",
+    "EmptyAudio",
     "Forbidden",
     "InvalidApiKey",
+    "InvalidAudio",
     "InvalidCode",
     "InvalidNotification",
     "InvalidRequest",
     "MpchatError",
     "NotFound",
+    "NotReady",
     "PayloadTooLarge",
     "QuotaExceeded",
     "RateLimited",
+    "Retracted",
     "ServiceUnavailable",
     "Unauthorized",
+    "UnsupportedAudio",
     "UnverifiedNotification",
     "UpstreamError",
     "UpstreamTimeout",
@@ -83,6 +89,38 @@ class InvalidNotification(InvalidRequest):
     """A WeChat Pay notification that is not what it must be (body, resource, order)."""
 
     code, default_message = "invalid_notification", "通知内容不正确"
+
+
+class InvalidAudio(InvalidRequest):
+    """A voice recording that is corrupt or not in the format its Content-Type names."""
+
+    code, default_message = "invalid_audio", "录音格式不正确或已损坏"
+
+
+class UnsupportedAudio(InvalidRequest):
+    code, default_message = "unsupported_audio", "不支持的录音格式"
+
+
+class AudioTooLarge(InvalidRequest):
+    code, default_message = "audio_too_large", "录音过长"
+
+
+class EmptyAudio(InvalidRequest):
+    """An empty recording, or one in which nothing was recognised."""
+
+    code, default_message = "empty_audio", "没有听清，请再说一遍"
+
+
+class Retracted(MpchatError):
+    """An answer withdrawn by content safety: never shown, never spoken."""
+
+    status, code, default_message = 410, "retracted", "该回答已被撤回"
+
+
+class NotReady(MpchatError):
+    """What is asked for is still being produced (a sentence of a streaming answer)."""
+
+    status, code, default_message = 409, "not_ready", "内容尚未生成，请稍后再试"
 
 
 class ContentRejected(MpchatError):

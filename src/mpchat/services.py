@@ -26,6 +26,7 @@ from mpchat.auth.tokens import TokenSigner
 from mpchat.chat.answers import Answers
 from mpchat.chat.completions import Completions
 from mpchat.chat.producer import AnswerContext
+from mpchat.chat.profiles import build_profiles
 from mpchat.chat.service import ChatService
 from mpchat.chat.summarize import Summarizer
 from mpchat.chat.upstream import Route, Upstream
@@ -140,7 +141,8 @@ async def open_services(
         stack.push_async_callback(api_keys.aclose)
         quotas = Quotas(transactions, config.quota, aliases=config.aliases)
         payments = build_payments(settings, config, transactions, http, quotas)
-        summarizer = Summarizer(engine=engine, keyring=keyring, upstream=upstream)
+        summarizer = Summarizer(engine=engine, keyring=keyring, upstream=upstream,
+                                model=settings.summary_model)
         stack.push_async_callback(summarizer.aclose)
         owner = uuid.uuid4().hex
         relay = _relay(settings, redis, degraded)
@@ -174,7 +176,12 @@ async def open_services(
             upstream=upstream,
             limiter=limiter,
             system_prompt=settings.system_prompt,
-            profiles={name: p.system_prompt for name, p in config.profiles.items()},
+            profiles=build_profiles(
+                system_prompt=settings.system_prompt,
+                context_budget=settings.context_token_budget,
+                max_answer_tokens=settings.max_answer_tokens,
+                configured={n: p.model_dump() for n, p in config.profiles.items()},
+                resolve=config.resolve),
             context_budget=settings.context_token_budget,
             max_answer_tokens=settings.max_answer_tokens,
             max_content_chars=settings.max_content_chars,

@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     context_token_budget: int = Field(default=3000, gt=0)
     max_answer_tokens: int | None = None
     system_prompt: str = "你是一个乐于助人的中文助手，回答简洁准确。"
+    # The model that writes summaries of older turns (None: the chat model); docs/chat.md.
+    summary_model: str | None = None
+    # Voice (docs/voice.md): the largest recording, and the provider's audio models.
+    max_audio_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    transcription_model: str = "whisper-1"
+    speech_model: str = "tts-1"
+    speech_voice: str = "alloy"
 
     wordlist: str | None = None
     # Innocent phrases that overrule a listed word inside them (docs/safety.md).

@@ -61,8 +61,9 @@ async def test_context_is_chronological_and_ends_with_new_message(settings_facto
 
 
 async def test_context_budget_keeps_newest_turns_in_order(settings_factory, fake_upstream):
-    # Each short turn costs about 5 estimated tokens; a budget of 40 keeps only the newest.
-    settings = settings_factory(**_upstream(fake_upstream), context_token_budget=40,
+    # Each short turn costs about 5 estimated tokens. 70: what is left after the prompt,
+    # the question and the note of omitted turns holds a few turns, not all of them.
+    settings = settings_factory(**_upstream(fake_upstream), context_token_budget=70,
                                 system_prompt="S")
     async with running_app(settings) as app:
         app.services.chat.summarizer = None  # budget alone here; summaries are tested below
@@ -75,7 +76,7 @@ async def test_context_budget_keeps_newest_turns_in_order(settings_factory, fake
         sent = fake_upstream.stats.received[-1]
         body = [m["content"] for m in sent[1:]]
         assert body[-1] == "Q7"
-        assert len(body) < 15  # older turns were left out
+        assert 3 <= len(body) < 15  # older turns were left out
         # What was kept is the newest contiguous run, oldest first.
         kept = body[:-1]
         expected_tail = [x for i in range(7) for x in (f"Q{i}", f"A{i}")][-len(kept):]

@@ -25,6 +25,8 @@ ID_ENDPOINTS: list[tuple[str, str, str, dict[str, Any] | None]] = [
     ("follow an answer", "GET", "/api/v1/messages/{mid}/events", None),
     ("resume an answer", "GET", "/api/v1/messages/{mid}/events?after=0", None),
     ("cancel an answer", "POST", "/api/v1/messages/{mid}/cancel", None),
+    ("read an answer aloud", "GET", "/api/v1/messages/{mid}/speech", None),
+    ("read a sentence aloud", "GET", "/api/v1/messages/{mid}/speech?sentence=0", None),
 ]
 # Routes whose foreign ids need a setup of their own, with the test that checks them alike.
 TESTED_ELSEWHERE = {

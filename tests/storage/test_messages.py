@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text, update
 
-from mpchat.chat.context import fit_context
+from mpchat.chat.context import fit_context, summary_block
 from mpchat.errors import NotFound
+from mpchat.estimate import estimate_tokens
 from mpchat.storage import messages as store
 from mpchat.storage.crypto import Keyring, generate_key_spec
 from mpchat.storage.tables import messages
@@ -53,7 +54,9 @@ async def test_budget_keeps_newest_turns(engine, tx, keyring):
     # Questions count 10 tokens, answers 5 (estimated from their text): q2 + a2 fit in 19.
     turn = await begin(tx, keyring, user_id=user, conversation_id=first.conversation_id,
                        content="q3", tokens=10)
-    context = fit_context(turn.earlier, text=turn.text, summary=turn.summary, budget=19)
+    # (A summary, so the note of omitted turns costs nothing here: tests/chat/test_context.py.)
+    cost = estimate_tokens(summary_block("s", omitted=True))
+    context = fit_context(turn.earlier, text=turn.text, summary="s", budget=cost + 19)
     assert [h.content for h in context.history] == ["q2", "a2"]
     assert context.omitted == 2
 

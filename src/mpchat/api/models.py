@@ -76,6 +76,8 @@ class MessageOut(BaseModel):
     content: str | None
     status: str
     created_at: datetime
+    # True: the model sees this message only through the summary of earlier turns.
+    summarized: bool = False
 
 
 class MessagePage(BaseModel):

@@ -7,7 +7,12 @@ and its later messages, newest first); this module decides what the model sees:
   estimated tokens) is spent on the system prompt, the new question and the summary
   first, then on the earlier messages from the newest back, up to the first that does
   not fit. Older ones, and unreadable ones, are omitted; the summarizer later covers
-  what was omitted.
+  what was omitted. The summary's and the omission note's exact wording is paid for, so
+  what is sent never exceeds the budget.
+* Hysteresis (`Context.summarize_before`): when something was omitted, the summary is asked
+  to cover everything but the newest turns that fit in ``SUMMARY_TARGET`` of the budget
+  (half), not just what this turn left out, so the turns after it grow for several turns
+  before the budget is passed again and another summary is made.
 * `build_messages`: the system prompt (with the summary, or a note that earlier turns
   were left out), the kept turns in chronological order, then the new message.
 
@@ -29,9 +34,20 @@ from typing import Protocol, TypeVar
 from mpchat.estimate import estimate_tokens
 from mpchat.storage.messages import HistoryTurn
 
-__all__ = ["Context", "alternating", "build_messages", "fit_context", "history_budget"]
+__all__ = [
+    "SUMMARY_TARGET",
+    "Context",
+    "alternating",
+    "build_messages",
+    "fit_context",
+    "history_budget",
+    "summary_block",
+]
 
 OMITTED_NOTE = "（更早的对话内容因长度限制未包含在内。）"
+SUMMARY_PREFIX = "此前对话的摘要："
+# After a summary, the turns kept verbatim fill at most this share of the history budget.
+SUMMARY_TARGET = 0.5
 
 
 class EarlierMessage(Protocol):
@@ -56,6 +72,16 @@ class Context:
     summary: str | None = None  # of the turns before the history
     omitted: int = 0  # earlier messages left out (over the budget, or unreadable)
     oldest_kept_seq: int | None = None  # where a summary of the omitted ones would end
+    # Where the next summary should end (exclusive): the oldest question among the newest
+    # turns that fit in SUMMARY_TARGET of the budget; None when nothing was omitted.
+    summarize_before: int | None = None
+
+
+def summary_block(summary: str | None, *, omitted: bool) -> str:
+    """What the system prompt gains: the summary, or a note that turns were left out."""
+    if summary:
+        return f"\n\n{SUMMARY_PREFIX}{summary}"
+    return f"\n\n{OMITTED_NOTE}" if omitted else ""
 
 
 def history_budget(budget: int, *, system_prompt: str, question_tokens: int) -> int:
@@ -73,9 +99,9 @@ def fit_context(
 ) -> Context:
     """The summary, then the newest of ``earlier`` (newest first) that fit in ``budget``
     (`history_budget`); a message's ``text`` (None: unreadable) is read only once it fits."""
-    left = max(budget - (estimate_tokens(summary) if summary else 0), 0)
-    newest_first: list[HistoryTurn] = []
-    oldest: int | None = None
+    left = max(budget - (estimate_tokens(summary_block(summary, omitted=True))
+                         if summary else 0), 0)
+    kept: list[tuple[M, HistoryTurn]] = []  # newest first
     for message in earlier:
         if message.tokens > left:
             break
@@ -83,10 +109,36 @@ def fit_context(
         if content is None:
             continue  # an unreadable row is left out of context, not fatal to the chat
         left -= message.tokens
-        oldest = message.seq
-        newest_first.append(HistoryTurn(message.role, content))
-    newest_first.reverse()  # chronological: oldest of the kept turns first
-    return Context(newest_first, summary, len(earlier) - len(newest_first), oldest)
+        kept.append((message, HistoryTurn(message.role, content)))
+    if len(kept) < len(earlier) and not summary:
+        note = estimate_tokens(OMITTED_NOTE)
+        while kept and left < note:  # the note that turns were left out is paid for too
+            left += kept.pop()[0].tokens
+    omitted = len(earlier) - len(kept)
+    oldest = kept[-1][0].seq if kept else None
+    history = [turn for _, turn in reversed(kept)]  # chronological: oldest kept first
+    before = (_summary_end(earlier, _target(budget, summary)) or oldest) if omitted else None
+    return Context(history, summary, omitted, oldest, before)
+
+
+def _target(budget: int, summary: str | None) -> int:
+    spent = estimate_tokens(summary_block(summary, omitted=True)) if summary else 0
+    return int(max(budget - spent, 0) * SUMMARY_TARGET)
+
+
+def _summary_end(earlier: Sequence[M], target: int) -> int | None:
+    """The seq of the oldest question among the newest messages that fit in ``target``;
+    failing that, the newest question (all older turns go into the summary)."""
+    end: int | None = None
+    for message in earlier:
+        if message.tokens > target:
+            break
+        target -= message.tokens
+        if message.role == "user":
+            end = message.seq
+    if end is not None:
+        return end
+    return next((m.seq for m in earlier if m.role == "user"), None)
 
 
 def build_messages(
@@ -97,11 +149,7 @@ def build_messages(
     summary: str | None = None,
     omitted: int = 0,
 ) -> list[dict[str, str]]:
-    system = system_prompt
-    if summary:
-        system += f"\n\n此前对话的摘要：{summary}"
-    elif omitted:
-        system += f"\n\n{OMITTED_NOTE}"
+    system = system_prompt + summary_block(summary, omitted=bool(omitted))
     messages = [{"role": "system", "content": system}] if system else []
     messages.extend({"role": turn.role, "content": turn.content}
                     for turn in alternating(history))

@@ -27,6 +27,7 @@ from mpchat.chat.keeper import ConversationKeeper
 from mpchat.chat.moderation import Moderation, NoModeration
 from mpchat.chat.prefetch import Prefetch
 from mpchat.chat.producer import AnswerContext, Producer, SettleQuota, shielded
+from mpchat.chat.profiles import ChatProfile, build_profiles
 from mpchat.chat.resume import open_follow
 from mpchat.chat.summarize import Summarizer
 from mpchat.chat.timings import Timings
@@ -34,6 +35,7 @@ from mpchat.chat.upstream import Upstream, UpstreamEvent
 from mpchat.errors import ContentRejected, InvalidRequest, NotFound, RateLimited
 from mpchat.estimate import estimate_tokens
 from mpchat.limits import RateLimiter
+from mpchat.providers.types import Options
 from mpchat.quota import Quotas
 from mpchat.storage import answers as stored
 from mpchat.storage import messages as store
@@ -63,7 +65,7 @@ class ChatService:
         limiter: RateLimiter,
         system_prompt: str,
         moderation: Moderation | None = None,
-        profiles: Mapping[str, str] | None = None,
+        profiles: Mapping[str, ChatProfile] | None = None,
         context_budget: int = 3000,
         max_answer_tokens: int | None = None,
         max_content_chars: int = 2000,
@@ -76,9 +78,12 @@ class ChatService:
         self.limiter = limiter
         self.moderation = moderation or NoModeration()
         self.system_prompt = system_prompt
-        self.profiles = dict(profiles or {})
         self.context_budget = context_budget
         self.max_answer_tokens = max_answer_tokens
+        # By name (`mpchat.chat.profiles`): a request's ``profile``, else ``default``.
+        self.profiles = build_profiles(system_prompt=system_prompt,
+                                       context_budget=context_budget,
+                                       max_answer_tokens=max_answer_tokens) | dict(profiles or {})
         self.max_content_chars = max_content_chars
         self.summarizer = summarizer
         self.quotas = quotas if quotas is not None and quotas.enabled else None
@@ -101,11 +106,9 @@ class ChatService:
             raise InvalidRequest("content 不能为空")
         if len(content) > self.max_content_chars:
             raise InvalidRequest(f"content 不能超过 {self.max_content_chars} 个字符")
-        system_prompt = self.system_prompt
-        if request.profile:
-            if request.profile not in self.profiles:
-                raise InvalidRequest("未知的 profile")
-            system_prompt = self.profiles[request.profile]
+        profile = self.profiles.get(request.profile or "default")
+        if profile is None:
+            raise InvalidRequest("未知的 profile")
         self.moderation.check_input_locally(content, user_id=request.user_id)
         timings.local_done = timings.clock()
         decision = await self.limiter.hit(request.user_id)
@@ -115,24 +118,34 @@ class ChatService:
 
         tokens = estimate_tokens(content)
         answer_id = store.new_id()
-        settle_quota = await self._reserve(request.user_id, answer_id)  # 402 before start
+        settle_quota = await self._reserve(request.user_id, answer_id, profile)  # 402 first
         try:
-            return await self._launch(request, answer_id, system_prompt, tokens, received_at,
+            return await self._launch(request, answer_id, profile, tokens, received_at,
                                       settle_quota, timings)
         except BaseException:
             if settle_quota is not None:  # no answer: nothing was produced, nothing is due
                 await shielded(_quietly(settle_quota(0, 0, False)))
             raise
 
-    async def _reserve(self, user_id: str, answer_id: str) -> SettleQuota | None:
+    def _answer_bound(self, profile: ChatProfile) -> int | None:
+        """The profile's bound on the answer; with quotas, never above what is reserved."""
+        bound = profile.max_answer_tokens
+        if self.quotas is not None:
+            cap = self.max_answer_tokens or self.quotas.config.max_completion_tokens
+            bound = cap if bound is None else min(bound, cap)
+        return bound
+
+    async def _reserve(self, user_id: str, answer_id: str,
+                       profile: ChatProfile) -> SettleQuota | None:
         """The answer's maximum cost held (its whole context budget and answer bound), and
         how to settle it; `QuotaExceeded` when it cannot be held; None with quotas off."""
         quotas = self.quotas
         if quotas is None:
             return None
         reservation = await quotas.reserve(
-            user_id=user_id, model=self.upstream.model, prompt_tokens=self.context_budget,
-            max_completion_tokens=self.max_answer_tokens or 0, key=answer_id)
+            user_id=user_id, model=profile.model or self.upstream.model,
+            prompt_tokens=profile.context_budget,
+            max_completion_tokens=self._answer_bound(profile) or 0, key=answer_id)
         if reservation is None:
             return None
 
@@ -143,11 +156,12 @@ class ChatService:
 
         return settle
 
-    async def _launch(self, request: ChatRequest, answer_id: str, system_prompt: str,
+    async def _launch(self, request: ChatRequest, answer_id: str, profile: ChatProfile,
                       tokens: int, received_at: float,
                       settle_quota: SettleQuota | None, timings: Timings) -> Answer:
-        ctx, content = self.ctx, request.content
-        admission = await self.upstream.admit(request.user_id, tokens=tokens)  # Busy: 503
+        ctx, content, system_prompt = self.ctx, request.content, profile.system_prompt
+        admission = await self.upstream.admit(request.user_id, tokens=tokens,
+                                              model=profile.model)  # Busy: 503
         try:
             turn = await store.begin_turn(
                 ctx.transactions, ctx.keyring, user_id=request.user_id,
@@ -157,7 +171,7 @@ class ChatService:
         except BaseException:
             await shielded(admission.release())
             raise
-        budget = history_budget(self.context_budget, system_prompt=system_prompt,
+        budget = history_budget(profile.context_budget, system_prompt=system_prompt,
                                 question_tokens=tokens)
         context = fit_context(turn.earlier, text=turn.text, summary=turn.summary,
                               budget=budget)
@@ -165,8 +179,11 @@ class ChatService:
                                   new_message=content, summary=context.summary,
                                   omitted=context.omitted)
         prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages)
+        params = profile.params()
+        options = Options(model=profile.model, params=params) if profile.model or params else None
         source = self.upstream.stream(messages, user_key=request.user_id, tokens=prompt_tokens,
-                                      admission=admission, max_tokens=self.max_answer_tokens)
+                                      admission=admission, max_tokens=self._answer_bound(profile),
+                                      options=options)
         upstream: AsyncIterator[UpstreamEvent] = source
         prefetch: Prefetch[UpstreamEvent] | None = None
 
@@ -179,7 +196,7 @@ class ChatService:
         answer = self.answers.new(
             message_id=answer_id, user_id=request.user_id,
             conversation_id=turn.conversation_id, question_id=turn.user_message_id,
-            model=admission.route.provider.model,
+            model=profile.model or admission.route.provider.model,
         )
         try:
             if self.moderation.checks_remotely:
@@ -213,8 +230,9 @@ class ChatService:
 
     def _summary_job(self, turn: store.Turn, context: Context,
                      user_id: str) -> Callable[[], None] | None:
-        """When the turn's context left older turns out: summarise them once it completes."""
-        summarizer, before = self.summarizer, context.oldest_kept_seq
+        """When the turn's context left older turns out: once it completes, summarise all but
+        the newest turns that fit in half the budget (`Context.summarize_before`)."""
+        summarizer, before = self.summarizer, context.summarize_before
         if summarizer is None or not context.omitted or not before:
             return None
         return functools.partial(summarizer.schedule, conversation_id=turn.conversation_id,

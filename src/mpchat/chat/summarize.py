@@ -1,9 +1,11 @@
 """Summaries of older turns, made in the background after an answer.
 
-When a turn's context left older turns out, the model is asked (through the same routes,
-gates and budgets as chats) to fold them, with any earlier summary, into a short summary.
-Later turns then send that summary in the system prompt instead of losing those turns.
-A failure only means the next turn tries again; nothing waits on it.
+When a turn's context left older turns out, the model (``MPCHAT_SUMMARY_MODEL``, default the
+chat model; through the same routes, gates and budgets as chats) is asked to fold the
+previous summary and the turns after it, up to where the context's hysteresis says
+(`mpchat.chat.context.SUMMARY_TARGET`), into a new summary: incremental, so each job reads
+only what is new. Later turns send that summary in the system prompt instead of those turns.
+A failure only means the next turn tries again; nothing waits on it, least of all an answer.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.chat.upstream import Upstream
 from mpchat.estimate import estimate_tokens
-from mpchat.providers.types import Delta
+from mpchat.providers.types import Delta, Options
 from mpchat.storage import summaries
 from mpchat.storage.crypto import Keyring
 
@@ -24,17 +26,30 @@ __all__ = ["Summarizer"]
 
 log = logging.getLogger("mpchat.summarize")
 
+# Each line has a reason (docs/chat.md, "Summaries of older turns").
 PROMPT = (
-    "请把下面这段对话（以及已有的摘要）压缩成一段不超过 300 字的中文摘要，"
-    "保留用户的身份信息、偏好、已确定的事实和未解决的问题，只输出摘要本身。"
+    "你负责压缩一段对话的历史，供助手在后续对话中参考。\n"
+    "请把“已有摘要”（如有）和下面新增的对话合并成一份新的摘要，不超过 300 字，使用中文。\n"
+    "必须原样保留用户说过的关于自己和问题的事实：姓名、称呼、数字、金额、日期、"
+    "订单号和各类编号、地址、型号、偏好，以及双方已经做出的决定和约定。\n"
+    "保留仍未解决的问题和助手答应要做的事；删去寒暄、重复和已被更正的内容。\n"
+    "按时间顺序，用陈述句写成一段；只输出摘要本身，不要加标题或解释。"
 )
+SUMMARY_MAX_TOKENS = 600
 
 
 class Summarizer:
-    def __init__(self, *, engine: AsyncEngine, keyring: Keyring, upstream: Upstream) -> None:
+    def __init__(self, *, engine: AsyncEngine, keyring: Keyring, upstream: Upstream,
+                 model: str | None = None) -> None:
         self._engine = engine
         self._keyring = keyring
         self._upstream = upstream
+        if model is not None and not upstream.serves(model):
+            log.warning("no route serves the summary model %s: the chat model summarises",
+                        model)
+            model = None
+        self.model = model  # None: the routes' own model
+        self.calls = 0  # summaries asked of the provider (for the benchmark and tests)
         self._running: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -70,12 +85,15 @@ class Summarizer:
             messages = [{"role": "system", "content": PROMPT},
                         {"role": "user", "content": transcript}]
             tokens = sum(estimate_tokens(m["content"]) for m in messages)
-            admission = await self._upstream.admit(f"summary:{user_id}", tokens=tokens)
+            key, model = f"summary:{user_id}", self.model
+            admission = await self._upstream.admit(key, tokens=tokens, model=model)
+            self.calls += 1
             parts = [
                 event.text
                 async for event in self._upstream.stream(
-                    messages, user_key=f"summary:{user_id}", tokens=tokens,
-                    admission=admission, max_tokens=600,
+                    messages, user_key=key, tokens=tokens, admission=admission,
+                    max_tokens=SUMMARY_MAX_TOKENS,
+                    options=Options(model=model) if model else None,
                 )
                 if isinstance(event, Delta)
             ]

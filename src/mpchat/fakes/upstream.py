@@ -53,6 +53,8 @@ Script and counters are reachable over HTTP so other processes can drive it:
 ``POST /_control/script`` (a JSON list of steps, replacing the queue),
 ``GET /_control/stats`` (requests, in_flight, max_in_flight, completed, cancelled),
 ``POST /_control/reset`` (empty script, zero counters).
+
+``/v1/audio/transcriptions`` and ``/v1/audio/speech``: `mpchat.fakes.audio` (``fake.audio``).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from mpchat.fakes.audio import FakeAudio
 from mpchat.fakes.upstream_script import Drop, Pause, Plan, completion_body, plan
 
 __all__ = ["FakeUpstream", "FakeUpstreamConfig", "serve_forever"]
@@ -79,6 +82,8 @@ class FakeUpstreamConfig:
     chunks: int = 20
     gap: float = 0.0
     model: str = "fake-model"
+    audio_latency: float = 0.0  # before either audio endpoint answers
+    transcript: str = "你好"  # what /v1/audio/transcriptions hears when nothing is scripted
 
 
 @dataclass(slots=True)
@@ -120,6 +125,10 @@ class FakeUpstream:
         self.app = web.Application()
         self.app.router.add_post("/v1/chat/completions", self._completions)
         self.app.router.add_get("/v1/models", self._models)
+        # /v1/audio/transcriptions and /v1/audio/speech
+        self.audio = FakeAudio(default_transcript=self.config.transcript,
+                               latency=self.config.audio_latency)
+        self.audio.mount(self.app)
         self.app.router.add_post("/_control/script", self._set_script)
         self.app.router.add_get("/_control/stats", self._get_stats)
         self.app.router.add_post("/_control/reset", self._reset)
@@ -267,6 +276,7 @@ def serve_forever(host: str, port: int, config: FakeUpstreamConfig) -> None:
     async def run() -> None:
         fake = FakeUpstream(config, host=host, port=port)
         fake.keep_requests = False  # a long-running server must not grow without bound
+        fake.audio.keep = False
         await fake.start()
         log.info("fake upstream listening on %s", fake.base_url)
         with contextlib.suppress(asyncio.CancelledError):

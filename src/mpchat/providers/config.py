@@ -12,12 +12,17 @@ rpm = 500                          # requests per minute it allows (0 = untracke
 tpm = 200000                       # tokens per minute it allows (0 = untracked)
 max_concurrency = 32               # in flight at once (default MPCHAT_UPSTREAM_MAX_CONCURRENCY)
 tools = true                       # takes `tools` (function calling) on /v1/chat/completions
+transcription_model = "whisper-1"  # voice: its /audio/* models (docs/voice.md)
 
 [aliases]
 default = "deepseek-chat"          # what a client's "default" means
 
-[profiles.voice]
-system_prompt = "你是语音助手，回答口语化、简短。"
+[profiles.voice]                   # built in: default, customer_service, voice (docs/chat.md)
+system_prompt = "……"               # unset: the built-in's (or MPCHAT_SYSTEM_PROMPT)
+model = "default"                  # a model or an alias
+temperature = 0.5
+max_answer_tokens = 400
+context_budget = 2000
 ```
 
 ``[quota]``, ``[quota.prices]`` and ``[[plans]]`` (quotas and credit packs) are described in
@@ -29,6 +34,7 @@ Without a file, ``MPCHAT_UPSTREAM_*`` describe one provider (or none: the demo m
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -54,6 +60,15 @@ class ProviderConfig(BaseModel):
     tpm: int = Field(default=0, ge=0)
     max_concurrency: int | None = Field(default=None, ge=1)
     tools: bool = True
+    # Its audio endpoints' models (unset: MPCHAT_TRANSCRIPTION_MODEL, ...); a provider that sets
+    # one is the one voice uses (docs/voice.md).
+    transcription_model: str | None = None
+    speech_model: str | None = None
+    speech_voice: str | None = None
+
+    def audio(self) -> dict[str, str]:
+        fields = ("transcription_model", "speech_model", "speech_voice")
+        return {f: v for f in fields if (v := getattr(self, f))}
 
     def key(self) -> str | None:
         if self.api_key is not None:
@@ -67,8 +82,14 @@ class ProviderConfig(BaseModel):
 
 
 class Profile(BaseModel):
+    """A prompt profile's fields; unset ones come from the built-in or ``default``."""
+
     model_config = ConfigDict(extra="forbid")
-    system_prompt: str
+    system_prompt: str | None = Field(default=None, min_length=1)
+    model: str | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_answer_tokens: int | None = Field(default=None, gt=0)
+    context_budget: int | None = Field(default=None, gt=0)
 
 
 class FileConfig(BaseModel):
@@ -92,6 +113,12 @@ class FileConfig(BaseModel):
         for alias, target in self.aliases.items():
             if self.providers and target not in served:
                 raise ValueError(f"alias {alias!r} points at {target!r}, which no provider serves")
+        for name, profile in self.profiles.items():
+            if not re.fullmatch(r"[a-z0-9_]{1,40}", name):
+                raise ValueError(f"profile {name!r}: names are a-z, 0-9 and _ (at most 40)")
+            model = self.resolve(profile.model) if profile.model else None
+            if model is not None and self.providers and model not in served:
+                raise ValueError(f"profile {name!r}: no provider serves {profile.model!r}")
         return self
 
     def resolve(self, model: str | None) -> str | None:

@@ -12,7 +12,7 @@ sends reaches a plain Python exception.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,13 +68,17 @@ class OpenAICompatible:
         name: str = "upstream",
         timeouts: Timeouts | None = None,
         limits: StreamLimits | None = None,
+        audio: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
+        # Its /audio/* models when the config file names them (providers/audio.py).
+        self.audio = dict(audio or {})
         self.model = model
         self.models = (model, *(m for m in models if m != model))
         self.tools = tools
         self._session = session
-        self._url = base_url.rstrip("/") + "/chat/completions"
+        self.base_url = base_url.rstrip("/")  # its audio endpoints too (providers/audio.py)
+        self._url = self.base_url + "/chat/completions"
         self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
@@ -88,6 +92,11 @@ class OpenAICompatible:
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAICompatible(name={self.name!r}, url={self._url!r}, model={self.model!r})"
+
+    def auth(self) -> dict[str, str]:
+        """The Authorization header of its requests (none without a key)."""
+        value = self._headers.get("Authorization")
+        return {"Authorization": value} if value else {}
 
     async def aclose(self) -> None:
         """The session belongs to the app's lifespan; nothing of ours to close."""

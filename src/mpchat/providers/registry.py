@@ -45,7 +45,7 @@ def build_providers(
             model = default_model if default_model in p.models else p.models[0]
             client = OpenAICompatible(session=http, base_url=p.base_url, api_key=p.key(),
                                       model=model, models=p.models, tools=p.tools, name=p.name,
-                                      timeouts=timeouts, limits=limits)
+                                      timeouts=timeouts, limits=limits, audio=p.audio())
             specs.append(ProviderSpec(client, p.priority, p.weight, p.rpm, p.tpm,
                                       p.max_concurrency))
         return specs

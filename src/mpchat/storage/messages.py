@@ -19,7 +19,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.errors import NotFound
-from mpchat.storage.conversations import owned_conversation
 from mpchat.storage.crypto import Ciphertext, Keyring, message_aad, summary_aad, title_aad
 from mpchat.storage.tables import conversations, messages, utc_now
 from mpchat.storage.transactions import Transactions
@@ -113,6 +112,8 @@ class MessageItem:
     content: str | None  # None when the stored ciphertext cannot be decrypted
     status: str
     created_at: datetime
+    # The model now sees this message only through the conversation's summary.
+    summarized: bool = False
 
 
 async def begin_turn(
@@ -242,6 +243,7 @@ async def list_messages(
     before: int | None,
 ) -> tuple[list[MessageItem], int | None]:
     """A page of the conversation, oldest first within the page; cursor pages backwards.
+    Messages covered by the conversation's summary are marked ``summarized``.
 
     Raises `NotFound` when the conversation is not the user's.
     """
@@ -253,9 +255,12 @@ async def list_messages(
         query = query.where(m.seq < before)
     query = query.order_by(m.seq.desc()).limit(limit + 1)
     async with engine.connect() as conn:
-        if not await owned_conversation(conn, conversation_id=conversation_id, user_id=user_id):
+        found = (await conn.execute(
+            _SUMMARY, {"cid": conversation_id, "uid": user_id})).first()
+        if found is None:
             raise NotFound()
         rows = (await conn.execute(query)).all()
+    upto = found.summary_upto or 0
     more = len(rows) > limit
     page = list(rows[:limit])
     page.reverse()
@@ -266,6 +271,7 @@ async def list_messages(
             content=_content(keyring, row, user_id),
             status=row.status,
             created_at=row.created_at,
+            summarized=row.seq <= upto,
         )
         for row in page
     ]

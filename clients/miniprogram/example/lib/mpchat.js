@@ -40,6 +40,10 @@ var DEFAULT_PAY_POLL_TIMEOUT = 30;
 // Polling goes on through these (the service asks WeChat Pay and may fail for a moment).
 var TRANSIENT = { network_error: true, rate_limited: true, busy: true, service_unavailable: true };
 
+// The recorder's formats (wx.getRecorderManager) and the Content-Type each is sent as.
+/** @type {Record<string, string>} */
+var AUDIO_TYPES = { mp3: 'audio/mpeg', aac: 'audio/aac', wav: 'audio/wav', m4a: 'audio/x-m4a', pcm: 'audio/pcm' };
+
 /** An error with the stable code of API.md (or a client-side one such as `network_error`). */
 function MpchatError(code, message, extra) {
   var err = new Error(message || code);
@@ -352,6 +356,11 @@ function createClient(options) {
   var payPollMaxDelayMs = seconds(options.payPollMaxDelay, DEFAULT_PAY_POLL_MAX_DELAY) * 1000;
   var payPollTimeoutMs = seconds(options.payPollTimeout, DEFAULT_PAY_POLL_TIMEOUT) * 1000;
   var onQuota = options.onQuota;
+  // Voice (docs/voice.md): the recorder, files and audio player, injectable for tests.
+  var getRecorderManager = options.getRecorderManager || (w && typeof w.getRecorderManager === 'function' ? w.getRecorderManager.bind(w) : undefined);
+  var getFileSystemManager = options.getFileSystemManager || (w && typeof w.getFileSystemManager === 'function' ? w.getFileSystemManager.bind(w) : undefined);
+  var createInnerAudioContext = options.createInnerAudioContext || (w && typeof w.createInnerAudioContext === 'function' ? w.createInnerAudioContext.bind(w) : undefined);
+  var userDataPath = options.userDataPath || (w && w.env && w.env.USER_DATA_PATH) || '';
   var isRejected = buildPrecheck(options.wordList);
   if (typeof request !== 'function') throw new Error('mpchat: no wx.request and no request option');
   var doRequest = request;
@@ -835,13 +844,14 @@ function createClient(options) {
       get messageId() { return messageId; }
     };
 
-    if (!opts || typeof opts.content !== 'string' || !opts.content.trim()) {
+    var audio = opts && /** @type {any} */ (opts).audio;
+    if (!audio && (!opts || typeof opts.content !== 'string' || !opts.content.trim())) {
       Promise.resolve().then(function () {
         fail({ code: 'invalid_request', message: '请输入内容' });
       });
       return handle;
     }
-    if (isRejected(opts.content)) {
+    if (!audio && isRejected(opts.content)) {
       Promise.resolve().then(function () {
         fail({ code: 'content_rejected', message: REJECTED_MESSAGE, local: true });
       });
@@ -868,6 +878,9 @@ function createClient(options) {
           break;
         case 'queued':
           emit('onQueued', ev);
+          break;
+        case 'transcript':
+          emit('onTranscript', { text: ev.text || '' });
           break;
         case 'delta':
           text += ev.text || '';
@@ -1194,7 +1207,18 @@ function createClient(options) {
 
       /** @type {WechatMiniprogram.RequestOption} */
       var req;
-      if (kind === 'chat') {
+      if (kind === 'chat' && audio) {
+        // Voice: the recording as the body; the answer's stream (or errors) as for a chat.
+        req = {
+          url: baseUrl + '/api/v1/voice' + query({ conversation_id: conversationId, profile: opts.profile }),
+          method: 'POST',
+          data: audio,
+          header: { 'content-type': /** @type {any} */ (opts).audioType || 'audio/mpeg', Authorization: 'Bearer ' + token },
+          responseType: c.streaming ? 'arraybuffer' : 'text',
+          dataType: 'ndjson',
+          success: complete
+        };
+      } else if (kind === 'chat') {
         /** @type {Record<string, any>} */
         var data = { content: opts.content, stream: c.streaming };
         if (conversationId) data.conversation_id = conversationId;
@@ -1258,6 +1282,194 @@ function createClient(options) {
     return handle;
   }
 
+  // ---- voice: a recording in, the answer read aloud (docs/voice.md) ----
+
+  /**
+   * Record with wx.getRecorderManager until `stop()` (or take `opts.audio`), upload the recording
+   * (binary body) to `POST /api/v1/voice`, and stream the answer as `chat()` does, after
+   * `onTranscript`.
+   * @param {import('./mpchat').VoiceOptions} opts
+   * @returns {import('./mpchat').VoiceHandle}
+   */
+  function voice(opts) {
+    var format = (opts && opts.format) || 'mp3';
+    /** @type {any} */
+    var inner = null;
+    var stopped = false;
+    /** @type {any} */
+    var recorder = null;
+    /** @param {any} err */
+    function failed(err) {
+      if (opts && typeof opts.onError === 'function') opts.onError(err);
+    }
+    /** @param {ArrayBuffer} data */
+    function upload(data) {
+      if (stopped) return;
+      var chatOpts = /** @type {any} */ (copyWithout(opts, { audio: true, format: true }));
+      chatOpts.audio = data;
+      chatOpts.audioType = AUDIO_TYPES[format] || 'audio/mpeg';
+      inner = chat(chatOpts);
+    }
+    var handle = {
+      stop: function () {
+        if (recorder) recorder.stop();
+      },
+      /** @param {{cancel?: boolean}} [how] */
+      abort: function (how) {
+        stopped = true;
+        if (inner) inner.abort(how);
+        else if (recorder) recorder.stop();
+      },
+      get text() { return inner ? inner.text : ''; },
+      get messageId() { return inner ? inner.messageId : null; }
+    };
+    if (opts && opts.audio) {
+      upload(opts.audio);
+      return handle;
+    }
+    if (typeof getRecorderManager !== 'function' || typeof getFileSystemManager !== 'function') {
+      Promise.resolve().then(function () { failed({ code: 'record_failed', message: '录音不可用' }); });
+      return handle;
+    }
+    recorder = getRecorderManager();
+    var files = getFileSystemManager;
+    recorder.onStop(function (/** @type {any} */ res) {
+      if (stopped) return;
+      files().readFile({
+        filePath: res.tempFilePath,
+        success: function (/** @type {any} */ r) { upload(r.data); },
+        fail: function (/** @type {any} */ err) { failed({ code: 'record_failed', message: (err && err.errMsg) || '读取录音失败' }); }
+      });
+    });
+    recorder.onError(function (/** @type {any} */ err) {
+      failed({ code: 'record_failed', message: (err && err.errMsg) || '录音失败' });
+    });
+    recorder.start({ format: format, sampleRate: 16000, numberOfChannels: 1, duration: 60000 });
+    return handle;
+  }
+
+  /**
+   * An authenticated binary GET: logs in when needed, renews once on 401.
+   * @param {string} path @returns {Promise<any>}
+   */
+  function getBinary(path) {
+    /** @param {boolean} renewed @returns {Promise<any>} */
+    function attempt(renewed) {
+      return ensureToken().then(function (token) {
+        return new Promise(function (resolve, reject) {
+          doRequest({
+            url: baseUrl + path, method: 'GET', header: { Authorization: 'Bearer ' + token },
+            responseType: 'arraybuffer', success: resolve,
+            fail: function (/** @type {any} */ err) { reject(MpchatError('network_error', (err && err.errMsg) || '网络错误')); }
+          });
+        });
+      }).then(function (/** @type {any} */ res) {
+        if (res.statusCode === 401 && !renewed) {
+          writeSession(null);
+          return attempt(true);
+        }
+        return res;
+      });
+    }
+    return attempt(false);
+  }
+
+  /**
+   * Read an answer aloud sentence by sentence (`GET .../speech?sentence=N`), also while it still
+   * streams: the next sentence is fetched while one plays; `not_ready` is asked again after its
+   * `Retry-After`; 204 ends playback.
+   * @param {string} messageId @param {import('./mpchat').SpeakOptions} [opts]
+   * @returns {{stop(): void}}
+   */
+  function speak(messageId, opts) {
+    opts = opts || {};
+    var stopped = false;
+    /** @type {Record<number, Promise<string | null>>} */
+    var fetched = {};
+    var player = typeof createInnerAudioContext === 'function' ? createInnerAudioContext() : null;
+    var n = 0;
+    /** @param {string} name @param {any} [arg] */
+    function tell(name, arg) {
+      var cb = /** @type {any} */ (opts)[name];
+      if (typeof cb === 'function') cb(arg);
+    }
+    function finish() {
+      if (stopped) return;
+      stopped = true;
+      if (player) player.destroy();
+    }
+    /** @param {number} i @returns {Promise<string | null>} */
+    function fetch(i) {
+      var path = '/api/v1/messages/' + encodeURIComponent(messageId) + '/speech?sentence=' + i;
+      return getBinary(path).then(function (res) {
+        if (res.statusCode === 204) return null;
+        if (res.statusCode === 409) {
+          var wait = Number(headerValue(res.header, 'retry-after')) || 1;
+          return new Promise(function (resolve) { schedule(function () { resolve(null); }, wait * 1000); }).then(function () {
+            return stopped ? null : fetch(i);
+          });
+        }
+        if (res.statusCode !== 200) throw responseError(res, bodyJson(res.data));
+        var type = headerValue(res.header, 'content-type') || 'audio/mpeg';
+        var file = userDataPath + '/mpchat-speech-' + i + (/wav/.test(type) ? '.wav' : '.mp3');
+        return new Promise(function (resolve, reject) {
+          if (typeof getFileSystemManager !== 'function') { reject(MpchatError('play_failed', '文件系统不可用')); return; }
+          getFileSystemManager().writeFile({
+            filePath: file, data: res.data,
+            success: function () { resolve(file); },
+            fail: function (/** @type {any} */ err) { reject(MpchatError('play_failed', (err && err.errMsg) || '写入失败')); }
+          });
+        });
+      });
+    }
+    /** @param {number} i */
+    function ahead(i) {
+      if (!fetched[i]) fetched[i] = fetch(i);
+      return fetched[i];
+    }
+    function next() {
+      if (stopped) return;
+      var i = n;
+      ahead(i).then(function (file) {
+        if (stopped) return;
+        if (file === null) {
+          tell('onDone');
+          finish();
+          return;
+        }
+        ahead(i + 1); // while this one plays
+        tell('onSentence', { index: i });
+        /** @type {any} */ (player).src = file;
+        /** @type {any} */ (player).play();
+      }, function (err) {
+        if (stopped) return;
+        tell('onError', { code: err.code, message: err.message, status: err.status });
+        finish();
+      });
+    }
+    if (!player) {
+      Promise.resolve().then(function () { tell('onError', { code: 'play_failed', message: '播放不可用' }); });
+      return { stop: function () {} };
+    }
+    player.onEnded(function () {
+      n += 1;
+      next();
+    });
+    player.onError(function (/** @type {any} */ err) {
+      if (stopped) return;
+      tell('onError', { code: 'play_failed', message: (err && err.errMsg) || '播放失败' });
+      finish();
+    });
+    next();
+    return {
+      stop: function () {
+        if (stopped) return;
+        if (player) player.stop();
+        finish();
+      }
+    };
+  }
+
   return {
     login: function (code) { return doLogin(code).then(function () { return undefined; }); },
     logout: function () { writeSession(null); },
@@ -1266,6 +1478,8 @@ function createClient(options) {
       return fresh(s);
     },
     chat: chat,
+    voice: voice,
+    speak: speak,
     listConversations: function (q) { return call('GET', '/api/v1/conversations' + query(q)); },
     listMessages: function (conversationId, q) {
       return call('GET', '/api/v1/conversations/' + encodeURIComponent(conversationId) + '/messages' + query(q));

@@ -56,7 +56,8 @@ async def list_messages(
     return MessagePage(
         items=[
             MessageOut(
-                id=m.id, role=m.role, content=m.content, status=m.status, created_at=m.created_at
+                id=m.id, role=m.role, content=m.content, status=m.status,
+                created_at=m.created_at, summarized=m.summarized,
             )
             for m in items
         ],

@@ -235,11 +235,22 @@
       const page = await getJson('/conversations/' + encodeURIComponent(id) + '/messages?limit=50');
       els.messages.textContent = '';
       let streaming = null;
+      let divider = null;
       for (const m of page.items) {
         if (m.role === 'system' || m.status === 'retracted') continue;
         const node = addMessage(m.role, m.content);
         node.dataset.state = 'done';
+        if (m.role === 'assistant') node.dataset.messageId = m.id;
+        if (m.role === 'assistant' && m.status !== 'streaming' && window.mpchatVoice) window.mpchatVoice.addPlay(node);
+        if (m.summarized) divider = node; // the model sees these only through a summary
         if (m.role === 'assistant' && m.status === 'streaming') streaming = [node, m.id];
+      }
+      if (divider) {
+        const line = document.createElement('p');
+        line.className = 'summary-divider muted';
+        line.dataset.testid = 'summary-divider';
+        line.textContent = '较早的消息已被总结';
+        divider.after(line);
       }
       if (streaming && state.conversationId === id && !state.run) followStreaming(streaming[0], streaming[1]);
     } catch (err) {
@@ -515,6 +526,10 @@
       case 'queued':
         notice('排队中，前面还有 ' + ev.position + ' 位');
         break;
+      case 'transcript':
+        // Voice: what the service heard is the question.
+        if (run.question) run.question.querySelector('.bubble').textContent = ev.text || '';
+        break;
       case 'delta':
         run.text += ev.text || '';
         run.bubble.textContent = run.text;
@@ -541,6 +556,7 @@
         }
         run.ended = true;
         answer.dataset.state = ev.finish_reason === 'cancelled' ? 'stopped' : 'done';
+        if (window.mpchatVoice) window.mpchatVoice.addPlay(answer);
         if (ev.quota) showQuota(ev.quota); // servers older than quotas send none
         break;
       case 'error':
@@ -643,12 +659,14 @@
     }
   }
 
-  async function sendMessage(content) {
+  // `voice`: a recording (a WAV Blob) to send to /voice instead of typed content.
+  async function sendMessage(content, voice) {
     notice('');
-    addMessage('user', content);
+    const question = addMessage('user', content);
     const answer = addMessage('assistant', '');
     answer.dataset.state = 'waiting';
     const run = newRun(answer);
+    run.question = question;
     state.run = run;
     setBusy(true);
 
@@ -656,12 +674,15 @@
       const connection = connectionFor(run);
       let cut = false;
       try {
-        const res = await authed('/chat', {
-          method: 'POST',
-          headers: { 'Content-Type': 'application/json' },
-          body: JSON.stringify({ content, conversation_id: state.conversationId || undefined, stream: true }),
-          signal: connection.signal,
-        });
+        const conv = state.conversationId ? '?conversation_id=' + encodeURIComponent(state.conversationId) : '';
+        const res = voice
+          ? await authed('/voice' + conv, { method: 'POST', headers: { 'Content-Type': 'audio/wav' }, body: voice, signal: connection.signal })
+          : await authed('/chat', {
+            method: 'POST',
+            headers: { 'Content-Type': 'application/json' },
+            body: JSON.stringify({ content, conversation_id: state.conversationId || undefined, stream: true }),
+            signal: connection.signal,
+          });
         if (!res.ok) {
           const err = errorOf(res, await readJson(res));
           if (err.code === 'quota_exceeded' || res.status === 402) {
@@ -781,6 +802,14 @@
       // meta is optional: older servers do not have it.
     }
   }
+
+  // For voice.js: send a recording, authenticated calls, whether an answer is under way.
+  window.mpchatPage = {
+    sendVoice: (blob) => sendMessage('（语音）', blob),
+    authed,
+    busy: () => !!state.run,
+    notice,
+  };
 
   loadMeta();
   if (token()) {

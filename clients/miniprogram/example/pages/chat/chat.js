@@ -6,14 +6,19 @@
 // Quota: the balance (from /me, then from every answer's `done`, via the client's onQuota), a
 // 购买 button that lists the credit packs and buys one (the SDK's buy(): order, payment, polling),
 // and "额度已用完" with the same button when a chat is refused with 402.
+// Voice: 按住说话 records while held (the SDK's voice()), shows what the service heard, and streams
+// the answer like a typed one; 播放 reads an answer aloud sentence by sentence (speak()).
+// A conversation whose older turns the model sees only as a summary says so ("较早的消息已被总结").
 
 /** @returns {import('../../lib/mpchat').Client} */
 function client() {
   return getApp().client;
 }
 
-/** @type {import('../../lib/mpchat').ChatHandle | null} */
+/** @type {any} the chat or voice handle of the answer being received */
 let current = null;
+/** @type {{stop(): void} | null} */
+let speaking = null;
 /** Index of the answer being received in `messages`, or -1. */
 let pendingIndex = -1;
 
@@ -54,6 +59,10 @@ Page({
     plans: [],
     showPlans: false,
     buying: false,
+    /** 按住说话 is held: recording. */
+    talking: false,
+    /** Index of the last message the model sees only through the summary; -1: none. */
+    summaryEnd: -1,
   },
 
   /** @param {Record<string, string | undefined>} query */
@@ -151,17 +160,20 @@ Page({
     client()
       .listMessages(id, { limit: 50 })
       .then((page) => {
-        const messages = page.items
-          .filter((m) => m.role !== 'system' && m.status !== 'retracted')
-          .map((m) => ({ id: m.id, role: m.role, content: m.content }));
-        this.setData({ messages, scrollTo: messages.length ? 'm' + (messages.length - 1) : '' });
+        const items = page.items.filter((m) => m.role !== 'system' && m.status !== 'retracted');
+        const messages = items.map((m) => ({ id: m.id, role: m.role, content: m.content }));
+        let summaryEnd = -1;
+        items.forEach((m, i) => {
+          if (m.summarized) summaryEnd = i;
+        });
+        this.setData({ messages, summaryEnd, scrollTo: messages.length ? 'm' + (messages.length - 1) : '' });
       })
       .catch((err) => this.setData({ notice: err.message || '加载失败' }));
   },
 
   newConversation() {
     if (current) current.abort({ cancel: false });
-    this.setData({ conversationId: '', messages: [], notice: '', label: '', sending: false });
+    this.setData({ conversationId: '', messages: [], notice: '', label: '', sending: false, summaryEnd: -1 });
   },
 
   /** @param {WechatMiniprogram.Input} e */
@@ -172,6 +184,48 @@ Page({
   send() {
     const content = this.data.input.trim();
     if (!content || this.data.sending) return;
+    current = client().chat({ content, ...this.beginAnswer(content) });
+  },
+
+  // 按住说话: record while held; on release the SDK uploads the recording and streams the answer.
+  startTalk() {
+    if (this.data.sending) return;
+    this.setData({ talking: true }); // first: the held button stays while sending turns true
+    const callbacks = this.beginAnswer('（正在听…）');
+    const userKey = 'messages[' + (this.data.messages.length - 2) + '].content';
+    current = client().voice({
+      ...callbacks,
+      format: 'mp3',
+      onTranscript: (ev) => this.setData({ [userKey]: ev.text }),
+    });
+  },
+
+  endTalk() {
+    if (!this.data.talking) return;
+    this.setData({ talking: false });
+    if (current && typeof current.stop === 'function') current.stop();
+  },
+
+  /** 播放: read the answer aloud, sentence by sentence. @param {WechatMiniprogram.BaseEvent} e */
+  play(e) {
+    const id = String(e.currentTarget.dataset.id);
+    if (speaking) speaking.stop();
+    speaking = client().speak(id, {
+      onDone: () => {
+        speaking = null;
+      },
+      onError: (err) => {
+        speaking = null;
+        this.setData({ notice: err.message || '播放失败' });
+      },
+    });
+  },
+
+  /**
+   * Show the question and an empty answer; the callbacks that fill the answer in.
+   * @param {string} content
+   */
+  beginAnswer(content) {
     const messages = this.data.messages.concat(
       { id: 'u' + Date.now(), role: 'user', content },
       { id: 'a' + Date.now(), role: 'assistant', content: '', pending: true },
@@ -182,8 +236,7 @@ Page({
     let retracted = false;
     pendingIndex = index;
 
-    current = client().chat({
-      content,
+    const callbacks = {
       conversationId: this.data.conversationId || undefined,
       onStart: (ev) => {
         this.setData({ label: ev.label, conversationId: ev.conversation_id, [key + '.id']: ev.message_id });
@@ -221,7 +274,7 @@ Page({
         if (err.code === 'quota_exceeded') this.setData({ quotaExceeded: true });
         finish(err.code === 'quota_exceeded' ? '额度已用完' : err.message || '出错了');
       },
-    });
+    };
 
     /** @param {string} notice */
     const finish = (notice) => {
@@ -238,6 +291,7 @@ Page({
       }
       this.setData(update);
     };
+    return callbacks;
   },
 
   /** @param {WechatMiniprogram.BaseEvent} e */

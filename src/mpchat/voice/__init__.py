@@ -1,0 +1,1 @@
+"""Voice: recordings in, answers read aloud (docs/voice.md)."""

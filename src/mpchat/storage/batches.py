@@ -43,6 +43,7 @@ class BatchWriter(Generic[T]):
         # Seconds to wait after the first item for more: one transaction for many rows where
         # a row comes with every answer (usage records), instead of one per answer.
         self._linger = linger
+        self._hurry = asyncio.Event()  # set by flush and aclose: no lingering then
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.dropped = 0  # lost to a full queue or a failed write
@@ -71,11 +72,17 @@ class BatchWriter(Generic[T]):
 
     async def flush(self) -> None:
         """Until every item recorded so far has been written (or dropped)."""
-        await self._queue.join()
+        self._hurry.set()
+        try:
+            await self._queue.join()
+        finally:
+            if not self._closed:
+                self._hurry.clear()
 
     async def aclose(self) -> None:
-        """Write what is queued, then stop."""
+        """Write what is queued (at once, without lingering), then stop."""
         self._closed = True
+        self._hurry.set()
         if self._task is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._queue.join(), timeout=5)
@@ -86,8 +93,9 @@ class BatchWriter(Generic[T]):
     async def _run(self) -> None:
         while True:
             items = [await self._queue.get()]
-            if self._linger:
-                await asyncio.sleep(self._linger)
+            if self._linger and not self._hurry.is_set():
+                with contextlib.suppress(TimeoutError):  # gather what comes meanwhile
+                    await asyncio.wait_for(self._hurry.wait(), self._linger)
             while len(items) < self._batch and not self._queue.empty():
                 items.append(self._queue.get_nowait())
             try:

@@ -10,14 +10,14 @@ quiet tone, 40 ms per character of input, at most two seconds). ``latency`` dela
 from __future__ import annotations
 
 import asyncio
-import io
 import math
 import struct
-import wave
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+
+from mpchat.voice.recording import wav_from_pcm
 
 __all__ = ["FakeAudio", "make_wav"]
 
@@ -27,13 +27,7 @@ def make_wav(seconds: float, *, rate: int = 16000) -> bytes:
     frames = max(int(seconds * rate), 1)
     samples = b"".join(struct.pack("<h", int(800 * math.sin(2 * math.pi * 440 * i / rate)))
                        for i in range(frames))
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples)
-    return out.getvalue()
+    return wav_from_pcm(samples, rate)
 
 
 @dataclass(slots=True)

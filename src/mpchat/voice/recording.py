@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from mpchat.errors import AudioTooLarge, EmptyAudio, InvalidAudio, UnsupportedAudio
 
-__all__ = ["FORMATS", "MAX_SECONDS", "Recording", "check_recording"]
+__all__ = ["FORMATS", "MAX_SECONDS", "Recording", "check_recording", "wav_from_pcm"]
 
 # Content-Type -> (format, file name extension sent to the provider, its Content-Type).
 FORMATS: dict[str, tuple[str, str, str]] = {
@@ -61,7 +61,7 @@ def check_recording(body: bytes, content_type: str, *, max_bytes: int,
         if len(body) % 2:
             raise InvalidAudio("PCM 录音应为 16 位采样")
         seconds = len(body) / 2 / sample_rate
-        body = _wav(body, sample_rate)
+        body = wav_from_pcm(body, sample_rate)
     elif fmt == "wav":
         seconds = _wav_seconds(body)
     elif len(body) < _MIN_BYTES or not _MAGIC[fmt](body):
@@ -105,7 +105,8 @@ def _wav_seconds(body: bytes) -> float:
     return float(frames) / float(rate)
 
 
-def _wav(pcm: bytes, rate: int) -> bytes:
+def wav_from_pcm(pcm: bytes, rate: int) -> bytes:
+    """16-bit mono PCM in a WAV file."""
     out = io.BytesIO()
     with wave.open(out, "wb") as w:
         w.setnchannels(1)

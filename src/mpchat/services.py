@@ -51,7 +51,7 @@ from mpchat.storage.request_log import RequestLog
 from mpchat.storage.retention import run_retention
 from mpchat.storage.transactions import Transactions
 from mpchat.storage.usage import Cost, UsageLog
-from mpchat.wechat import LoginClient
+from mpchat.wechat import AppCredentials, LoginClient
 
 __all__ = ["Services", "open_services"]
 
@@ -308,10 +308,8 @@ def _code_exchange(settings: Settings, http: aiohttp.ClientSession) -> CodeExcha
     if not settings.wechat_appid or settings.wechat_secret is None:
         raise UnsafeSettings("wechat login needs MPCHAT_WECHAT_APPID and MPCHAT_WECHAT_SECRET")
     return LoginClient(
-        http,
-        appid=settings.wechat_appid,
-        secret=settings.wechat_secret.get_secret_value(),
-        base_url=settings.wechat_api_base,
+        http, AppCredentials(settings.wechat_appid, settings.wechat_secret.get_secret_value(),
+                             settings.wechat_api_base),
     ).openid
 
 

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from mpchat.errors import ServiceUnavailable
 from mpchat.fakes.wechat import FakeWeChat
 from mpchat.providers.retry import RetryPolicy
-from mpchat.wechat import AccessTokenProvider
+from mpchat.wechat import AccessTokenProvider, AppCredentials
 from tests.utils import wait_until
 from tests.wechat.conftest import Clock, HangingRedis
 
@@ -23,9 +23,11 @@ async def provider_factory(
     made: list[AccessTokenProvider] = []
 
     def make(**kw: object) -> AccessTokenProvider:
-        options: dict[str, object] = {"base_url": fake.base_url, "backoff": fast_backoff}
+        options: dict[str, object] = {"backoff": fast_backoff}
         options.update(kw)
-        provider = AccessTokenProvider(http, appid=appid, secret=secret, **options)  # type: ignore[arg-type]
+        base_url = str(options.pop("base_url", fake.base_url))
+        provider = AccessTokenProvider(http, AppCredentials(appid, secret, base_url),
+                                       **options)  # type: ignore[arg-type]
         made.append(provider)
         return provider
 
@@ -127,7 +129,7 @@ async def test_configuration_errors_are_not_retried(
     http, fake: FakeWeChat, appid, fast_backoff, caplog
 ) -> None:
     tokens = AccessTokenProvider(
-        http, appid=appid, secret="bad-secret", base_url=fake.base_url, backoff=fast_backoff
+        http, AppCredentials(appid, "bad-secret", fake.base_url), backoff=fast_backoff
     )
     with pytest.raises(ServiceUnavailable):
         await tokens.get()
@@ -137,7 +139,7 @@ async def test_configuration_errors_are_not_retried(
 
 async def test_unreachable_wechat(http, closed_url, appid, secret, fast_backoff) -> None:
     tokens = AccessTokenProvider(
-        http, appid=appid, secret=secret, base_url=closed_url, backoff=fast_backoff
+        http, AppCredentials(appid, secret, closed_url), backoff=fast_backoff
     )
     with pytest.raises(ServiceUnavailable):
         await tokens.get()

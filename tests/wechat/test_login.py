@@ -9,14 +9,14 @@ import pytest
 
 from mpchat.errors import InvalidCode, RateLimited, ServiceUnavailable
 from mpchat.fakes.wechat import FakeWeChat
-from mpchat.wechat import LoginClient, WxSession
+from mpchat.wechat import AppCredentials, LoginClient, WxSession
 from mpchat.wechat.login import LOGIN_RATE_LIMIT_RETRY_AFTER
 
 
 @pytest.fixture
 def make_client(http: aiohttp.ClientSession, appid: str, secret: str):
     def make(base_url: str, **kw: object) -> LoginClient:
-        return LoginClient(http, appid=appid, secret=secret, base_url=base_url, **kw)  # type: ignore[arg-type]
+        return LoginClient(http, AppCredentials(appid, secret, base_url), **kw)  # type: ignore[arg-type]
 
     return make
 
@@ -58,7 +58,7 @@ async def test_other_errcode_is_logged_without_the_secret(
     fake: FakeWeChat, http, appid, caplog
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    client = LoginClient(http, appid=appid, secret="wrong-secret", base_url=fake.base_url)
+    client = LoginClient(http, AppCredentials(appid, "wrong-secret", fake.base_url))
     with pytest.raises(ServiceUnavailable):
         await client.exchange("good-code")
     assert "errcode=40125" in caplog.text

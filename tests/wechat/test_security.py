@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from mpchat.errors import ServiceUnavailable
 from mpchat.fakes.wechat import FakeWeChat
-from mpchat.wechat import AccessTokenProvider, CallQuota, ContentSecurity
+from mpchat.wechat import AccessTokenProvider, AppCredentials, CallQuota, ContentSecurity
 from mpchat.wechat.security import split_content
 from tests.utils import wait_until
 from tests.wechat.conftest import Clock, HangingRedis
@@ -22,7 +22,7 @@ OPENID = "o_test_user"
 @pytest.fixture
 async def tokens(http, fake: FakeWeChat, appid, secret, fast_backoff):
     provider = AccessTokenProvider(
-        http, appid=appid, secret=secret, base_url=fake.base_url, backoff=fast_backoff
+        http, AppCredentials(appid, secret, fake.base_url), backoff=fast_backoff
     )
     yield provider
     await provider.aclose()

@@ -16,7 +16,13 @@ from mpchat.safety.wordfilter import WordFilter
 from mpchat.settings import Settings
 from mpchat.storage.audit import AuditWriter, audit_key
 from mpchat.storage.tables import users
-from mpchat.wechat import DEFAULT_BASE_URL, AccessTokenProvider, CallQuota, ContentSecurity
+from mpchat.wechat import (
+    DEFAULT_BASE_URL,
+    AccessTokenProvider,
+    AppCredentials,
+    CallQuota,
+    ContentSecurity,
+)
 
 __all__ = ["RELOAD_INTERVAL", "build_moderation", "wordlist_paths"]
 
@@ -101,9 +107,8 @@ def _content_security(
         )
     tokens = AccessTokenProvider(
         http,
-        appid=settings.wechat_appid,
-        secret=settings.wechat_secret.get_secret_value(),
-        base_url=settings.wechat_api_base,
+        AppCredentials(settings.wechat_appid, settings.wechat_secret.get_secret_value(),
+                       settings.wechat_api_base),
         redis=redis,
         on_degraded=report("wechat_token"),
     )

@@ -6,7 +6,7 @@ URL (tests point it at `mpchat.fakes.wechat`); retries follow the project's
 is reached through `RedisGuard`. See ``docs/wechat.md``.
 """
 
-from mpchat.wechat._http import DEFAULT_BASE_URL, WECHAT_RETRY
+from mpchat.wechat._http import DEFAULT_BASE_URL, WECHAT_RETRY, AppCredentials
 from mpchat.wechat.access_token import AccessTokenProvider
 from mpchat.wechat.login import LoginClient, WxSession
 from mpchat.wechat.quota import SEC_CHECK_PER_MINUTE, CallQuota
@@ -26,6 +26,7 @@ __all__ = [
     "SEC_CHECK_PER_MINUTE",
     "WECHAT_RETRY",
     "AccessTokenProvider",
+    "AppCredentials",
     "CallQuota",
     "ContentSecurity",
     "LoginClient",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
@@ -22,6 +23,7 @@ __all__ = [
     "NO_RETRY",
     "SYSTEM_BUSY",
     "WECHAT_RETRY",
+    "AppCredentials",
     "Endpoint",
     "WeChatApiError",
     "call_json",
@@ -32,6 +34,15 @@ T = TypeVar("T")
 log = logging.getLogger("mpchat.wechat")
 
 DEFAULT_BASE_URL = "https://api.weixin.qq.com"
+
+
+@dataclass(frozen=True, slots=True)
+class AppCredentials:
+    """A mini program's appid and secret, and where WeChat's API is (a fake's in tests)."""
+
+    appid: str
+    secret: str = field(repr=False)  # never in a repr, so never in a stray log line
+    base_url: str = DEFAULT_BASE_URL
 # WeChat answers in tens of milliseconds; a few seconds means it is in trouble.
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=2, sock_connect=2, sock_read=4)
 # The provider's policy (full jitter, bounded), with WeChat's shorter waits.

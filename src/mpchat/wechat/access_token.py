@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 from mpchat.errors import ServiceUnavailable
 from mpchat.limits import UNAVAILABLE, RedisGuard
 from mpchat.providers.retry import RetryPolicy
-from mpchat.wechat._http import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, WECHAT_RETRY, Endpoint
+from mpchat.wechat._http import DEFAULT_TIMEOUT, WECHAT_RETRY, AppCredentials, Endpoint
 
 __all__ = ["AccessTokenProvider"]
 
@@ -58,10 +58,8 @@ class AccessTokenProvider(Endpoint):
     def __init__(
         self,
         session: aiohttp.ClientSession,
+        app: AppCredentials,
         *,
-        appid: str,
-        secret: str,
-        base_url: str = DEFAULT_BASE_URL,
         redis: Redis | None = None,
         key_prefix: str = "mpchat:wechat",
         refresh_margin: float = 300.0,
@@ -73,11 +71,11 @@ class AccessTokenProvider(Endpoint):
         on_degraded: Callable[[bool], None] | None = None,
     ) -> None:
         super().__init__(
-            session, "/cgi-bin/stable_token", what="stable_token", base_url=base_url,
+            session, "/cgi-bin/stable_token", what="stable_token", base_url=app.base_url,
             timeout=timeout, retry=backoff,
         )
-        self._appid = appid
-        self._secret = secret
+        appid = self._appid = app.appid
+        self._secret = app.secret
         self._guard = RedisGuard(redis, name="wechat access token", on_change=on_degraded)
         self._token_key = f"{key_prefix}:{appid}:access_token"
         self._lock_key = f"{key_prefix}:{appid}:access_token:lock"

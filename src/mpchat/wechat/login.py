@@ -19,9 +19,9 @@ import aiohttp
 
 from mpchat.errors import InvalidCode, RateLimited, ServiceUnavailable
 from mpchat.wechat._http import (
-    DEFAULT_BASE_URL,
     DEFAULT_TIMEOUT,
     SYSTEM_BUSY,
+    AppCredentials,
     Endpoint,
     WeChatApiError,
 )
@@ -50,18 +50,16 @@ class LoginClient(Endpoint):
     def __init__(
         self,
         session: aiohttp.ClientSession,
+        app: AppCredentials,
         *,
-        appid: str,
-        secret: str,
-        base_url: str = DEFAULT_BASE_URL,
         timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
     ) -> None:
         super().__init__(
-            session, "/sns/jscode2session", what="jscode2session", base_url=base_url,
+            session, "/sns/jscode2session", what="jscode2session", base_url=app.base_url,
             timeout=timeout,
         )
-        self._appid = appid
-        self._secret = secret
+        self._appid = app.appid
+        self._secret = app.secret
 
     def __repr__(self) -> str:
         return f"LoginClient(appid={self._appid!r}, url={self._url!r})"

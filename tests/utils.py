@@ -129,16 +129,24 @@ class PromptServer(uvicorn.Server):
             await self.lifespan.shutdown()
 
 
+ConfigFor = Callable[[Any, int], uvicorn.Config]  # (the ASGI app, a port) -> its config
+
+
+def _plain_config(app: Any, port: int) -> uvicorn.Config:
+    return uvicorn.Config(app, host="127.0.0.1", port=port, loop="none", http="httptools",
+                          log_config=None, access_log=False, lifespan="on")
+
+
 @contextlib.asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[Running]:
-    """The app on uvicorn (httptools), on a free loopback port, in this event loop."""
+async def running_app(
+    settings: Settings, *, config: ConfigFor = _plain_config
+) -> AsyncIterator[Running]:
+    """The app on uvicorn (httptools), on a free loopback port, in this event loop;
+    ``config`` builds the server's configuration (tests/server: the production one)."""
     app = create_app(settings)
     state: dict[str, Any] = {}
     port = free_port()
-    config = uvicorn.Config(keeping_state(app, state), host="127.0.0.1", port=port,
-                            loop="none", http="httptools", log_config=None, access_log=False,
-                            lifespan="on")
-    server = PromptServer(config)
+    server = PromptServer(config(keeping_state(app, state), port))
     task = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(15):

@@ -283,3 +283,18 @@ async def tx(engine: Any) -> AsyncIterator[Any]:
     transactions = Transactions(engine)
     yield transactions
     await transactions.aclose()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """`configure_logging` (run by the CLI and the server) replaces the root handlers; put
+    pytest's back afterwards."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    alembic = logging.getLogger("alembic").level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger("alembic").setLevel(alembic)

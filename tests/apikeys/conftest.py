@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,14 +45,3 @@ async def keys(engine: Any, clocks: Clocks) -> AsyncIterator[ApiKeys]:
     yield store
     await store.aclose()
 
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """`configure_logging` (run by the CLI) replaces the root handlers; put pytest's back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    alembic = logging.getLogger("alembic").level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    logging.getLogger("alembic").setLevel(alembic)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-
 import pytest
 
 from mpchat.storage.crypto import generate_key_spec
@@ -19,14 +16,3 @@ def key1() -> str:
 def key2() -> str:
     return generate_key_spec("k2")
 
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """`configure_logging` replaces the root handlers; put pytest's back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    alembic = logging.getLogger("alembic").level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    logging.getLogger("alembic").setLevel(alembic)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from mpchat.chat.summarize import PROMPT as SUMMARY_PROMPT
 from mpchat.fakes.upstream import FakeUpstream
 from tests.utils import running_app
@@ -129,3 +131,32 @@ async def test_stored_answer_carries_the_implicit_ai_label(settings_factory, fak
     assert meta == {"ai_generated": True, "content_id": events[0]["message_id"],
                     "provider": "upstream", "model": "fake-model", "reply_to": question,
                     "finish_reason": "stop"}
+
+
+async def test_streams_tell_proxies_not_to_buffer_them(settings_factory, fake_upstream):
+    """nginx buffers a proxied body unless told otherwise; a gzip layer holds lines back."""
+    settings = settings_factory(**_upstream(fake_upstream))
+    async with running_app(settings) as app:
+        token = await app.login("proxied")
+        headers = {"Authorization": f"Bearer {token}"}
+        async with app.http.post(f"{app.base_url}/api/v1/chat", headers=headers,
+                                 json={"content": "你好"}) as r:
+            assert r.status == 200
+            stream_headers = r.headers
+            first = orjson.loads(await r.content.readline())
+            await r.read()
+        async with app.http.get(
+                f"{app.base_url}/api/v1/messages/{first['message_id']}/events?after=-1",
+                headers=headers) as r:
+            assert r.status == 200
+            events_headers = r.headers
+            await r.read()
+        async with app.http.post(f"{app.base_url}/api/v1/chat", headers=headers,
+                                 json={"content": "你好", "stream": False}) as r:
+            assert r.status == 200
+            body_headers = r.headers
+        for seen in (stream_headers, events_headers):
+            assert seen["X-Accel-Buffering"] == "no"
+            assert seen["Cache-Control"] == "no-cache, no-transform"
+            assert seen["Content-Type"].startswith("application/x-ndjson")
+        assert "X-Accel-Buffering" not in body_headers  # one JSON body: nothing to hold back

@@ -36,8 +36,12 @@ async def test_a_completion_as_the_sdk_reads_it(surface: Surface, fake_upstream)
 
 
 async def test_a_stream_with_usage(surface: Surface):
-    stream = await surface.client.chat.completions.create(
+    raw = await surface.client.chat.completions.with_raw_response.create(
         model="fake-model", messages=ASK, stream=True, stream_options={"include_usage": True})
+    # As OpenAI's own: nothing in front may buffer, store or recompress the events.
+    assert raw.headers["cache-control"] == "no-cache, no-transform"
+    assert raw.headers["x-accel-buffering"] == "no"
+    stream = raw.parse()
     chunks = [chunk async for chunk in stream]
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)

@@ -16,13 +16,21 @@ from urllib.parse import quote
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["FollowResponse", "ai_headers"]
+__all__ = ["STREAM_HEADERS", "FollowResponse", "ai_headers"]
 
 NDJSON = "application/x-ndjson; charset=utf-8"
 
+# What a proxy or CDN in front must not do to a stream: buffer it (nginx, and the gateways
+# built on it, honour X-Accel-Buffering), store it, or recompress it (``no-transform``: a
+# gzip layer would hold the lines back until it had a block's worth).
+STREAM_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
+
 
 class FollowResponse(Response):
-    """Writes ``lines`` as they come; ``on_leave(completed)`` runs once at the end."""
+    """Writes ``lines`` as they come; ``on_leave(completed)`` runs once at the end.
+
+    Every such response carries `STREAM_HEADERS`, so no proxy in front holds its lines back.
+    """
 
     media_type = NDJSON
 
@@ -38,7 +46,7 @@ class FollowResponse(Response):
         self.status_code = 200
         self.background = None
         self.media_type = media_type
-        self.init_headers(headers)
+        self.init_headers(STREAM_HEADERS if headers is None else {**STREAM_HEADERS, **headers})
         self._lines = lines
         self._on_leave = on_leave
 

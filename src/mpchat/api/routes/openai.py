@@ -147,6 +147,5 @@ async def chat_completions(body: CompletionBody, key: Key, svc: Svc) -> Response
         if not completed:
             answer.cancel("client_gone")
 
-    headers["Cache-Control"] = "no-cache"
     return FollowResponse(answer.lines_after(-1), headers=headers, on_leave=left,
                           media_type=SSE)

@@ -53,6 +53,7 @@ __all__ = [
     "UnverifiedNotification",
     "UpstreamError",
     "UpstreamTimeout",
+    "error_for_code",
 ]
 
 
@@ -183,3 +184,26 @@ class Busy(MpchatError):
 
 class UpstreamTimeout(MpchatError):
     status, code, default_message = 504, "upstream_timeout", "模型服务响应超时，请稍后再试"
+
+
+def error_for_code(code: str, message: str | None = None, *,
+                   retry_after: float | None = None) -> MpchatError:
+    """The error a stable code names (as an `error` line carries it), with its message.
+
+    An unknown code is an `MpchatError` of its own: 500 ``internal_error``.
+    """
+    cls = _BY_CODE.get(code, MpchatError)
+    return cls(message or None, retry_after=retry_after)
+
+
+def _by_code() -> dict[str, type[MpchatError]]:
+    found: dict[str, type[MpchatError]] = {}
+    pending: list[type[MpchatError]] = [MpchatError]
+    while pending:  # breadth first: of two classes with one code, the more general wins
+        cls = pending.pop(0)
+        found.setdefault(cls.code, cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+_BY_CODE = _by_code()

@@ -32,7 +32,7 @@ from mpchat.chat.resume import open_follow
 from mpchat.chat.summarize import Summarizer
 from mpchat.chat.timings import Timings
 from mpchat.chat.upstream import Upstream, UpstreamEvent
-from mpchat.errors import ContentRejected, InvalidRequest, NotFound, RateLimited
+from mpchat.errors import ContentRejected, InvalidRequest, NotFound, RateLimited, UpstreamError
 from mpchat.estimate import estimate_tokens
 from mpchat.limits import RateLimiter
 from mpchat.providers.types import Options
@@ -40,7 +40,7 @@ from mpchat.quota import Quotas
 from mpchat.storage import answers as stored
 from mpchat.storage import messages as store
 
-__all__ = ["ChatRequest", "ChatService"]
+__all__ = ["ChatRequest", "ChatService", "Replay"]
 
 log = logging.getLogger("mpchat.chat")
 
@@ -51,6 +51,17 @@ class ChatRequest:
     content: str
     conversation_id: str | None = None
     profile: str | None = None
+    # The client's name for this request (``Idempotency-Key``): a retry of it follows the
+    # answer the first one started instead of asking again (`ChatService.start_once`).
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """A retried request's answer, already started by the first: its lines from ``start``."""
+
+    message_id: str
+    lines: AsyncIterator[bytes]
 
 
 class ChatService:
@@ -95,6 +106,48 @@ class ChatService:
     async def wait_idle(self) -> None:
         """Until every answer under way has ended and been stored (for tests)."""
         await self.answers.wait_idle()
+
+    async def start_once(self, request: ChatRequest) -> Answer | Replay:
+        """`start`, or, for a request whose key was seen, the answer the first one started.
+
+        A mobile client that lost its connection before ``start`` cannot tell whether its
+        question arrived, and sends it again with the same key. The question's id is derived
+        from the key (`keyed_id`), so of two copies only one is stored, on any instance: the
+        other (before its limits, checks and reservation when the first is stored already;
+        after them, which it then gives back, when both ran at once) follows that answer.
+        """
+        key = request.idempotency_key
+        if key is None:
+            return await self.start(request)
+        question_id = store.keyed_id(request.user_id, key)
+        replay = await self._replay(request, question_id)  # costs no limit, check or units
+        if replay is not None:
+            return replay
+        try:
+            return await self.start(request)
+        except NotFound:
+            replay = await self._replay(request, question_id)  # the other copy won the race
+            if replay is None:
+                raise
+            return replay
+
+    async def _replay(self, request: ChatRequest, question_id: str) -> Replay | None:
+        found = await store.find_keyed_turn(self.ctx.engine, self.ctx.keyring,
+                                            question_id=question_id, user_id=request.user_id)
+        if found is None:
+            return None
+        if found.content != request.content or request.conversation_id not in (
+                None, found.conversation_id):
+            raise InvalidRequest("Idempotency-Key 已用于另一条消息")
+        if found.status == "rejected":
+            raise ContentRejected()
+        if found.answer_id is None:
+            # The first copy ended without a word (the provider failed, the instance died):
+            # the key is spent; the client asks again under a new one.
+            raise UpstreamError("上一次请求没有得到回答，请重新发送")
+        lines = await self.follow(message_id=found.answer_id, user_id=request.user_id,
+                                  after=-1)
+        return Replay(found.answer_id, lines)
 
     async def start(self, request: ChatRequest) -> Answer:
         """Admit, check and store the question, launch the answer; `MpchatError` before it."""
@@ -167,6 +220,8 @@ class ChatService:
                 ctx.transactions, ctx.keyring, user_id=request.user_id,
                 conversation_id=request.conversation_id, content=content, tokens=tokens,
                 answer_id=answer_id, owner=ctx.owner, lease_until=ctx.lease_until(),
+                question_id=(None if request.idempotency_key is None
+                             else store.keyed_id(request.user_id, request.idempotency_key)),
             )
         except BaseException:
             await shielded(admission.release())

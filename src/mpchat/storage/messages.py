@@ -8,6 +8,7 @@ Both keep the conversation's ``last_seq`` and count current.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,9 +27,12 @@ from mpchat.storage.transactions import Transactions
 __all__ = [
     "CONTEXT_STATUSES",
     "HistoryTurn",
+    "KeyedTurn",
     "MessageItem",
     "Turn",
     "begin_turn",
+    "find_keyed_turn",
+    "keyed_id",
     "list_messages",
     "message_text",
     "new_id",
@@ -77,6 +81,11 @@ _HISTORY = (
 def new_id() -> str:
     return uuid.uuid4().hex
 
+
+def keyed_id(user_id: str, key: str) -> str:
+    """The id of the question a client sent with idempotency key ``key``: the same for a
+    retry of the same request, so storing it twice fails on the id's uniqueness."""
+    return hashlib.sha256(f"{user_id}\x00{key}".encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +136,7 @@ async def begin_turn(
     answer_id: str,
     owner: str,
     lease_until: datetime,
+    question_id: str | None = None,
 ) -> Turn:
     """Store the user's message and its answer's row, and read what precedes it: one
     transaction (one hand-off to the database).
@@ -134,9 +144,10 @@ async def begin_turn(
     The answer's row (``answer_id``) starts empty with status ``streaming``, claimed by
     ``owner`` until ``lease_until``. The earlier messages are read newest first, so a
     budget can keep the most recent ones (`mpchat.chat.context.fit_context`).
-    Raises `NotFound` for a conversation that does not exist or is not the user's.
+    Raises `NotFound` for a conversation that does not exist or is not the user's, and
+    when ``question_id`` (`keyed_id`) is already stored.
     """
-    message_id = new_id()
+    message_id = question_id or new_id()
     rows = [
         {"id": message_id, "role": "user", "status": "complete", "content": content,
          "tokens": tokens, "meta": None, "owner": None, "lease_until": None},
@@ -215,14 +226,51 @@ def _insert_messages(
                        "event_seq": None})
     try:
         seqs = conn.execute(_INSERT_MESSAGES, params).scalars().all()
-    except IntegrityError:  # the conversation does not exist (foreign key)
-        raise NotFound() from None
+    except IntegrityError:  # the conversation does not exist (foreign key), or a keyed
+        raise NotFound() from None  # question is stored already (`find_keyed_turn` tells)
     bumped = conn.execute(
         _BUMP_CONVERSATION,
         {"cid": conversation_id, "uid": user_id, "seq": max(seqs), "n": len(rows), "now": now},
     )
     if bumped.rowcount != 1:  # not the user's (or gone): the transaction rolls back
         raise NotFound()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedTurn:
+    """A question stored under an idempotency key (`keyed_id`), and its answer's row."""
+
+    conversation_id: str
+    status: str  # the question's: complete, unanswered, rejected
+    content: str | None  # None when it cannot be decrypted
+    answer_id: str | None  # None when its answer produced nothing (or was deleted)
+
+
+async def find_keyed_turn(
+    engine: AsyncEngine, keyring: Keyring, *, question_id: str, user_id: str
+) -> KeyedTurn | None:
+    """The user's question ``question_id`` and its answer; None when it is not stored."""
+    m = messages.c
+    async with engine.connect() as conn:
+        question = (await conn.execute(
+            select(m.seq, m.conversation_id, m.status, m.content, m.content_key)
+            .where(m.id == question_id, m.user_id == user_id, m.role == "user")
+        )).first()
+        if question is None:
+            return None
+        # Its answer's row was written with it, so it is among the next few of the
+        # conversation (another turn's rows may come between them on PostgreSQL).
+        following = (await conn.execute(
+            select(m.id, m.meta)
+            .where(m.conversation_id == question.conversation_id, m.role == "assistant",
+                   m.seq > question.seq)
+            .order_by(m.seq).limit(4)
+        )).all()
+    answer_id = next((row.id for row in following
+                      if (row.meta or {}).get("reply_to") == question_id), None)
+    content = keyring.decrypt_or_none(Ciphertext(question.content_key, question.content),
+                                      message_aad(message_id=question_id, user_id=user_id))
+    return KeyedTurn(question.conversation_id, question.status, content, answer_id)
 
 
 async def set_message_status(engine: AsyncEngine, *, message_id: str, status: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Annotated, Any
 
 import orjson
@@ -14,13 +15,16 @@ from mpchat.api.models import ChatBody, ChatResponse
 from mpchat.api.streaming import FollowResponse, ai_headers
 from mpchat.blank import is_blank
 from mpchat.chat.answer import Answer
-from mpchat.chat.service import ChatRequest
+from mpchat.chat.replay import fold
+from mpchat.chat.service import ChatRequest, Replay
 from mpchat.chat.timings import server_timing
 from mpchat.errors import InvalidRequest, MpchatError
 
 router = APIRouter(prefix="/api/v1", tags=["chat"])
 
 MessageId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
+# What a client may name a request by (docs/chat.md, "Retrying a request"): ASCII only.
+_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 @router.post(
@@ -32,13 +36,17 @@ async def chat(body: ChatBody, request: Request, caller: Caller, svc: Svc) -> An
     request.state.stream = body.stream
     if is_blank(body.content):  # zero-width characters alone are no question
         raise InvalidRequest("content 不能为空")
+    key = request.headers.get("idempotency-key")
+    if key is not None and not _KEY.fullmatch(key):
+        raise InvalidRequest("Idempotency-Key 须为 1 到 64 个字母、数字或 -_.:")
     try:
-        answer = await svc.chat.start(
+        started = await svc.chat.start_once(
             ChatRequest(
                 user_id=caller.user_id,
                 content=body.content,
                 conversation_id=body.conversation_id,
                 profile=body.profile,
+                idempotency_key=key,
             )
         )
     except MpchatError as exc:  # refused before its answer: counted in the usage records
@@ -46,6 +54,9 @@ async def chat(body: ChatBody, request: Request, caller: Caller, svc: Svc) -> An
         if usage is not None:
             usage.record_refusal(user_id=caller.user_id, code=exc.code, profile=body.profile)
         raise
+    if isinstance(started, Replay):
+        return await _replayed(started, body.stream, svc)
+    answer = started
     cancel_on_leave = svc.settings.on_disconnect == "cancel"
     try:
         # `start` leaves within a bound (AnswerContext.start_wait): the headers then name
@@ -91,6 +102,21 @@ async def events(
 async def cancel(message_id: MessageId, caller: Caller, svc: Svc) -> Response:
     await svc.chat.cancel(message_id=message_id, user_id=caller.user_id)
     return Response(status_code=204)
+
+
+async def _replayed(replay: Replay, stream: bool, svc: Svc) -> Response:
+    """A retried request: the first one's answer, followed from its `start`."""
+    headers = ai_headers(replay.message_id,
+                         svc.settings.model_display_name or svc.chat.upstream.model)
+    if stream:
+        return FollowResponse(replay.lines, headers=headers)
+    folded = await fold(replay.lines)
+    body = {"conversation_id": folded.conversation_id, "message_id": folded.message_id,
+            "content": folded.content, "finish_reason": folded.finish_reason,
+            "usage": folded.usage, "ai_generated": True, "label": svc.settings.ai_label}
+    if folded.quota is not None:
+        body["quota"] = folded.quota
+    return Response(orjson.dumps(body), media_type="application/json", headers=headers)
 
 
 def _body(answer: Answer, label: str) -> dict[str, Any]:

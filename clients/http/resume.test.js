@@ -101,6 +101,14 @@ function createHttpWx(rand, plan) {
         return;
       }
       const kind = url.pathname === '/api/v1/chat' ? 'chat' : url.pathname.endsWith('/events') ? 'events' : 'other';
+      if (kind === 'chat' && plan.beforeStart) {
+        // The server has the question and is answering; the phone never sees `start`.
+        const how = plan.beforeStart;
+        plan.beforeStart = null;
+        log.cuts.push(['chat', 0, how]);
+        conn.kill(how);
+        return;
+      }
       if (kind === 'events') log.afters.push(Number(url.searchParams.get('after')));
       const willCut = status === 200 && kind !== 'other' && plan.cuts > 0;
       if (willCut) plan.cuts -= 1;
@@ -258,5 +266,38 @@ test('SDK over real HTTP: cut several times at random byte offsets and hidden mi
     assert.equal(stored.status, 'complete', where);
     assert.equal(stored.content, shown, 'the caller assembled the stored answer: ' + where);
     t.diagnostic(where);
+  }
+});
+
+test('SDK over real HTTP: a chat cut before its start is sent again and answered once', { timeout: 60000 }, async (t) => {
+  if (skipWhy) {
+    if (CI) assert.fail(skipWhy);
+    t.skip(skipWhy);
+    return;
+  }
+  for (const how of ['request:fail -103:net::ERR_CONNECTION_ABORTED', 'success']) {
+    const store = new Map();
+    const wx = createHttpWx(mulberry32(7), { cuts: 0, beforeStart: how });
+    const client = createClient({
+      baseUrl: stack.base,
+      request: wx.request,
+      login: (o) => o.success({ code: 'http-before-start-' + how.length }),
+      canIUse: () => true,
+      storage: { getStorageSync: (k) => store.get(k), setStorageSync: (k, v) => store.set(k, v), removeStorageSync: (k) => store.delete(k) },
+      resumeDelay: 0.1,
+    });
+    await stack.script([{ text: PIECES, trickle: 0.02 }]);
+    const result = await new Promise((resolve) => {
+      client.chat({ content: '开始之前断开', onDone: (ev) => resolve(['done', ev]), onError: (err) => resolve(['error', err]) });
+    });
+    assert.equal(result[0], 'done', JSON.stringify(result[1]));
+    assert.equal(result[1].text, PIECES.join(''));
+    assert.deepEqual(wx.log.cuts, [['chat', 0, how]]);
+    // The question was stored once and answered once, though the phone sent it twice.
+    const conversations = (await client.listConversations()).items;
+    assert.equal(conversations.length, 1);
+    const messages = (await client.listMessages(conversations[0].id)).items;
+    assert.deepEqual(messages.map((m) => [m.role, m.status]), [['user', 'complete'], ['assistant', 'complete']]);
+    assert.equal(messages[1].content, PIECES.join(''));
   }
 });

@@ -44,6 +44,15 @@ var TRANSIENT = { network_error: true, rate_limited: true, busy: true, service_u
 /** @type {Record<string, string>} */
 var AUDIO_TYPES = { mp3: 'audio/mpeg', aac: 'audio/aac', wav: 'audio/wav', m4a: 'audio/x-m4a', pcm: 'audio/pcm' };
 
+/**
+ * A name for one chat request, unique enough per user: 1 to 64 of [A-Za-z0-9_.:-] (API.md).
+ * @returns {string}
+ */
+function newRequestKey() {
+  var r = function () { return Math.random().toString(36).slice(2, 12); };
+  return 'c' + Date.now().toString(36) + '-' + r() + r();
+}
+
 /** An error with the stable code of API.md (or a client-side one such as `network_error`). */
 function MpchatError(code, message, extra) {
   var err = new Error(message || code);
@@ -768,6 +777,10 @@ function createClient(options) {
     var resumeRenewed = false;
     var waitingForShow = false;
     var listener = { onShow: onAppShown };
+    // The request's name (Idempotency-Key): a copy sent again after a cut before `start` follows
+    // the answer the first one started, if it arrived, instead of asking twice (docs/clients.md).
+    /** @type {string | null} */
+    var requestKey = null;
 
     /** @param {string} name @param {any} [arg] */
     function emit(name, arg) {
@@ -845,6 +858,7 @@ function createClient(options) {
     };
 
     var audio = opts && /** @type {any} */ (opts).audio;
+    if (!audio) requestKey = newRequestKey();
     if (!audio && (!opts || typeof opts.content !== 'string' || !opts.content.trim())) {
       Promise.resolve().then(function () {
         fail({ code: 'invalid_request', message: '请输入内容' });
@@ -999,12 +1013,47 @@ function createClient(options) {
       if (aborted || finished) return;
       if (waitingForShow) {
         waitingForShow = false;
-        scheduleResume('background');
-      } else if (conn && conn.started && resumable && hiddenForMs >= backgroundTimeoutMs) {
+        if (messageId) scheduleResume('background');
+        else sendAgain('background');
+      } else if (conn && hiddenForMs >= backgroundTimeoutMs) {
         // Hidden that long, the request is dead even when no callback said so (iOS).
-        closeConn(conn);
-        connectionLost('background');
+        if (conn.started && resumable) {
+          closeConn(conn);
+          connectionLost('background');
+        } else if (!conn.started && conn.kind === 'chat' && requestKey && !cancelWhenStarted) {
+          closeConn(conn);
+          sendAgain('background');
+        }
       }
+    }
+
+    /**
+     * The chat request was cut before `start`: whether the question arrived is unknown, so it is
+     * sent again under the same key (the server follows the first copy's answer if there is one),
+     * with the resume's waits; without a key (voice), the caller is told.
+     * @param {string} reason @param {string} [message]
+     */
+    function sendAgain(reason, message) {
+      if (aborted || finished) return;
+      if (!requestKey) {
+        fail({ code: 'network_error', message: message || '网络错误' });
+        return;
+      }
+      if (appHidden) {
+        waitingForShow = true; // WeChat cuts a hidden app's requests: send when it is shown
+        return;
+      }
+      if (failures >= resumeAttempts) {
+        fail({ code: 'network_error', message: message || '网络错误' });
+        return;
+      }
+      failures += 1;
+      var wait = failures === 1 ? 0 : Math.min(resumeDelay * Math.pow(2, failures - 2), resumeMaxDelay);
+      emit('onReconnect', { attempt: failures, delay: wait, reason: reason });
+      timer = schedule(function () {
+        timer = null;
+        run();
+      }, wait * 1000);
     }
 
     /**
@@ -1146,7 +1195,8 @@ function createClient(options) {
         }
         if (!c.started) {
           // 200 and no `start`: cut before the answer began (empty or half a line), or not ours.
-          if (cut || rest === null) fail({ code: 'interrupted', message: INTERRUPTED_MESSAGE, status: status });
+          if ((cut || rest === null) && kind === 'chat' && requestKey) sendAgain('cut');
+          else if (cut || rest === null) fail({ code: 'interrupted', message: INTERRUPTED_MESSAGE, status: status });
           else fail({ code: 'bad_response', message: '服务返回了无法识别的内容', status: status });
           return;
         }
@@ -1223,11 +1273,14 @@ function createClient(options) {
         var data = { content: opts.content, stream: c.streaming };
         if (conversationId) data.conversation_id = conversationId;
         if (opts.profile) data.profile = opts.profile;
+        /** @type {Record<string, string>} */
+        var header = { 'content-type': 'application/json', Authorization: 'Bearer ' + token };
+        if (requestKey) header['Idempotency-Key'] = requestKey;
         req = {
           url: baseUrl + '/api/v1/chat',
           method: 'POST',
           data: data,
-          header: { 'content-type': 'application/json', Authorization: 'Bearer ' + token },
+          header: header,
           responseType: c.streaming ? 'arraybuffer' : 'text',
           dataType: c.streaming ? 'ndjson' : 'json',
           success: complete
@@ -1253,6 +1306,7 @@ function createClient(options) {
         // failure of the connection, never the caller's abort (that one is `aborted`).
         var msg = (err && err.errMsg) || '网络错误';
         if (c.started) connectionLost('network');
+        else if (kind === 'chat' && !cancelWhenStarted) sendAgain('network', msg);
         else fail({ code: 'network_error', message: msg });
       };
       if (c.streaming) req.enableChunked = true;

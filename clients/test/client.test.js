@@ -4,7 +4,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { createClient } = require('../miniprogram/mpchat.js');
-const { createFakeWx, record, ndjson, tick } = require('./helpers/fake-wx.js');
+const { createFakeWx, record, ndjson, tick, drive } = require('./helpers/fake-wx.js');
 
 const START = { type: 'start', conversation_id: 'c1', message_id: 'm1', model: 'fake-model', ai_generated: true, label: 'AI 生成' };
 const OK_BODY = ndjson([START, { type: 'delta', text: '好的' }, { type: 'done', finish_reason: 'stop' }]);
@@ -205,10 +205,18 @@ test('the local word list rejects before any request', async () => {
   assert.equal((await record(client, { content: 'a good word' }).finished).at(-1)[0], 'done');
 });
 
-test('a network failure is reported as network_error', async () => {
+test('a network failure is reported as network_error once sending again has not helped', async () => {
   const fake = createFakeWx({ chat: () => ({ fail: 'request:fail timeout' }) });
-  const events = await record(createClient(fake.options), { content: 'hi' }).finished;
-  assert.deepEqual(events.map(([n]) => [n, events[0][1].code]), [['error', 'network_error']]);
+  const { events, finished } = record(createClient({ ...fake.options, resumeAttempts: 2 }), { content: 'hi' });
+  await drive(fake, finished);
+  assert.deepEqual(events.map(([n]) => n), ['reconnect', 'reconnect', 'error']);
+  assert.equal(events.at(-1)[1].code, 'network_error');
+  const chats = fake.calls.filter((c) => c.path === '/api/v1/chat');
+  assert.equal(chats.length, 3);
+  // Every copy carries the same key, so the server stores the question once.
+  const keys = chats.map((c) => c.option.header['Idempotency-Key']);
+  assert.match(keys[0], /^[A-Za-z0-9_.:-]{1,64}$/);
+  assert.deepEqual(new Set(keys).size, 1);
 });
 
 test('JSON calls hit the documented paths and map errors to MpchatError', async () => {

@@ -366,19 +366,50 @@ test('a busy resume waits the advised retry_after, capped by resumeMaxDelay', as
   assert.equal(events.at(-1)[1].text, TEXT);
 });
 
-test('a cut before start is reported, not resumed (no message id yet)', async () => {
+test('a cut before start sends the request again under the same key, and follows what it answers', async () => {
   for (const spec of [
     { body: '{"type":"sta', end: undefined }, // half a line, reported as success
     { body: '', end: undefined },
     { body: '{"type":"sta', end: { fail: 'request:fail -103:net::ERR_CONNECTION_ABORTED' } },
   ]) {
-    const fake = createFakeWx({ chat: () => spec, events: () => assert.fail('no resume without a message id') });
+    // The second copy is answered with the first's answer from its start (the server replays it).
+    const fake = createFakeWx({ chat: (o, n) => (n === 1 ? spec : { body: ndjson(EVENTS) }),
+      events: () => assert.fail('no resume without a message id') });
     const { events, finished } = record(createClient(fake.options), { content: 'hi' });
     await drive(fake, finished);
-    assert.deepEqual(events.map(([n]) => n), ['error']);
-    assert.equal(events[0][1].code, spec.end ? 'network_error' : 'interrupted');
+    assert.equal(events.at(-1)[0], 'done', JSON.stringify(spec));
+    assert.equal(display(events), TEXT);
+    assert.deepEqual(events.filter(([n]) => n === 'reconnect').map(([, e]) => e.attempt), [1]);
+    const chats = fake.calls.filter((c) => c.path === '/api/v1/chat');
+    assert.equal(chats.length, 2);
+    assert.equal(chats[0].option.header['Idempotency-Key'], chats[1].option.header['Idempotency-Key']);
     assert.equal(fake.eventCalls().length, 0);
   }
+});
+
+test('a cut before start is reported when sending again is off (resumeAttempts: 0)', async () => {
+  for (const spec of [
+    { body: '{"type":"sta', end: undefined },
+    { body: '{"type":"sta', end: { fail: 'request:fail -103:net::ERR_CONNECTION_ABORTED' } },
+  ]) {
+    const fake = createFakeWx({ chat: () => spec });
+    const { events, finished } = record(createClient({ ...fake.options, resumeAttempts: 0 }), { content: 'hi' });
+    await drive(fake, finished);
+    assert.deepEqual(events.map(([n]) => n), ['error']);
+    assert.equal(events[0][1].code, 'network_error');
+  }
+});
+
+test('hidden before start: the request is sent again when the app is shown', async () => {
+  const fake = createFakeWx({ chat: (o, n) => (n === 1 ? { body: '', end: 'hang' } : { body: ndjson(EVENTS) }) });
+  const { events, finished } = record(createClient(fake.options), { content: 'hi' });
+  await waitFor(() => fake.calls.some((c) => c.path === '/api/v1/chat'));
+  fake.hide();
+  fake.advance(10000);
+  fake.show();
+  await drive(fake, finished);
+  assert.equal(display(events), TEXT);
+  assert.equal(fake.calls.filter((c) => c.path === '/api/v1/chat').length, 2);
 });
 
 test('a server without seq (older than v1.1) is not resumed: interrupted as before', async () => {

@@ -62,4 +62,5 @@ def test_every_code_names_its_most_general_error():
     unknown = error_for_code("no_such_code", "x")
     assert type(unknown) is MpchatError and unknown.code == "internal_error"
     for cls in MpchatError.__subclasses__():
-        assert type(error_for_code(cls.code)) is cls
+        if cls.__module__ == "mpchat.errors":  # the tree; other modules' subclasses share codes
+            assert type(error_for_code(cls.code)) is cls

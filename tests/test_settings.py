@@ -32,6 +32,16 @@ def test_rate_limit_syntax(text):
     assert make(rate_limit=text).rate_limit == text
 
 
+def test_cloudrun_header_auth_is_off_unless_said_and_only_for_cloudrun():
+    assert make(auth_mode="cloudrun").cloudrun_header_auth == "off"
+    assert make(auth_mode="cloudrun").auth_description == "cloudrun (header: off)"
+    assert make(auth_mode="cloudrun", cloudrun_header_auth="login").cloudrun_header_auth == "login"
+    with pytest.raises(ValidationError, match="MPCHAT_CLOUDRUN_HEADER_AUTH needs"):
+        make(cloudrun_header_auth="always")  # dev mode: nothing would read it
+    with pytest.raises(ValidationError, match="cloudrun_header_auth"):
+        make(auth_mode="cloudrun", cloudrun_header_auth="yes")
+
+
 def test_bad_rate_limit_is_refused():
     with pytest.raises(ValidationError, match="RATE_LIMIT"):
         make(rate_limit="lots")

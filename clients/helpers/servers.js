@@ -96,10 +96,12 @@ async function startWeChatPay(dir, notifyUrl) {
  * Start the fake provider and mpchat. Returns {base, upstream: base URL of the fake's /v1 and
  * /_control, stop()}; with `wechatpay`, also `wechatpay` (the fake WeChat Pay's base URL) and
  * `pay(orderId, notify)`.
- * @param {{upstreamArgs?: string[], env?: Record<string, string>, config?: string, wechatpay?: boolean}} [options]
+ * @param {{upstreamArgs?: string[], env?: Record<string, string>, config?: string, wechatpay?: boolean, sibling?: Record<string, string>}} [options]
  *   `config`: the text of an MPCHAT_CONFIG file (TOML: `[quota]`, `[[plans]]`); `wechatpay`:
  *   start `mpchat fake-wechatpay` and point the service at it (its notifications go to the
- *   service's /api/v1/pay/wechat/notify).
+ *   service's /api/v1/pay/wechat/notify); `sibling`: a second `mpchat serve` on the same data
+ *   dir (database and keys) with these variables on top, started once the first is ready; its
+ *   base URL is `stack.sibling` (two Cloud Run services of one deployment).
  */
 async function startStack(options = {}) {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpchat-clients-'));
@@ -136,14 +138,17 @@ async function startStack(options = {}) {
     ...(options.env || {}),
   };
   const server = start(['serve'], env);
+  let sibling = null;
   const stack = {
     base: `http://127.0.0.1:${port}`,
     env,
     upstream: `http://127.0.0.1:${fakePort}`,
     wechatpay: pay ? pay.base : null,
+    sibling: null,
     server,
     fake: upstream,
     async stop() {
+      await stop(sibling);
       await stop(server);
       await stop(upstream);
       if (pay) await stop(pay.child);
@@ -186,6 +191,12 @@ async function startStack(options = {}) {
   try {
     await waitReady(`http://127.0.0.1:${fakePort}/v1/models`, upstream, 30);
     await waitReady(`${stack.base}/healthz`, server, 60);
+    if (options.sibling) {
+      const siblingPort = await freePort();
+      sibling = start(['serve'], { ...env, ...options.sibling, MPCHAT_PORT: String(siblingPort) });
+      stack.sibling = `http://127.0.0.1:${siblingPort}`;
+      await waitReady(`${stack.sibling}/healthz`, sibling, 60);
+    }
   } catch (err) {
     await stack.stop();
     throw err;

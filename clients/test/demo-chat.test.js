@@ -257,6 +257,50 @@ test('app.js with fakeWechatPay: 购买 confirms, then pays the order at the fak
   assert.equal(controls.length, 1);
 });
 
+test('app.js with config.cloud: wx.cloud.init on launch, logins through wx.cloud.callContainer', async (t) => {
+  const fake = createFakeWx({ chat: () => ({}), api: () => ({ status: 200, body: { user_id: 'u1', quota: null } }) });
+  const dir = path.join(__dirname, '..', 'miniprogram', 'example');
+  const configPath = require.resolve(path.join(dir, 'config.js'));
+  const appPath = require.resolve(path.join(dir, 'app.js'));
+  const saved = require.cache[configPath];
+  require(configPath);
+  require.cache[configPath].exports = { baseUrl: 'https://chat.example.com', devLoginCode: 'demo', fakeWechatPay: '', cloud: { env: 'prod-1a2b', service: 'mpchat-login' } };
+  const inits = [];
+  const containerCalls = [];
+  const o = fake.options;
+  global.wx = {
+    request: o.request, login: o.login, canIUse: o.canIUse, ...o.storage, onAppShow: o.onAppShow, onAppHide: o.onAppHide,
+    cloud: {
+      init: (...args) => inits.push(args),
+      callContainer: (option) => {
+        containerCalls.push(option);
+        setImmediate(() => option.success({ statusCode: 200, header: {}, data: { token: 'ctok', expires_in: 3600 } }));
+      },
+    },
+  };
+  let appConfig;
+  global.App = (c) => (appConfig = c);
+  global.getApp = () => appConfig;
+  t.after(() => {
+    delete require.cache[appPath];
+    if (saved) require.cache[configPath] = saved;
+    else delete require.cache[configPath];
+    delete global.wx;
+    delete global.App;
+  });
+  delete require.cache[appPath];
+  require(appPath);
+  appConfig.onLaunch();
+  assert.equal(inits.length, 1);
+  await appConfig.client.me();
+  assert.equal(containerCalls.length, 1);
+  assert.equal(containerCalls[0].header['X-WX-SERVICE'], 'mpchat-login');
+  assert.deepEqual(containerCalls[0].config, { env: 'prod-1a2b' });
+  assert.equal(fake.logins.length, 0, 'neither wx.login nor the dev code');
+  const me = fake.calls.find((c) => c.path === '/api/v1/me');
+  assert.equal(me.option.header.Authorization, 'Bearer ctok');
+});
+
 test('按住说话 records while held, shows the transcript as the question, streams the answer; 播放 speaks it', async () => {
   const recorder = {
     start(o) { this.format = o.format; },

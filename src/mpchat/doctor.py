@@ -70,7 +70,7 @@ def _refusals(settings: Settings) -> Check:
     except UnsafeSettings as exc:
         return Check("configuration", False, str(exc))
     return Check("configuration", True,
-                 f"env={settings.env} auth={settings.resolved_auth_mode}")
+                 f"env={settings.env} auth={settings.auth_description}")
 
 
 async def _guard(name: str, probe: Awaitable[str], fix: str) -> Check:

@@ -126,6 +126,7 @@ async def open_services(
             engine=engine,
             signer=TokenSigner(secret, ttl=settings.token_ttl),
             mode=settings.resolved_auth_mode,
+            cloud_header=settings.cloudrun_header_auth,
             exchange=_code_exchange(settings, http),
         )
         moderation = await build_moderation(
@@ -339,7 +340,7 @@ def _log_startup(settings: Settings, upstream: Upstream, keyring: Keyring) -> No
     log.info(
         "mpchat starting: env=%s auth=%s database=%s state=%s providers=[%s] encryption_key=%s",
         settings.env,
-        settings.resolved_auth_mode,
+        settings.auth_description,
         db,
         "redis" if settings.redis_url else "in-process",
         "; ".join(described),

@@ -14,9 +14,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mpchat.limits.ratelimit import parse_rate
 
-__all__ = ["AuthMode", "Settings", "UnsafeSettings", "describe_errors"]
+__all__ = ["AuthMode", "CloudrunHeaderAuth", "Settings", "UnsafeSettings", "describe_errors"]
 
 AuthMode = Literal["wechat", "cloudrun", "dev"]
+# Where WeChat Cloud Run's X-WX-OPENID header is believed (docs/deployment.md): nowhere, at
+# login only (a service without public access issues tokens), or on every call.
+CloudrunHeaderAuth = Literal["off", "login", "always"]
 
 
 class UnsafeSettings(ValueError):
@@ -68,6 +71,9 @@ class Settings(BaseSettings):
     wechat_secret: SecretStr | None = None
     wechat_api_base: str = "https://api.weixin.qq.com"
     auth_mode: AuthMode | None = None
+    # Only a service that WeChat's gateway alone can reach may believe the header: a public
+    # domain passes whatever a client sends (docs/deployment.md, "Who may say who the user is").
+    cloudrun_header_auth: CloudrunHeaderAuth = "off"
 
     secret_key: SecretStr | None = None
     encryption_keys: SecretStr | None = None
@@ -155,6 +161,8 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"MPCHAT_{name.upper()} {getattr(self, name)!r}: use N/second|minute|hour|day"
                 ) from None
+        if self.cloudrun_header_auth != "off" and self.resolved_auth_mode != "cloudrun":
+            raise ValueError("MPCHAT_CLOUDRUN_HEADER_AUTH needs MPCHAT_AUTH_MODE=cloudrun")
         key = self.wechatpay_apiv3_key
         if key is not None and len(key.get_secret_value().encode()) != 32:
             raise ValueError("MPCHAT_WECHATPAY_APIV3_KEY must be the 32-character API v3 key")
@@ -173,6 +181,12 @@ class Settings(BaseSettings):
         if self.auth_mode:
             return self.auth_mode
         return "wechat" if self.wechat_appid else "dev"
+
+    @property
+    def auth_description(self) -> str:
+        """The login mode for logs and the doctor: ``cloudrun`` names where its header counts."""
+        mode = self.resolved_auth_mode
+        return f"{mode} (header: {self.cloudrun_header_auth})" if mode == "cloudrun" else mode
 
     @property
     def wechat_security_enabled(self) -> bool:

@@ -53,8 +53,9 @@ async def test_a_spoofed_forwarded_for_does_not_make_a_new_bucket(settings_facto
 
 
 async def test_cloudrun_logins_are_limited_per_openid(settings_factory):
-    # Every request comes from the platform's gateway; the platform vouches for the openid.
-    async with serving(settings_factory(auth_mode="cloudrun",
+    # Every request comes from the platform's gateway; the platform vouches for the openid
+    # (a service without public access: docs/deployment.md).
+    async with serving(settings_factory(auth_mode="cloudrun", cloudrun_header_auth="login",
                                         login_rate_limit="2/minute")) as app:
         alice = {"X-WX-OPENID": "o-alice"}
         assert [await _login(app, "x", alice) for _ in range(3)] == [200, 200, 429]

@@ -1,4 +1,6 @@
-"""Login modes over HTTP: wechat (against the fake WeChat) with errcode mapping, cloudrun, dev."""
+"""Login modes over HTTP: wechat (against the fake WeChat) with errcode mapping, dev.
+
+cloudrun: tests/api/test_cloudrun.py."""
 
 from __future__ import annotations
 
@@ -53,17 +55,6 @@ async def test_wechat_login_same_code_owner_is_same_user(settings_factory, wecha
                                headers={"Authorization": f"Bearer {second}"})
         ids = [c["id"] for c in r.json()["items"]]
         assert ids == [events[0]["conversation_id"]]
-
-
-async def test_cloudrun_identity_comes_from_the_platform_header(settings_factory):
-    async with in_process_app(settings_factory(auth_mode="cloudrun")) as app:
-        url = f"{app.base_url}/api/v1/conversations"
-        r = await app.http.get(url)
-        assert r.status_code == 401
-        r = await app.http.get(url, headers={"X-WX-OPENID": "oABC"})
-        assert r.status_code == 200
-        r = await app.http.get(url, headers={"Authorization": "Bearer forged"})
-        assert r.status_code == 401  # tokens mean nothing here; only the platform header does
 
 
 async def test_logins_are_limited_per_client_address(settings_factory):

@@ -14,8 +14,8 @@ from tests.utils import running_app
 
 def _production(settings_factory):
     # Production does not migrate on start: `mpchat migrate` does, once per release.
-    return settings_factory(env="production", auth_mode="cloudrun", secret_key="k" * 40,
-                            encryption_keys=generate_key_spec("k1"))
+    return settings_factory(env="production", auth_mode="cloudrun", cloudrun_header_auth="login",
+                            secret_key="k" * 40, encryption_keys=generate_key_spec("k1"))
 
 
 async def _ready(app) -> tuple[int, dict]:

@@ -90,7 +90,8 @@ async def test_a_read_only_token_reads_but_cannot_block_or_revoke(settings_facto
 async def test_a_blocked_cloudrun_user_is_refused_too(settings_factory, fake_upstream):
     settings = settings_factory(
         upstream_base_url=fake_upstream.base_url, upstream_api_key="sk-test-key-123456",
-        upstream_model="fake-model", admin_token=ADMIN, auth_mode="cloudrun")
+        upstream_model="fake-model", admin_token=ADMIN, auth_mode="cloudrun",
+        cloudrun_header_auth="always")
     async with running_app(settings) as app:
         erin = {"X-WX-OPENID": "o-erin"}
         async with app.http.get(f"{app.base_url}/api/v1/me", headers=erin) as r:

@@ -14,7 +14,7 @@ OPENID = "oPENID-never-logged-4711"
 
 async def test_debug_logs_carry_no_openid(tmp_path: Path):
     env = {"MPCHAT_LOG_LEVEL": "DEBUG", "MPCHAT_AUTH_MODE": "cloudrun",
-           "MPCHAT_WECHAT_SECURITY": "false"}
+           "MPCHAT_CLOUDRUN_HEADER_AUTH": "login", "MPCHAT_WECHAT_SECURITY": "false"}
     instance = await start_instance("debug", env, tmp_path)
     try:
         async with aiohttp.ClientSession() as http:
@@ -22,8 +22,9 @@ async def test_debug_logs_carry_no_openid(tmp_path: Path):
             async with http.post(f"{instance.base_url}/api/v1/login", json={"code": "c0de-42"},
                                  headers=headers) as r:
                 assert r.status == 200
+                token = (await r.json())["token"]
             async with http.post(f"{instance.base_url}/api/v1/chat", json={"content": "你好"},
-                                 headers=headers) as r:
+                                 headers={"Authorization": f"Bearer {token}"}) as r:
                 assert r.status == 200
                 await r.read()
     finally:

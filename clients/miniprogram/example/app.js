@@ -65,11 +65,14 @@ function fakePayments(base) {
 }
 
 const fake = config.fakeWechatPay ? fakePayments(config.fakeWechatPay) : null;
+// WeChat Cloud Run: log in through wx.cloud.callContainer (config.cloud.env set).
+const cloud = config.cloud && config.cloud.env ? config.cloud : undefined;
 
 App({
   client: createClient({
     baseUrl: config.baseUrl,
-    login: config.devLoginCode ? devLogin(config.devLoginCode) : undefined,
+    login: config.devLoginCode && !cloud ? devLogin(config.devLoginCode) : undefined,
+    cloud: cloud,
     // A tiny local list, only to show the pre-check; the server has the real filter.
     wordList: ['测试违禁词'],
     // Every new balance (from /me, an answer's `done`, a purchase, a 402) goes to the page on
@@ -83,4 +86,8 @@ App({
   }),
   /** @type {((quota: import('./lib/mpchat').Quota) => void) | undefined} */
   quotaListener: undefined,
+  onLaunch() {
+    // callContainer needs wx.cloud initialised once (any environment: each call names its own).
+    if (cloud) wx.cloud.init();
+  },
 });

@@ -13,4 +13,9 @@ module.exports = {
   // fake's address, e.g. 'http://127.0.0.1:9300'; 购买 then "pays" there after a confirm dialog
   // instead of WeChat's payment sheet. '' uses wx.requestPayment (a real merchant and appid).
   fakeWechatPay: '',
+  // WeChat Cloud Run (docs/deployment.md): the environment id and the login service (public access
+  // off, MPCHAT_CLOUDRUN_HEADER_AUTH=login). With `env` set, logins go through
+  // wx.cloud.callContainer and devLoginCode is not used; baseUrl is then the public service's
+  // ICP-filed domain, where answers stream.
+  cloud: { env: '', service: 'mpchat-login' },
 };

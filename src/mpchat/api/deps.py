@@ -38,10 +38,11 @@ Svc = Annotated[Services, Depends(_services)]
 
 
 async def _caller(request: Request, svc: Svc) -> Claims:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if svc.auth.mode == "cloudrun":
+    """A bearer session token; only where the operator said WeChat's gateway is the sole way
+    in (``MPCHAT_CLOUDRUN_HEADER_AUTH=always``), the ``X-WX-OPENID`` header instead."""
+    if svc.auth.header_identifies_calls:
         return await svc.auth.authenticate_cloudrun(request.headers.get("x-wx-openid"))
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return await svc.auth.authenticate(token.strip() if scheme.lower() == "bearer" else None)
 
 

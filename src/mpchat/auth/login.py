@@ -1,4 +1,12 @@
-"""Login: turn a `wx.login` code (or the Cloud Run header) into a user and a token."""
+"""Login: turn a `wx.login` code (or the Cloud Run header) into a user and a token.
+
+WeChat Cloud Run's gateway injects ``X-WX-OPENID`` on `wx.cloud.callContainer` calls, but a
+service's public domain passes any header a client sends. So the header is believed only as
+``MPCHAT_CLOUDRUN_HEADER_AUTH`` says, which the operator sets per service: ``off`` (a service
+with public access: bearer tokens only, no login here), ``login`` (a service without public
+access: the header logs in and gets a token) or ``always`` (no public access, no tokens: the
+header identifies every call). docs/deployment.md has the layout.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.auth.tokens import Claims, TokenSigner
 from mpchat.errors import Blocked, InvalidRequest, Unauthorized
-from mpchat.settings import AuthMode
+from mpchat.settings import AuthMode, CloudrunHeaderAuth
 from mpchat.storage import users
 
 __all__ = ["Authenticator", "CodeExchange", "LoginResult", "dev_openid"]
 
 _SESSION_RECHECK = 5.0
 _SESSION_CACHE_SIZE = 50_000
+_MAX_OPENID = 128  # WeChat's are 28 characters; anything much longer is not one
 
 # code -> openid; raises InvalidCode / RateLimited / ServiceUnavailable (wechat mode).
 CodeExchange = Callable[[str], Awaitable[str]]
@@ -41,6 +50,7 @@ class Authenticator:
         engine: AsyncEngine,
         signer: TokenSigner,
         mode: AuthMode,
+        cloud_header: CloudrunHeaderAuth = "off",
         exchange: CodeExchange | None = None,
     ) -> None:
         if mode == "wechat" and exchange is None:
@@ -48,14 +58,33 @@ class Authenticator:
         self._engine = engine
         self._signer = signer
         self.mode = mode
+        self._cloud_header: CloudrunHeaderAuth = cloud_header if mode == "cloudrun" else "off"
         self._exchange = exchange
         # session id -> (user id, checked at): a live session is re-read from the database
         # at most every _SESSION_RECHECK seconds. Logout and data deletion on this instance
         # take effect at once; on other instances within that many seconds.
         self._live: dict[str, tuple[str, float]] = {}
 
+    @property
+    def header_identifies_calls(self) -> bool:
+        """Every call is the user ``X-WX-OPENID`` names (``always``): no tokens at all."""
+        return self._cloud_header == "always"
+
+    def login_openid(self, header: str | None) -> str | None:
+        """The platform's ``X-WX-OPENID`` when this service believes it at login, else None.
+
+        None for a header sent where it is not believed (``off``): whoever sent it to a public
+        domain could have written any openid there.
+        """
+        if self._cloud_header == "off" or not header or len(header) > _MAX_OPENID:
+            return None
+        return header
+
     async def login(self, *, code: str | None, cloud_openid: str | None = None) -> LoginResult:
+        """A session token; in cloudrun mode for ``cloud_openid``, from `login_openid` only."""
         if self.mode == "cloudrun":
+            if self._cloud_header == "off":
+                raise Unauthorized("请通过 wx.cloud.callContainer 登录")
             if not cloud_openid:
                 raise Unauthorized()
             openid = cloud_openid
@@ -101,8 +130,10 @@ class Authenticator:
             del self._live[sid]
 
     async def authenticate_cloudrun(self, openid: str | None) -> Claims:
-        """Cloud Run injects ``X-WX-OPENID``: safe only when the platform is the sole way in."""
-        if not openid or len(openid) > 128:
+        """The caller ``X-WX-OPENID`` names (``always`` only: the platform is the sole way in)."""
+        if not self.header_identifies_calls:
+            raise Unauthorized()  # a header this service does not believe names nobody
+        if not openid or len(openid) > _MAX_OPENID:
             raise Unauthorized()
         user_id, blocked = await users.user_for_openid(self._engine, openid=openid)
         if blocked:

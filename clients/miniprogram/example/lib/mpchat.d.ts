@@ -21,6 +21,24 @@ export interface StorageLike {
   removeStorageSync?(key: string): void;
 }
 
+/** Login through WeChat Cloud Run's `wx.cloud.callContainer` (the app called `wx.cloud.init()`). */
+export interface CloudOptions {
+  /** The Cloud Run environment id (微信云托管环境 ID). */
+  env: string;
+  /** The service that logs users in: public access off, `MPCHAT_CLOUDRUN_HEADER_AUTH=login`. */
+  service: string;
+  /** `wx.cloud.callContainer` by default (injectable, for tests or to wrap it). */
+  callContainer?: (option: {
+    config: { env: string };
+    path: string;
+    method: 'POST';
+    header: Record<string, string>;
+    data: { code: string };
+    success: (res: { statusCode: number; header?: Record<string, string>; data: any }) => void;
+    fail: (err: { errMsg?: string }) => void;
+  }) => void;
+}
+
 export interface ClientOptions {
   /** The service's origin, e.g. `https://chat.example.com` (a legal request domain of the app). */
   baseUrl: string;
@@ -70,6 +88,9 @@ export interface ClientOptions {
   payPollTimeout?: number;
   request?: RequestFn;
   login?: LoginFn;
+  /** WeChat Cloud Run: log in through `wx.cloud.callContainer` (no `wx.login`), then send
+   * everything else, streamed, to `baseUrl` with the session token (docs/deployment.md). */
+  cloud?: CloudOptions;
   /** wx.getRecorderManager, wx.getFileSystemManager, wx.createInnerAudioContext and
    * wx.env.USER_DATA_PATH, for `voice()` and `speak()` (injectable for tests). */
   getRecorderManager?: () => any;

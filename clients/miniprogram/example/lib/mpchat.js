@@ -11,6 +11,9 @@
  */
 
 var DEFAULT_STORAGE_KEY = 'mpchat_session';
+// WeChat Cloud Run: the login body's `code` (API.md requires one); the service ignores it and
+// takes the openid WeChat's gateway injected on wx.cloud.callContainer.
+var CLOUD_LOGIN_CODE = 'callContainer';
 var DEFAULT_MAX_RETRY_DELAY = 10; // seconds
 var DEFAULT_MAX_RETRIES = 2;
 // Renew a little before the server would refuse the token, so a chat never starts with one
@@ -372,6 +375,14 @@ function createClient(options) {
   var userDataPath = options.userDataPath || (w && w.env && w.env.USER_DATA_PATH) || '';
   var isRejected = buildPrecheck(options.wordList);
   if (typeof request !== 'function') throw new Error('mpchat: no wx.request and no request option');
+  // WeChat Cloud Run (docs/deployment.md): logins go through wx.cloud.callContainer to a service
+  // without public access, where the platform says who the user is; everything else, streamed,
+  // goes with the token to baseUrl (the public service's ICP-filed domain).
+  var cloud = options.cloud || null;
+  if (cloud && (!cloud.env || !cloud.service)) throw new Error('mpchat: cloud needs env and service');
+  /** @type {any} */
+  var callContainer = cloud && (cloud.callContainer ||
+    (w && w.cloud && typeof w.cloud.callContainer === 'function' ? w.cloud.callContainer.bind(w.cloud) : undefined));
   var doRequest = request;
 
   /** @type {{token: string, expiresAt: number, ttl?: number} | null} */
@@ -459,15 +470,44 @@ function createClient(options) {
   }
 
   /**
-   * Exchange a code for a session token. With `code` given (dev login, tests) wx.login is skipped.
+   * POST /api/v1/login through wx.cloud.callContainer: WeChat's gateway adds X-WX-OPENID.
+   * @param {string} code
+   * @returns {Promise<any>}
+   */
+  function sendCloudLogin(code) {
+    return new Promise(function (resolve, reject) {
+      if (!cloud || typeof callContainer !== 'function') {
+        reject(MpchatError('login_failed', 'wx.cloud.callContainer 不可用'));
+        return;
+      }
+      callContainer({
+        config: { env: cloud.env },
+        path: '/api/v1/login',
+        method: 'POST',
+        header: { 'X-WX-SERVICE': cloud.service, 'content-type': 'application/json' },
+        data: { code: code },
+        success: resolve,
+        /** @param {any} err */
+        fail: function (err) {
+          reject(MpchatError('network_error', (err && err.errMsg) || '网络错误'));
+        }
+      });
+    });
+  }
+
+  /**
+   * Exchange a code for a session token. With `code` given (dev login, tests) wx.login is skipped;
+   * with the `cloud` option the login goes through wx.cloud.callContainer instead, without wx.login.
    * @param {string} [code]
    * @returns {Promise<string>}
    */
   function doLogin(code) {
     if (loggingIn && code === undefined) return loggingIn;
-    var p = (code !== undefined ? Promise.resolve(code) : wxLoginCode()).then(function (c) {
-      return send('POST', '/api/v1/login', { code: c }, null);
-    }).then(function (res) {
+    var sent = cloud ? sendCloudLogin(code !== undefined ? code : CLOUD_LOGIN_CODE)
+      : (code !== undefined ? Promise.resolve(code) : wxLoginCode()).then(function (c) {
+        return send('POST', '/api/v1/login', { code: c }, null);
+      });
+    var p = sent.then(function (res) {
       var body = bodyJson(res.data);
       if (res.statusCode !== 200 || !body || typeof body.token !== 'string') {
         throw responseError(res, body);

@@ -15,8 +15,8 @@ router = APIRouter(prefix="/api/v1", tags=["identity"])
 
 @router.post("/login", response_model=LoginResponse)
 async def login(body: LoginBody, request: Request, svc: Svc) -> LoginResponse:
-    cloud_openid = request.headers.get("x-wx-openid")
-    decision = await svc.login_limiter.hit(_limit_key(request, svc.auth.mode, cloud_openid))
+    cloud_openid = svc.auth.login_openid(request.headers.get("x-wx-openid"))
+    decision = await svc.login_limiter.hit(_limit_key(request, cloud_openid))
     if not decision.allowed:
         raise RateLimited(retry_after=decision.retry_after)
     result = await svc.auth.login(code=body.code, cloud_openid=cloud_openid)
@@ -29,14 +29,15 @@ async def logout(caller: Caller, svc: Svc) -> Response:
     return Response(status_code=204)
 
 
-def _limit_key(request: Request, mode: str, cloud_openid: str | None) -> str:
+def _limit_key(request: Request, cloud_openid: str | None) -> str:
     """Whose logins are counted together, so codes cannot be sprayed.
 
-    In ``cloudrun`` mode the platform vouches for the user (``X-WX-OPENID``), and every
-    request comes from its gateway: one bucket per openid (hashed: the key may be kept in
-    Redis). Otherwise the client's address: the TCP peer, or behind the proxies of
-    ``MPCHAT_FORWARDED_ALLOW_IPS`` the address they name (uvicorn rewrites ``client``).
+    Where this service believes the platform's ``X-WX-OPENID`` (`Authenticator.login_openid`),
+    every request comes from WeChat's gateway: one bucket per openid (hashed: the key may be
+    kept in Redis). Otherwise the client's address, whatever header it sent: the TCP peer, or
+    behind the proxies of ``MPCHAT_FORWARDED_ALLOW_IPS`` the address they name (uvicorn
+    rewrites ``client``). A forged openid never opens a bucket of its own.
     """
-    if mode == "cloudrun" and cloud_openid:
+    if cloud_openid:
         return "openid:" + hashlib.sha256(cloud_openid.encode()).hexdigest()[:32]
     return "addr:" + (request.client.host if request.client else "unknown")

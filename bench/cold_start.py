@@ -3,9 +3,12 @@
 A production-like configuration (``MPCHAT_ENV=production``, cloudrun login, SQLite migrated
 beforehand, the demo model), as a scale-from-zero platform starts an instance: the clock
 runs from the process's spawn, the readiness probe polls every 5 ms. Prints the median of
-``--runs`` starts, and the import time of the app alone.
+``--runs`` starts, and the import time of the app alone. ``--mpchat-src`` runs another
+checkout's ``src`` (e.g. ``/work/main/src``, the baseline to compare a change with; every
+figure of one comparison comes from one run of this script, starts alternating between the
+two, since the machine's load drifts).
 
-    python bench/cold_start.py [--runs 5]
+    python bench/cold_start.py [--runs 5] [--mpchat-src OTHER/src]
 """
 
 from __future__ import annotations
@@ -47,11 +50,11 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def _env(data: Path) -> dict[str, str]:
+def _env(data: Path, src: Path) -> dict[str, str]:
     from mpchat.storage.crypto import generate_key_spec
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("MPCHAT_")}
-    env.update({"PYTHONPATH": str(SRC), "MPCHAT_ENV": "production",
+    env.update({"PYTHONPATH": str(src), "MPCHAT_ENV": "production",
                 "MPCHAT_AUTH_MODE": "cloudrun", "MPCHAT_SECRET_KEY": "k" * 40,
                 "MPCHAT_ENCRYPTION_KEYS": generate_key_spec("k1"),
                 "MPCHAT_DATA_DIR": str(data), "MPCHAT_LOG_LEVEL": "WARNING"})
@@ -77,34 +80,49 @@ def _one(env: dict[str, str]) -> tuple[float, float]:
         proc.wait(30)
 
 
-def _import_seconds() -> float:
+def _import_seconds(src: Path) -> float:
     code = ("import time; t = time.perf_counter(); import mpchat.app, mpchat.server; "
             "print(time.perf_counter() - t)")
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(src)},
                          capture_output=True, text=True, check=True)
     return float(out.stdout)
+
+
+def _report(name: str, results: list[tuple[float, float]], imports: list[float]) -> None:
+    ready = statistics.median(r for r, _ in results)
+    rss = statistics.median(m for _, m in results)
+    print(f"{name}: {len(results)} runs: spawn to /readyz 200 {ready:.2f} s (median; "
+          f"min {min(r for r, _ in results):.2f}), idle RSS {rss:.0f} MB, "
+          f"importing the app {statistics.median(imports):.2f} s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--mpchat-src", type=Path, default=None,
+                        help="another checkout's src directory to measure alongside this one")
     args = parser.parse_args()
     sys.path.insert(0, str(SRC))
     from mpchat.storage.engine import create_engine
     from mpchat.storage.migrations import upgrade
 
+    load_before = f"{os.getloadavg()[0]:.1f}"
+    sources = {"this checkout": SRC}
+    if args.mpchat_src is not None:
+        sources["--mpchat-src"] = args.mpchat_src.resolve()
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in sources}
+    imports: dict[str, list[float]] = {name: [] for name in sources}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         engine = create_engine(f"sqlite+aiosqlite:///{data / 'mpchat.db'}")
         asyncio.run(_migrate(engine, upgrade))
-        env = _env(data)
-        results = [_one(env) for _ in range(args.runs)]
-    imports = statistics.median(_import_seconds() for _ in range(args.runs))
-    ready = statistics.median(r for r, _ in results)
-    rss = statistics.median(m for _, m in results)
-    print(f"runs {args.runs}: spawn to /readyz 200 {ready:.2f} s (median; "
-          f"min {min(r for r, _ in results):.2f}), idle RSS {rss:.0f} MB, "
-          f"importing the app {imports:.2f} s")
+        for _ in range(args.runs):  # alternating, so both see the same drift of the load
+            for name, src in sources.items():
+                results[name].append(_one(_env(data, src)))
+                imports[name].append(_import_seconds(src))
+    print(f"load average before and after: {load_before}, {os.getloadavg()[0]:.1f}")
+    for name in sources:
+        _report(name, results[name], imports[name])
 
 
 async def _migrate(engine, upgrade) -> None:  # type: ignore[no-untyped-def]

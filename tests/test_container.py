@@ -89,6 +89,13 @@ def test_the_image_runs_as_a_non_root_user_with_a_healthcheck():
     assert "COPY --from=build /opt/mpchat /opt/mpchat" in DOCKERFILE
 
 
+def test_the_build_prebuilds_the_folding_table():
+    """Cold starts load the table instead of building it (mpchat.safety.foldtable)."""
+    build = _instructions()[:max(i for i, (w, _) in enumerate(_instructions()) if w == "FROM")]
+    runs = " && ".join(rest for word, rest in build if word == "RUN")
+    assert runs.index("-m mpchat.safety.foldtable") > runs.index("install --no-compile --no-deps .")
+
+
 def test_cloud_run_config_agrees_with_the_image():
     config = json.loads((ROOT / "container.config.json").read_text(encoding="utf-8"))
     env = _env()

@@ -19,7 +19,9 @@ offset map back to the original text is cheap to build. The steps, per character
 
 The whole thing is one ``str.translate`` table built once per process (about 0.1-0.2 s):
 OpenCC itself converts at about 2.5 us per character, ten times the budget for a 2,000
-character message, while the table does the lot in about 0.1 ms.
+character message, while the table does the lot in about 0.1 ms. The image builds the table
+once more at build time (`mpchat.safety.foldtable`), so an instance starting from zero loads
+it instead of building it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from pathlib import Path
 __all__ = [
     "PAUSE",
     "SEPARATOR",
+    "FoldTable",
     "Normalizer",
+    "build_fold_table",
     "compact",
     "default_normalizer",
     "is_separator",
@@ -64,24 +68,17 @@ def is_spaced_word_char(ch: str) -> bool:
     return ch.isalnum() and (code < 0x0530 or 0x1E00 <= code < 0x2000)
 
 
-class Normalizer:
-    """The folding table and the offset map; build one per process (``default_normalizer``)."""
+FoldTable = dict[int, str | None]  # str.translate's table: None deletes the character
 
-    def __init__(self, t2s: dict[str, str] | None = None) -> None:
-        table: dict[int, str | None] = {}
-        variable: list[int] = []
-        simplified = _opencc_char_table() if t2s is None else t2s
-        for block in _RANGES:
-            for code in block:
-                ch = chr(code)
-                folded = _fold_char(ch, simplified)
-                if folded != ch:
-                    table[code] = folded or None
-                    if len(folded) != 1:
-                        variable.append(code)
+
+class Normalizer:
+    """The folding table and the offset map; one per process (``default_normalizer``)."""
+
+    def __init__(self, table: FoldTable) -> None:
         self._table = table
         # Characters that delete or expand: only texts holding one need a real offset map.
-        self._variable = _char_class(variable)
+        self._variable = _char_class(
+            [code for code, folded in table.items() if folded is None or len(folded) != 1])
 
     def fold(self, text: str) -> str:
         return text.translate(self._table)
@@ -110,8 +107,25 @@ def compact(folded: str) -> str:
 
 @cache
 def default_normalizer() -> Normalizer:
-    """The shared normaliser, built on first use (never at import time)."""
-    return Normalizer()
+    """The shared normaliser, made on first use (never at import time): from the table the
+    image prebuilt when it was built from this code, else built here."""
+    # Imported here: foldtable builds its file with build_fold_table from this module.
+    from mpchat.safety.foldtable import load_prebuilt
+
+    return Normalizer(load_prebuilt() or build_fold_table())
+
+
+def build_fold_table(t2s: dict[str, str] | None = None) -> FoldTable:
+    """Every character that folding changes, with what it becomes (the module docstring)."""
+    table: FoldTable = {}
+    simplified = _opencc_char_table() if t2s is None else t2s
+    for block in _RANGES:
+        for code in block:
+            ch = chr(code)
+            folded = _fold_char(ch, simplified)
+            if folded != ch:
+                table[code] = folded or None
+    return table
 
 
 def _fold_char(ch: str, simplified: dict[str, str]) -> str:

@@ -1,0 +1,97 @@
+"""The folding table prebuilt at image build time, so a cold start loads it instead of
+building it (docs/benchmarks.md, "Cold start and idle memory").
+
+Building the table (`normalize.build_fold_table`) folds every assigned character one by one
+and converts OpenCC's dictionaries through OpenCC, about 0.13 s on an idle machine (and
+several times that on a busy one): most of what the app's start-up did after its imports.
+The image runs ``python -m mpchat.safety.foldtable`` once after installing the package; the
+file it writes beside this module is read back in a few milliseconds.
+
+The file carries a digest of everything the table is made from: this package's folding code
+(``normalize.py``), Python's Unicode version and OpenCC's package files. A file made from
+anything else (another Python, an upgraded OpenCC, changed folding rules, or no file at all)
+is ignored and the table is built at start as before, so a stale file costs time, never a
+wrong fold. Nothing writes the file at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+import unicodedata
+from pathlib import Path
+
+import orjson
+
+from mpchat.safety import normalize
+
+__all__ = ["PREBUILT", "digest", "load_prebuilt", "write_prebuilt"]
+
+PREBUILT = Path(__file__).with_name("fold_table.json")
+_FORMAT = 1
+
+
+def digest() -> str:
+    """What a table built here and now is made from, as one hex digest."""
+    h = hashlib.sha256(f"{_FORMAT}\0{unicodedata.unidata_version}\0".encode())
+    h.update(Path(normalize.__file__).read_bytes())
+    for path in _opencc_files():
+        h.update(f"\0{path.relative_to(path.parents[1]).as_posix()}\0".encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def load_prebuilt(path: Path | None = None) -> normalize.FoldTable | None:
+    """The prebuilt table if ``path`` (default `PREBUILT`) holds one made from what this
+    process has, else None."""
+    try:
+        stored = orjson.loads((path or PREBUILT).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(stored, dict) or stored.get("digest") != digest():
+        return None
+    return dict(zip(stored["codes"], stored["folded"], strict=True))
+
+
+def write_prebuilt(path: Path | None = None) -> int:
+    """Build the table and write it (atomically) to ``path`` (default `PREBUILT`); returns
+    its entry count."""
+    path = path or PREBUILT
+    table = normalize.build_fold_table()
+    data = orjson.dumps({"digest": digest(), "codes": list(table),
+                         "folded": list(table.values())})
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".fold_table.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(tmp, 0o644)  # readable by the image's non-root user
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(table)
+
+
+def _opencc_files() -> list[Path]:
+    """OpenCC's package files (code, configurations, dictionaries), found without importing
+    it (the import alone is slow)."""
+    spec = importlib.util.find_spec("opencc")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("opencc is not installed")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    return sorted(p for p in root.rglob("*")
+                  if p.is_file() and p.suffix in (".py", ".json", ".txt")
+                  and "__pycache__" not in p.parts)
+
+
+def main() -> int:
+    count = write_prebuilt()
+    print(f"wrote {PREBUILT} ({count} characters)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -33,9 +33,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from redis.asyncio import Redis
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -44,6 +43,9 @@ from mpchat.limits.ratelimit import Rate, RateLimiter
 from mpchat.storage import api_keys as store
 from mpchat.storage.batches import BatchWriter
 from mpchat.storage.tables import utc_now
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = ["SECRET_PREFIX", "ApiKey", "ApiKeys", "KeyStatus"]
 

@@ -14,10 +14,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.apikeys import ApiKeys
@@ -52,6 +51,9 @@ from mpchat.storage.retention import run_retention
 from mpchat.storage.transactions import Transactions
 from mpchat.storage.usage import Cost, UsageLog
 from mpchat.wechat import AppCredentials, LoginClient
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = ["Services", "open_services"]
 
@@ -323,6 +325,10 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 def _redis(settings: Settings) -> Redis | None:
     if not settings.redis_url:
         return None
+    # Imported only with a Redis to talk to: without one redis-py is never loaded (start-up
+    # time, docs/benchmarks.md "Cold start"; tests/test_lazy_imports.py).
+    from redis.asyncio import Redis
+
     # Short socket timeouts: a Redis that hangs must degrade limits, not stall chats.
     return Redis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5,
                           health_check_interval=15)

@@ -12,11 +12,11 @@ import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
-from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
 
 __all__ = ["UNAVAILABLE", "RedisGuard"]
 
@@ -55,6 +55,13 @@ class RedisGuard:
         self._degraded = False
         self._next_probe = 0.0
         self._probing = False
+        # What a failing Redis raises. redis-py is imported only when there is a client,
+        # which has loaded it already: without Redis the app never imports it (start-up).
+        self._failures: tuple[type[BaseException], ...] = (OSError, TimeoutError)
+        if redis is not None:
+            from redis.exceptions import RedisError
+
+            self._failures = (RedisError, OSError, TimeoutError)
 
     @property
     def degraded(self) -> bool:
@@ -87,7 +94,7 @@ class RedisGuard:
         try:
             async with asyncio.timeout(self.op_timeout):
                 result = await op(redis)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except self._failures as exc:
             self._set_degraded(True, exc)
             return UNAVAILABLE
         finally:

@@ -19,11 +19,13 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING
 
 from mpchat.errors import Busy
 from mpchat.limits._redis import UNAVAILABLE, RedisGuard
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = ["BudgetReservation", "ProviderBudget", "ProviderPaused"]
 

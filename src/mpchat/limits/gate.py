@@ -25,11 +25,13 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING
 
 from mpchat.errors import Busy
 from mpchat.limits._redis import UNAVAILABLE, RedisGuard
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = ["Lease", "LeaseState", "UpstreamGate"]
 

@@ -20,10 +20,12 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING
 
 from mpchat.limits._redis import UNAVAILABLE, RedisGuard
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = ["Decision", "Rate", "RateLimiter", "parse_rate"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
-from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,6 +23,9 @@ from mpchat.wechat import (
     CallQuota,
     ContentSecurity,
 )
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = ["RELOAD_INTERVAL", "build_moderation", "wordlist_paths"]
 

@@ -15,8 +15,8 @@ import asyncio
 import logging
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from redis.asyncio import Redis
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -25,6 +25,9 @@ from mpchat.storage.request_log import purge_requests
 from mpchat.storage.tables import conversations, messages
 from mpchat.storage.usage import purge_usage
 from mpchat.storage.users import purge_expired_sessions
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = ["LOCK_KEY", "purge_expired", "retention_pass", "run_retention"]
 

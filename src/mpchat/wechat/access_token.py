@@ -22,15 +22,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
-from redis.asyncio import Redis
 
 from mpchat.errors import ServiceUnavailable
 from mpchat.limits import UNAVAILABLE, RedisGuard
 from mpchat.providers.retry import RetryPolicy
 from mpchat.wechat._http import DEFAULT_TIMEOUT, WECHAT_RETRY, AppCredentials, Endpoint
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = ["AccessTokenProvider"]
 

@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING
 
 from mpchat.limits.ratelimit import Rate, RateLimiter
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = ["DEFAULT_RESERVE", "SEC_CHECK_PER_MINUTE", "CallQuota"]
 

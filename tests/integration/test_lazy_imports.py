@@ -1,0 +1,64 @@
+"""What a production start does not load: the app imported, created and its lifespan entered
+in a fresh interpreter, as `mpchat serve` does (docs/benchmarks.md, "Cold start").
+
+Alembic (with Mako) is loaded only to migrate, redis-py only with ``MPCHAT_REDIS_URL``. Each
+costs start-up time on every instance started from zero; an import added at module level
+anywhere on the way brings it back, and this test names it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from mpchat.storage.crypto import generate_key_spec
+from tests.integration.support import child_base_env
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+_START = """
+import asyncio, sys
+import mpchat.cli, mpchat.server
+from mpchat.app import create_app
+from mpchat.settings import Settings
+
+app = create_app(Settings())
+
+async def main():
+    async with app.router.lifespan_context(app):
+        pass
+
+asyncio.run(main())
+print(",".join(sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[1:]))))
+"""
+
+
+def _loaded(tmp_path: Path, migrated_sqlite: Path, *watched: str, **settings: str) -> set[str]:
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copyfile(migrated_sqlite, data / "mpchat.db")
+    env = {**child_base_env(), "PYTHONPATH": str(SRC), "MPCHAT_ENV": "production",
+           "MPCHAT_AUTH_MODE": "cloudrun", "MPCHAT_SECRET_KEY": "k" * 40,
+           "MPCHAT_ENCRYPTION_KEYS": generate_key_spec("k1"), "MPCHAT_DATA_DIR": str(data),
+           "MPCHAT_LOG_LEVEL": "WARNING",
+           **{f"MPCHAT_{name.upper()}": value for name, value in settings.items()}}
+    result = subprocess.run([sys.executable, "-c", _START, *watched], env=env,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return set(filter(None, result.stdout.strip().split(",")))
+
+
+def test_a_production_start_loads_neither_alembic_nor_redis(
+    tmp_path: Path, migrated_sqlite: Path
+) -> None:
+    assert _loaded(tmp_path, migrated_sqlite, "alembic", "mako", "redis", "sqlalchemy") == {
+        "sqlalchemy"}  # the watch works: what serving needs is there
+
+
+def test_redis_is_loaded_when_configured(
+    tmp_path: Path, migrated_sqlite: Path, redis_url: str
+) -> None:
+    assert _loaded(tmp_path, migrated_sqlite, "alembic", "redis", redis_url=redis_url) == {
+        "redis"}

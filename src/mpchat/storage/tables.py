@@ -106,6 +106,7 @@ sessions = Table(
     Column("created_at", UTC, nullable=False),
     Column("expires_at", UTC, nullable=False),
     Index(None, "user_id"),
+    Index(None, "expires_at"),  # the retention job's purge of expired sessions
 )
 
 conversations = Table(

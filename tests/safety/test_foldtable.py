@@ -3,12 +3,12 @@ this code, this Unicode and these OpenCC files, and what a start loads instead o
 
 from __future__ import annotations
 
+import marshal
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import orjson
 import pytest
 
 from mpchat.safety import foldtable, normalize
@@ -18,7 +18,7 @@ SRC = Path(foldtable.__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def prebuilt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("fold") / "fold_table.json"
+    path = tmp_path_factory.mktemp("fold") / "fold_table.marshal"
     assert foldtable.write_prebuilt(path) > 20_000
     return path
 
@@ -32,13 +32,17 @@ def test_the_prebuilt_table_is_the_built_table(prebuilt: Path) -> None:
 
 
 def test_a_table_made_from_anything_else_is_ignored(prebuilt: Path, tmp_path: Path) -> None:
-    stale = tmp_path / "stale.json"
-    stale.write_bytes(orjson.dumps({**orjson.loads(prebuilt.read_bytes()), "digest": "0" * 64}))
+    _, table = marshal.loads(prebuilt.read_bytes())
+    stale = tmp_path / "stale.marshal"
+    stale.write_bytes(marshal.dumps(("0" * 64, table)))
     assert foldtable.load_prebuilt(stale) is None
-    broken = tmp_path / "broken.json"
+    broken = tmp_path / "broken.marshal"
     broken.write_bytes(prebuilt.read_bytes()[:1000])
     assert foldtable.load_prebuilt(broken) is None
-    assert foldtable.load_prebuilt(tmp_path / "missing.json") is None
+    other = tmp_path / "other.marshal"
+    other.write_bytes(marshal.dumps({"digest": foldtable.digest()}))
+    assert foldtable.load_prebuilt(other) is None
+    assert foldtable.load_prebuilt(tmp_path / "missing.marshal") is None
 
 
 def test_the_digest_follows_the_folding_code(monkeypatch: pytest.MonkeyPatch,

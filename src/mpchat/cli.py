@@ -7,7 +7,8 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from mpchat.cli_keys import add_keys_parser, run_keys
 from mpchat.settings import Settings, describe_errors
@@ -17,8 +18,23 @@ __all__ = ["main"]
 log = logging.getLogger("mpchat")
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser whose description may be computed when help is shown (``describe``), so a
+    description that needs an import does not cost every start."""
+
+    def __init__(self, *args: Any, describe: Callable[[], str] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._describe = describe
+
+    def format_help(self) -> str:
+        if self._describe is not None:
+            self.description, self._describe = self._describe(), None
+        return super().format_help()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mpchat", description=__doc__)
+    parser = _Parser(prog="mpchat", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP service (uvicorn, uvloop, httptools)",
                            epilog=_settings_help(),
@@ -31,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   "is well")
     add_keys_parser(sub)
     fake = sub.add_parser("fake-upstream", help="run the fake OpenAI-compatible provider",
-                          description=_fake_upstream_doc(),
+                          describe=_fake_upstream_doc,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     fake.add_argument("--host", default="127.0.0.1", help="default %(default)s")
     fake.add_argument("--port", type=int, default=9100, help="default %(default)s")
@@ -113,7 +129,8 @@ def _settings_help() -> str:
 
 
 def _fake_upstream_doc() -> str:
-    """The fake provider's script steps and control API, for ``fake-upstream --help``."""
+    """The fake provider's script steps and control API, for ``fake-upstream --help`` (only
+    then: importing the fake costs every other command's start, `mpchat serve`'s above all)."""
     from mpchat.fakes import upstream
 
     return upstream.__doc__ or ""

@@ -1,9 +1,10 @@
 """What a production start does not load: the app imported, created and its lifespan entered
 in a fresh interpreter, as `mpchat serve` does (docs/benchmarks.md, "Cold start").
 
-Alembic (with Mako) is loaded only to migrate, redis-py only with ``MPCHAT_REDIS_URL``. Each
-costs start-up time on every instance started from zero; an import added at module level
-anywhere on the way brings it back, and this test names it.
+Alembic (with Mako) is loaded only to migrate, redis-py only with ``MPCHAT_REDIS_URL``, the
+fakes (the fake provider's aiohttp server) only by their own commands. Each costs start-up
+time on every instance started from zero; an import added at module level anywhere on the
+way brings it back, and this test names it. (OpenCC: tests/safety/test_foldtable.py.)
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from tests.integration.support import child_base_env
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 _START = """
-import asyncio, sys
+import asyncio, contextlib, io, sys
 import mpchat.cli, mpchat.server
 from mpchat.app import create_app
 from mpchat.settings import Settings
 
+with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+    mpchat.cli.main(["serve", "--help"])  # the whole command line parser, as a start builds it
 app = create_app(Settings())
 
 async def main():
@@ -31,7 +34,8 @@ async def main():
         pass
 
 asyncio.run(main())
-print(",".join(sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[1:]))))
+loaded = [w for w in sys.argv[1:] if any(n == w or n.startswith(w + ".") for n in sys.modules)]
+print(",".join(loaded))
 """
 
 
@@ -50,11 +54,11 @@ def _loaded(tmp_path: Path, migrated_sqlite: Path, *watched: str, **settings: st
     return set(filter(None, result.stdout.strip().split(",")))
 
 
-def test_a_production_start_loads_neither_alembic_nor_redis(
+def test_a_production_start_loads_neither_alembic_nor_redis_nor_the_fakes(
     tmp_path: Path, migrated_sqlite: Path
 ) -> None:
-    assert _loaded(tmp_path, migrated_sqlite, "alembic", "mako", "redis", "sqlalchemy") == {
-        "sqlalchemy"}  # the watch works: what serving needs is there
+    assert _loaded(tmp_path, migrated_sqlite, "alembic", "mako", "redis", "mpchat.fakes",
+                   "sqlalchemy") == {"sqlalchemy"}  # the watch works: serving needs that one
 
 
 def test_redis_is_loaded_when_configured(

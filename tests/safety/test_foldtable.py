@@ -55,6 +55,17 @@ def test_the_digest_follows_the_folding_code(monkeypatch: pytest.MonkeyPatch,
     assert foldtable.digest() != before
 
 
+def test_the_digest_follows_opencc_s_files(monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    dictionary = tmp_path / "opencc" / "dictionary" / "TSCharacters.txt"
+    dictionary.parent.mkdir(parents=True)
+    dictionary.write_text("臺\t台\n", encoding="utf-8")
+    monkeypatch.setattr(foldtable, "_opencc_files", lambda: [dictionary])
+    before = foldtable.digest()
+    dictionary.write_text("臺\t台\n擡\t抬\n", encoding="utf-8")  # an upgrade rewrites it
+    assert foldtable.digest() != before
+
+
 def test_a_start_with_the_prebuilt_table_does_not_load_opencc(prebuilt: Path) -> None:
     code = (
         "import sys\nfrom pathlib import Path\n"

@@ -9,9 +9,10 @@ file it writes beside this module is read back in a few milliseconds.
 
 The file carries a digest of everything the table is made from: this package's folding code
 (``normalize.py``), Python's version (its Unicode database, and marshal's format) and OpenCC's
-package files. A file made from anything else (another Python, an upgraded OpenCC, changed
-folding rules, or no file at all) is ignored and the table is built at start as before, so a
-stale file costs time, never a wrong fold. Nothing writes the file at run time.
+package files (their names, sizes and modification times). A file made from anything else
+(another Python, an upgraded OpenCC, changed folding rules, or no file at all) is ignored and
+the table is built at start as before, so a stale file costs time, never a wrong fold.
+Nothing writes the file at run time.
 
 The format is `marshal` (the table as the dict it is): read straight into the dict, without
 the JSON parser's intermediate lists, it leaves the process about 1.5 MB smaller. Like a
@@ -41,9 +42,12 @@ def digest() -> str:
     """What a table built here and now is made from, as one hex digest."""
     h = hashlib.sha256(f"{_FORMAT}\0{sys.version}\0{unicodedata.unidata_version}\0".encode())
     h.update(Path(normalize.__file__).read_bytes())
+    # OpenCC's files by name, size and modification time, as make does: reading their
+    # contents (over 1 MB) took most of the load's time; an install or upgrade rewrites them.
     for path in _opencc_files():
-        h.update(f"\0{path.relative_to(path.parents[1]).as_posix()}\0".encode())
-        h.update(path.read_bytes())
+        stat = path.stat()
+        h.update(f"\0{path.relative_to(path.parents[1]).as_posix()}\0{stat.st_size}\0"
+                 f"{stat.st_mtime_ns}".encode())
     return h.hexdigest()
 
 

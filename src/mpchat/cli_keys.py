@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mpchat.errors import InvalidRequest, NotFound
 
@@ -28,7 +28,7 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _COLUMNS = ("ID", "NAME", "PREFIX", "STATUS", "MODELS", "RPM", "TPM", "USED/QUOTA", "EXPIRES")
 
 
-def add_keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_keys_parser(sub: argparse._SubParsersAction[Any]) -> None:
     keys = sub.add_parser("keys", help="issue, list, revoke and rotate API keys",
                           description=__doc__,
                           formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import anyio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mpchat.apikeys import ApiKeys
@@ -204,6 +205,9 @@ async def open_services(
                           usage_days=settings.usage_retention_days)
         )
         stack.push_async_callback(_cancel, retention)
+        # anyio imports its asyncio backend on first use, the first answer's cancel scope:
+        # now instead, so the first chat after a cold start does not pay for that import.
+        anyio.current_time()
         _log_startup(settings, upstream, keyring)
         yield Services(settings=settings, engine=engine, http=http, redis=redis,
                        keyring=keyring, auth=auth, chat=chat, upstream=upstream,

@@ -3,6 +3,7 @@ this code, this Unicode and these OpenCC files, and what a start loads instead o
 
 from __future__ import annotations
 
+import logging
 import marshal
 import os
 import subprocess
@@ -31,11 +32,15 @@ def test_the_prebuilt_table_is_the_built_table(prebuilt: Path) -> None:
     assert list(folding.offsets("a\u200bb")) == [0, 2]
 
 
-def test_a_table_made_from_anything_else_is_ignored(prebuilt: Path, tmp_path: Path) -> None:
+def test_a_table_made_from_anything_else_is_ignored(
+    prebuilt: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     _, table = marshal.loads(prebuilt.read_bytes())
     stale = tmp_path / "stale.marshal"
     stale.write_bytes(marshal.dumps(("0" * 64, table)))
-    assert foldtable.load_prebuilt(stale) is None
+    with caplog.at_level(logging.WARNING, logger="mpchat.safety"):
+        assert foldtable.load_prebuilt(stale) is None
+    assert "stale.marshal is not from this code" in caplog.text  # costs every start: said
     broken = tmp_path / "broken.marshal"
     broken.write_bytes(prebuilt.read_bytes()[:1000])
     assert foldtable.load_prebuilt(broken) is None

@@ -330,7 +330,7 @@ def _redis(settings: Settings) -> Redis | None:
     if not settings.redis_url:
         return None
     # Imported only with a Redis to talk to: without one redis-py is never loaded (start-up
-    # time, docs/benchmarks.md "Cold start"; tests/test_lazy_imports.py).
+    # time, docs/benchmarks.md "Cold start"; tests/integration/test_lazy_imports.py).
     from redis.asyncio import Redis
 
     # Short socket timeouts: a Redis that hangs must degrade limits, not stall chats.

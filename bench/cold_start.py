@@ -110,9 +110,10 @@ def _import_seconds(src: Path) -> float:
 
 def _install(src: Path, into: Path) -> Path:
     """A copy of ``src`` prepared as the image's build prepares the installed package: its
-    bytecode compiled (the image runs compileall; with PYTHONDONTWRITEBYTECODE set, as here
-    and in the image, nothing else would compile it and every start would compile mpchat's
-    modules from source) and the folding table prebuilt (a checkout without it: none)."""
+    bytecode compiled (the image runs compileall; where PYTHONDONTWRITEBYTECODE is set, as in
+    the image and on the development machine, nothing else writes it and every start would
+    compile mpchat's modules from source) and the folding table prebuilt (a checkout without
+    it: none)."""
     copy = into / "src"
     shutil.copytree(src, copy, ignore=shutil.ignore_patterns("__pycache__", "fold_table.marshal"))
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(copy)], check=True)

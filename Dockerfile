@@ -13,7 +13,7 @@ COPY requirements.lock ./
 RUN /opt/mpchat/bin/pip install --no-compile -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY src ./src
-# The safety filter's folding table, prebuilt: a cold start loads it instead of building it.
+# Installed, compiled, and the safety filter's folding table prebuilt (a cold start loads it).
 RUN /opt/mpchat/bin/pip install --no-compile --no-deps . \
     && /opt/mpchat/bin/python -m compileall -q -j 0 /opt/mpchat/lib \
     && /opt/mpchat/bin/python -m mpchat.safety.foldtable

@@ -6,6 +6,10 @@ ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# pip reads these; unset, it installs from PyPI. A wheelhouse mounted into the build stands in
+# for PyPI where there is none (tests/container: --volume wheels:/wheels, /wheels and 1).
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
 WORKDIR /build
 RUN python -m venv /opt/mpchat
 # The lock first, so a change of the code alone reuses this layer.

@@ -1,6 +1,6 @@
 # mpchat's image: two stages, slim Python, runtime dependencies only, a non-root user.
 # Build: docker build -t mpchat .   Run: docs/deployment.md (Docker, WeChat Cloud Run).
-# Linted by hadolint in tests/test_container.py; its entrypoint is tested as a process there.
+# Linted by hadolint in tests/test_container.py; built and run by podman in tests/container.
 
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 

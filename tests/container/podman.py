@@ -138,7 +138,22 @@ def build(tag: str) -> None:
     ``--format docker``: the OCI image format has no HEALTHCHECK (podman drops it).
     """
     base, wheels = base_image(), wheelhouse()
-    run([*podman(), "build", "--format", "docker", "--network", "none", *ulimits(),
-         "--volume", f"{wheels}:/wheels:ro", "--build-arg", f"PYTHON_IMAGE={base}",
-         "--build-arg", "PIP_FIND_LINKS=/wheels", "--build-arg", "PIP_NO_INDEX=1",
-         "--tag", tag, str(ROOT)], timeout=900)
+    # One build at a time, and none while `remove` prunes: buildah 1.28 building the same
+    # layers twice at once, or beside an rmi of them, fails (a COPY --from finds no files).
+    with _cache_lock():
+        run([*podman(), "build", "--format", "docker", "--network", "none", *ulimits(),
+             "--volume", f"{wheels}:/wheels:ro", "--build-arg", f"PYTHON_IMAGE={base}",
+             "--build-arg", "PIP_FIND_LINKS=/wheels", "--build-arg", "PIP_NO_INDEX=1",
+             "--tag", tag, str(ROOT)], timeout=900)
+
+
+def remove(tag: str) -> None:
+    """Remove a built image, and the build cache of source trees a day old.
+
+    rmi takes the final stage's layers; each source tree leaves its build stage's last two
+    (about 35 MB, untagged). Those a day old go; the lock's, below newer ones, stay cached.
+    """
+    with _cache_lock():
+        for argv in (["rmi", "--force", tag],
+                     ["image", "prune", "--force", "--filter", "until=24h"]):
+            subprocess.run([*podman(), *argv], capture_output=True, timeout=300, check=False)

@@ -23,7 +23,7 @@ import pytest
 
 from mpchat.fakes.upstream import FakeUpstream, FakeUpstreamConfig
 from tests.conftest import IN_CI
-from tests.container.podman import Unavailable, build, podman, ulimits
+from tests.container.podman import Unavailable, build, podman, remove, ulimits
 from tests.integration.support import wait_until
 from tests.utils import free_port
 
@@ -36,7 +36,7 @@ STOP_TIMEOUT = 30  # an orchestrator's grace before SIGKILL; the drain must end 
 @pytest.fixture(scope="module")
 def image() -> Iterator[str]:
     try:
-        engine = podman()
+        podman()
     except Unavailable as missing:
         pytest.skip(str(missing))
     tag = f"localhost/mpchat:test-{uuid.uuid4().hex[:12]}"
@@ -47,11 +47,7 @@ def image() -> Iterator[str]:
             pytest.fail(f"{missing} (CI=true and podman is installed)")
         pytest.skip(str(missing))
     yield tag
-    subprocess.run([*engine, "rmi", "--force", tag], capture_output=True, check=False)
-    # rmi takes the final stage's layers; each source tree leaves its build stage's last two
-    # (about 35 MB, untagged). Those a day old go; the lock's, below newer ones, stay cached.
-    subprocess.run([*engine, "image", "prune", "--force", "--filter", "until=24h"],
-                   capture_output=True, check=False)
+    remove(tag)
 
 
 async def _podman(*args: str, check: bool = True) -> str:

@@ -47,7 +47,7 @@ test-python: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not timing and not container"
 
 # The image built and run by podman (tests/container, docs/deployment.md "The image, tested"):
-# about 30 s with the cached base and wheelhouse, 3 to 4 min the first time. Without podman it
+# about 40 s with the cached base and wheelhouse, 4 min the first time. Without podman it
 # says so and passes: no engine is a fact of the machine, not a failure of the code.
 test-container: $(DEV_STAMP)
 	@if command -v podman >/dev/null; then $(BIN)/python -m pytest -q -p no:xdist -m container tests/container; \

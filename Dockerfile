@@ -6,8 +6,8 @@ ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-# pip reads these; unset, it installs from PyPI. A wheelhouse mounted into the build stands in
-# for PyPI where there is none (tests/container: --volume wheels:/wheels, /wheels and 1).
+# pip reads these; unset, it installs from PyPI. Where there is no PyPI, a wheelhouse stands in:
+# tests/container mounts one at /wheels and passes PIP_FIND_LINKS=/wheels PIP_NO_INDEX=1.
 ARG PIP_FIND_LINKS
 ARG PIP_NO_INDEX
 WORKDIR /build

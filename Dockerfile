@@ -1,11 +1,15 @@
 # mpchat's image: two stages, slim Python, runtime dependencies only, a non-root user.
 # Build: docker build -t mpchat .   Run: docs/deployment.md (Docker, WeChat Cloud Run).
-# Linted by hadolint in tests/test_container.py; its entrypoint is tested as a process there.
+# Linted by hadolint in tests/test_container.py; built and run by podman in tests/container.
 
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# pip reads these; unset, it installs from PyPI. Where there is no PyPI, a wheelhouse stands in:
+# tests/container mounts one at /wheels and passes PIP_FIND_LINKS=/wheels PIP_NO_INDEX=1.
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
 WORKDIR /build
 RUN python -m venv /opt/mpchat
 # The lock first, so a change of the code alone reuses this layer.

@@ -2,8 +2,8 @@
 `.dockerignore`, and its entrypoint, run as a process with the image's environment, passes
 its HEALTHCHECK and drains a stream under way on SIGTERM.
 
-No container engine runs on the development machines or in CI (docs/deployment.md), so
-the image itself is not built here; what it runs is.
+No container engine is needed here; tests/container builds and runs the image itself where
+podman is installed (docs/deployment.md, "The image, tested").
 """
 
 from __future__ import annotations

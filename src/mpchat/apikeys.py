@@ -166,8 +166,11 @@ class ApiKeys:
         )
         # Usage is written in batches off the answer's path: one transaction for all the
         # answers that ended meanwhile, instead of one write per answer.
+        # Gathered for a second, as the usage records are (storage.usage): one transaction
+        # a second at most, not one per answer that ends, which at low concurrency ran
+        # beside the next request and slowed its first byte (docs/benchmarks.md).
         self._usage: BatchWriter[tuple[str, int]] = BatchWriter(
-            self._write_usage, what="api key usage updates", batch=1000)
+            self._write_usage, what="api key usage updates", batch=1000, linger=1.0)
         self._unwritten: dict[str, int] = {}  # key id -> tokens recorded, not yet written
 
     async def create(

@@ -158,11 +158,13 @@ class Completions:
 
         message_id = "chatcmpl-" + secrets.token_hex(12)
         try:
-            encoder = ChunkEncoder(completion_id=message_id, created=int(self._wall_clock()),
-                                   model=model, include_usage=request.include_usage)
+            encode: Callable[[Event], bytes] = _unread
+            if request.stream:
+                encode = ChunkEncoder(completion_id=message_id, created=int(self._wall_clock()),
+                                      model=model, include_usage=request.include_usage)
             answer = self.answers.new(
                 message_id=message_id, user_id=request.caller, conversation_id="",
-                question_id="", model=model, encode=encoder, ping_line=SSE_PING, stored=False,
+                question_id="", model=model, encode=encode, ping_line=SSE_PING, stored=False,
             )
             check = self.moderation.output(user_id=request.caller, message_id=message_id,
                                            remote=False)
@@ -217,6 +219,12 @@ class UsageKeeper:
         """Nothing was said: it costs nothing (a request log still records it)."""
         if self._log is not None:
             self._log(answer, "")
+
+
+def _unread(event: Event) -> bytes:
+    """A non-streamed answer's events: nobody reads them (its one body is made from the
+    ended answer, `completion_body`), so they are not encoded."""
+    return b""
 
 
 def _texts(messages: Sequence[Message]) -> list[str]:

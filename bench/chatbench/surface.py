@@ -110,6 +110,11 @@ async def run_targets(
             if target not in args.targets or (target == "mpchat" and not stream):
                 continue
             name = label(target, stream)
+            if target == "mpchat-v1" and args.baseline_src is not None:
+                print(f"{label('mpchat-v1 base', stream)}: {describe(target, mode)}, mpchat "
+                      f"from {args.baseline_src} ...", flush=True)
+                results.append(await bench_mpchat_v1(tmp, fake, plan, args, stream=stream,
+                                                     baseline=True))
             print(f"{name}: {describe(target, mode)} ...", flush=True)
             profile: dict[str, Any] | None = {} if target in args.py_spy_targets else None
             if target == "direct":
@@ -121,11 +126,6 @@ async def run_targets(
                     profiles[name] = found
                 continue
             elif target == "mpchat-v1":
-                if args.baseline_src is not None:
-                    print(f"{label('mpchat-v1 base', stream)}: the same, mpchat from "
-                          f"{args.baseline_src} ...", flush=True)
-                    results.append(await bench_mpchat_v1(tmp, fake, plan, args, stream=stream,
-                                                         baseline=True))
                 results.append(
                     await bench_mpchat_v1(tmp, fake, plan, args, stream=stream, profile=profile)
                 )

@@ -3,7 +3,7 @@
 A completion is produced like a chat answer: the same `Upstream` (routes, queue, retries,
 failover), the same `Producer` (one owner of every resource, shielded settling, the
 first-delta deadline), the same output checks and the service's task group (shutdown).
-Three things differ:
+Four things differ:
 
 * the caller sends the whole conversation and nothing of it is stored: the answer's
   `Keeper` only records what the key used (`UsageKeeper`);

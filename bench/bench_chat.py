@@ -102,6 +102,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run mpchat from this source directory (PYTHONPATH) instead of the installed one",
     )
     p.add_argument(
+        "--baseline-src",
+        type=Path,
+        metavar="DIR",
+        help="also run mpchat-v1 from this source directory, just before mpchat-v1 in each "
+        "mode (column 'mpchat-v1 base'): two versions side by side in one run",
+    )
+    p.add_argument(
         "--py-spy",
         type=int,
         default=0,

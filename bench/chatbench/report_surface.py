@@ -1,6 +1,7 @@
 """The OpenAI-compatible targets side by side, mode by mode, and the aims for mpchat's ``/v1``.
 
-One column per OpenAI-style result (direct, mpchat-v1, litellm; streamed, then ``json``).
+One column per OpenAI-style result (direct, mpchat-v1 base when asked, mpchat-v1, litellm;
+streamed, then ``json``).
 "Added" is the figure minus direct's in the same mode; "x LiteLLM" is chats/s over LiteLLM's
 in the same mode.
 """
@@ -21,7 +22,7 @@ __all__ = ["AIM_ADDED_TTFB_MS", "AIM_TIMES_LITELLM", "surface_aims", "surface_ta
 AIM_TIMES_LITELLM = 10.0
 AIM_ADDED_TTFB_MS = 1.0
 
-_SURFACE = ("direct", "mpchat-v1", "litellm")
+_SURFACE = ("direct", "mpchat-v1-base", "mpchat-v1", "litellm")
 
 
 def _find(results: list[TargetResult], target: str, mode: str) -> TargetResult | None:

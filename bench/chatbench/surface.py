@@ -10,9 +10,12 @@ and the answer as it streams (WeChat's check needs a mini program user and is no
 
 Every OpenAI-style target (direct, mpchat-v1, litellm) runs in each mode asked: ``stream``
 (SSE to ``[DONE]``) and ``json`` (``stream: false``, one ``chat.completion``). The fake
-provider answers ``stream: false`` with one ``chat.completion`` body (direct and LiteLLM pass
-the flag on); mpchat always asks its provider for a stream, also for a non-streamed caller,
-and assembles the answer itself.
+provider answers ``stream: false`` with one ``chat.completion`` body (direct, LiteLLM and
+mpchat's ``/v1`` pass the flag on).
+
+With ``--baseline-src DIR``, ``mpchat-v1 base`` (mpchat run from DIR) runs just before
+``mpchat-v1`` in each mode, against the same fake and beside the same direct and LiteLLM
+figures: two versions compared in one run, on a machine whose load changes by the minute.
 """
 
 from __future__ import annotations
@@ -52,21 +55,24 @@ async def bench_mpchat_v1(
     *,
     stream: bool,
     profile: dict[str, Any] | None = None,
+    baseline: bool = False,
 ) -> TargetResult:
     """A fresh mpchat, an API key from its admin API, the OpenAI-style load on ``/v1``.
 
     ``profile``: when given (and ``args.py_spy``), py-spy samples the server during the high
-    phase and the summary is left in it.
+    phase and the summary is left in it. ``baseline``: mpchat from ``args.baseline_src``.
     """
-    name = label("mpchat-v1", stream)
-    result = TargetResult(name, "mpchat-v1", "stream" if stream else "json")
+    target = "mpchat-v1-base" if baseline else "mpchat-v1"
+    name = label("mpchat-v1 base" if baseline else "mpchat-v1", stream)
+    result = TargetResult(name, target, "stream" if stream else "json")
+    src = args.baseline_src if baseline else args.mpchat_src
     extra = {"MPCHAT_ADMIN_TOKEN": MPCHAT_ADMIN_TOKEN} | dict(
         kv.split("=", 1) for kv in args.mpchat_env
     )
     child: Child | None = None
     try:
         slug = name.replace(" ", "-")
-        child, port, cold = start_mpchat(tmp, fake[0], extra, args.mpchat_src, name=slug)
+        child, port, cold = start_mpchat(tmp, fake[0], extra, src, name=slug)
         result.cold_start_s.append(cold)
         key_id, secret = create_api_key(port, name=f"bench-{result.mode}")
         result.notes.append(f"API key {key_id} created with POST /admin/v1/keys")
@@ -104,6 +110,11 @@ async def run_targets(
             if target not in args.targets or (target == "mpchat" and not stream):
                 continue
             name = label(target, stream)
+            if target == "mpchat-v1" and args.baseline_src is not None:
+                print(f"{label('mpchat-v1 base', stream)}: {describe(target, mode)}, mpchat "
+                      f"from {args.baseline_src} ...", flush=True)
+                results.append(await bench_mpchat_v1(tmp, fake, plan, args, stream=stream,
+                                                     baseline=True))
             print(f"{name}: {describe(target, mode)} ...", flush=True)
             profile: dict[str, Any] | None = {} if target in args.py_spy_targets else None
             if target == "direct":

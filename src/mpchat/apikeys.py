@@ -24,6 +24,7 @@ Never log a secret or its hash: key ids only.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -162,14 +163,17 @@ class ApiKeys:
         self._engine = engine
         self._utcnow = utcnow
         self._cache = _Cache(ttl=cache_ttl, size=cache_size, clock=clock)
+        self._lookups: dict[str, asyncio.Future[ApiKey | None]] = {}  # queries under way
         self._limiter = RateLimiter(
             Rate(1, _MINUTE), redis=redis, prefix=prefix, on_degraded=on_degraded,
             clock=clock, name="api key limits",
         )
-        # Usage is written in batches off the answer's path: one transaction for all the
-        # answers that ended meanwhile, instead of one write per answer.
+        # Usage is written in batches off the answer's path, gathered for a second as the
+        # usage records are (storage.usage): one transaction a second at most, not one per
+        # answer that ends, which at low concurrency ran beside the next request and slowed
+        # its first byte (docs/benchmarks.md).
         self._usage: BatchWriter[tuple[str, int]] = BatchWriter(
-            self._write_usage, what="api key usage updates", batch=1000)
+            self._write_usage, what="api key usage updates", batch=1000, linger=1.0)
         self._unwritten: dict[str, int] = {}  # key id -> tokens recorded, not yet written
 
     async def create(
@@ -213,6 +217,29 @@ class ApiKeys:
         log.info("api key %s revoked", key.id)
         return key
 
+    async def _look_up(self, digest: str) -> ApiKey | None:
+        """The key of this hash from storage, then cached. Requests with the same secret
+        share one query: when a busy key's entry expires, every request in flight would
+        otherwise query at once (64 queries every ``cache_ttl`` under the benchmark's load).
+        The query is shielded: a caller that goes away does not cancel it for the others."""
+        pending = self._lookups.get(digest)
+        if pending is None:
+            pending = asyncio.ensure_future(self._load(digest))
+            self._lookups[digest] = pending
+            pending.add_done_callback(lambda done: self._looked_up(digest, done))
+        return await asyncio.shield(pending)
+
+    async def _load(self, digest: str) -> ApiKey | None:
+        row = await store.find_by_hash(self._engine, secret_hash=digest)
+        key = None if row is None else self._from_row(row)
+        self._cache.put(digest, key)
+        return key
+
+    def _looked_up(self, digest: str, done: asyncio.Future[ApiKey | None]) -> None:
+        self._lookups.pop(digest, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here too: every waiter may have gone
+
     async def rotate(self, key_id: str) -> tuple[ApiKey, str]:
         """A new secret for the same key (id, limits, usage); the old secret stops working."""
         secret, prefix, digest = _new_secret()
@@ -234,12 +261,7 @@ class ApiKeys:
             raise InvalidApiKey()
         digest = _digest(presented)
         entry = self._cache.get(digest)
-        if entry is not None:
-            key = entry.key
-        else:
-            row = await store.find_by_hash(self._engine, secret_hash=digest)
-            key = None if row is None else self._from_row(row)
-            self._cache.put(digest, key)
+        key = entry.key if entry is not None else await self._look_up(digest)
         if key is None:
             raise InvalidApiKey()
         status = key.status(self._utcnow())

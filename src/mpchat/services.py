@@ -194,7 +194,7 @@ async def open_services(
         completions = Completions(
             ctx=ctx, answers=answers, upstream=upstream, aliases=config.aliases,
             moderation=moderation, max_answer_tokens=settings.max_answer_tokens,
-            request_log=request_log,
+            request_log=request_log, answer_deadline=settings.upstream_total_timeout,
         )
         log_days = settings.openai_log_days if settings.openai_log_requests else None
         # Always: expired sessions; audit records after their own period; conversations and

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -143,3 +144,45 @@ async def test_messages_say_what_is_wrong(keys: ApiKeys) -> None:
     with pytest.raises(InvalidApiKey) as caught:
         await keys.authenticate(UNKNOWN)
     assert caught.value.to_dict() == {"code": "invalid_api_key", "message": "API 密钥无效"}
+
+
+async def test_concurrent_requests_with_one_secret_share_one_lookup(
+    keys: ApiKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, secret = await keys.create(name="busy")
+    real = store.find_by_hash
+    called, release = asyncio.Event(), asyncio.Event()
+    seen: list[str] = []
+
+    async def slow(engine: Any, *, secret_hash: str) -> Any:
+        seen.append(secret_hash)
+        called.set()
+        await release.wait()
+        return await real(engine, secret_hash=secret_hash)
+
+    monkeypatch.setattr(store, "find_by_hash", slow)
+    waiting = [asyncio.ensure_future(keys.authenticate(secret)) for _ in range(20)]
+    await called.wait()  # the query runs after every request above has joined it
+    waiting[0].cancel()  # one caller going away cancels nobody else's lookup
+    release.set()
+    found = await asyncio.gather(*waiting[1:])
+    assert {k.id for k in found} == {key.id}
+    assert len(seen) == 1
+    assert waiting[0].cancelled()
+
+
+async def test_a_failed_lookup_fails_every_waiter_and_is_not_cached(
+    keys: ApiKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, secret = await keys.create(name="flaky")
+    real = store.find_by_hash
+
+    async def broken(engine: Any, *, secret_hash: str) -> Any:
+        raise OSError("database gone")
+
+    monkeypatch.setattr(store, "find_by_hash", broken)
+    results = await asyncio.gather(*(keys.authenticate(secret) for _ in range(3)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, OSError) for r in results)
+    monkeypatch.setattr(store, "find_by_hash", real)
+    assert (await keys.authenticate(secret)).name == "flaky"

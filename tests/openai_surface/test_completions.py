@@ -9,6 +9,7 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
+from mpchat.fakes.upstream import FakeUpstream, FakeUpstreamConfig
 from mpchat.storage.tables import api_requests, messages
 from tests.openai_surface.conftest import Surface, open_surface, upstream_settings
 from tests.utils import wait_until
@@ -306,3 +307,74 @@ tools = false
             await surface.client.chat.completions.create(
                 model="fake-model", messages=ASK, tools=TOOLS)  # type: ignore[arg-type]
     assert fake_upstream.stats.requests == 0
+
+
+async def test_a_caller_that_does_not_stream_gets_one_body_asked_of_the_provider(
+        surface: Surface, fake_upstream):
+    whole = await surface.client.chat.completions.create(model="fake-model", messages=ASK)
+    assert whole.choices[0].message.content == TEXT
+    assert whole.usage is not None and whole.usage.completion_tokens == 20
+    body = fake_upstream.stats.bodies[-1]
+    assert body["stream"] is False and "stream_options" not in body
+    stream = await surface.client.chat.completions.create(model="fake-model", messages=ASK,
+                                                          stream=True)
+    assert "".join([c.choices[0].delta.content or "" async for c in stream
+                    if c.choices]) == TEXT
+    assert fake_upstream.stats.bodies[-1]["stream"] is True
+
+
+async def test_a_malformed_body_is_retried_as_a_malformed_stream_is(surface: Surface,
+                                                                    fake_upstream):
+    fake_upstream.script = [{"raw": '{"choices":[{"message":{"content":', "content_type":
+                             "application/json"}, {"raw": "[]", "content_type":
+                             "application/json"}]
+    whole = await surface.client.chat.completions.create(model="fake-model", messages=ASK)
+    assert whole.choices[0].message.content == TEXT
+    assert fake_upstream.stats.requests == 3
+    fake_upstream.script = [{"raw": "{", "content_type": "application/json"}] * 3
+    with pytest.raises(openai.InternalServerError) as failed:
+        await surface.client.chat.completions.create(model="fake-model", messages=ASK)
+    assert failed.value.status_code == 502 and failed.value.code == "upstream_error"
+
+
+async def test_a_listed_word_in_a_whole_answer_is_filtered(surface: Surface, fake_upstream):
+    fake_upstream.script = [{"text": ["好的，", "赌博网站在这里"]}]
+    raw = await surface.client.chat.completions.with_raw_response.create(
+        model="fake-model", messages=ASK)
+    whole = raw.parse()
+    assert whole.choices[0].finish_reason == "content_filter"
+    assert whole.choices[0].message.content == ""
+    assert "赌" not in (await raw.http_response.aread()).decode()
+    assert fake_upstream.stats.bodies[-1]["stream"] is False
+
+
+async def test_tool_calls_from_one_body(surface: Surface, fake_upstream):
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city":"北京"}'}}
+    fake_upstream.script = [{"raw": orjson.dumps({"choices": [{
+        "index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+        "finish_reason": "tool_calls"}], "usage": {"prompt_tokens": 30,
+                                                    "completion_tokens": 12}}).decode(),
+        "content_type": "application/json"}]
+    whole = await surface.client.chat.completions.create(
+        model="fake-model", messages=ASK, tools=TOOLS)  # type: ignore[arg-type]
+    choice = whole.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    [got] = choice.message.tool_calls or []
+    assert (got.id, got.function.name, got.function.arguments) == (
+        "call_1", "get_weather", '{"city":"北京"}')
+    assert whole.usage is not None and whole.usage.total_tokens == 42
+
+
+async def test_a_whole_answer_may_take_longer_than_the_first_delta_deadline(settings_factory):
+    """Its first text is all of it: the total deadline bounds it, not the first token's."""
+    async with FakeUpstream(FakeUpstreamConfig(ttft=0.3)) as fake, open_surface(
+            settings_factory(**upstream_settings(fake), first_delta_deadline=0.05,
+                             upstream_first_token_timeout=0.05,
+                             upstream_total_timeout=10)) as surface:
+        whole = await surface.client.chat.completions.create(model="fake-model", messages=ASK)
+        assert whole.choices[0].message.content == TEXT
+        with pytest.raises(openai.APIStatusError) as late:  # streamed: as before
+            await surface.client.chat.completions.create(model="fake-model", messages=ASK,
+                                                         stream=True)
+        assert late.value.status_code == 504

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 
 from mpchat.providers.openai import OpenAICompatible, StreamLimits, Timeouts
-from mpchat.providers.types import Delta, Finish, Reasoning, StreamEvent
+from mpchat.providers.types import Delta, Finish, Options, Reasoning, StreamEvent
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -22,8 +22,8 @@ def make_client(http: aiohttp.ClientSession, base_url: str, *, limits: StreamLim
                             model="m", timeouts=Timeouts(**timeouts), limits=limits)
 
 
-async def collect(client: OpenAICompatible) -> list[StreamEvent]:
-    return [event async for event in client.stream(MESSAGES)]
+async def collect(client: OpenAICompatible, options: Options | None = None) -> list[StreamEvent]:
+    return [event async for event in client.stream(MESSAGES, options=options)]
 
 
 def texts(events: list[Any]) -> tuple[str, str]:

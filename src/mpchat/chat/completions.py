@@ -3,14 +3,18 @@
 A completion is produced like a chat answer: the same `Upstream` (routes, queue, retries,
 failover), the same `Producer` (one owner of every resource, shielded settling, the
 first-delta deadline), the same output checks and the service's task group (shutdown).
-Three things differ:
+Four things differ:
 
 * the caller sends the whole conversation and nothing of it is stored: the answer's
   `Keeper` only records what the key used (`UsageKeeper`);
 * events are encoded once as OpenAI's ``chat.completion.chunk`` server-sent events
   (`ChunkEncoder`), so a follower writes them as they are;
 * WeChat's content check needs the openid of a mini program user, which an API caller has
-  not: the local list checks the input (every message) and the output, as it streams.
+  not: the local list checks the input (every message) and the output, as it streams;
+* a caller that does not stream gets its answer asked of the provider whole (one JSON body,
+  `Options.stream`): the provider layer turns it into the events a stream gives (one delta,
+  then the finish), so everything above is the same; only the first-delta deadline, the
+  whole answer's wait then, is the longer ``answer_deadline``.
 
     POST /v1/chat/completions ─▶ Completions.start ─▶ Answer (stored=False) ─▶ SSE lines
                                       │ model, key's limits, local check, admission
@@ -70,6 +74,7 @@ class CompletionRequest:
     max_tokens: int | None = None
     params: Mapping[str, Any] = field(default_factory=dict)  # passed through as they are
     tools: bool = False  # whether ``params`` ask for tools (or functions)
+    stream: bool = True  # False: the caller waits for the whole answer (one JSON body)
 
 
 class Completions:
@@ -85,9 +90,13 @@ class Completions:
         moderation: Moderation | None = None,
         max_answer_tokens: int | None = None,
         request_log: RequestLog | None = None,
+        answer_deadline: float | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.ctx = ctx
+        # A non-streamed answer's first text is all of it: queue, retries and the whole
+        # answer's making must fit in this (never less than the first-delta deadline).
+        self.answer_deadline = answer_deadline
         self.request_log = request_log
         self.answers = answers
         self.upstream = upstream
@@ -139,7 +148,8 @@ class Completions:
         admission = await self.upstream.admit(request.caller, tokens=tokens, model=model)
         source = self.upstream.stream(
             request.messages, user_key=request.caller, tokens=tokens, admission=admission,
-            max_tokens=max_tokens, options=Options(model=model, params=request.params),
+            max_tokens=max_tokens,
+            options=Options(model=model, params=request.params, stream=request.stream),
         )
 
         async def close_upstream() -> None:
@@ -148,11 +158,13 @@ class Completions:
 
         message_id = "chatcmpl-" + secrets.token_hex(12)
         try:
-            encoder = ChunkEncoder(completion_id=message_id, created=int(self._wall_clock()),
-                                   model=model, include_usage=request.include_usage)
+            encode: Callable[[Event], bytes] = _unread
+            if request.stream:
+                encode = ChunkEncoder(completion_id=message_id, created=int(self._wall_clock()),
+                                      model=model, include_usage=request.include_usage)
             answer = self.answers.new(
                 message_id=message_id, user_id=request.caller, conversation_id="",
-                question_id="", model=model, encode=encoder, ping_line=SSE_PING, stored=False,
+                question_id="", model=model, encode=encode, ping_line=SSE_PING, stored=False,
             )
             check = self.moderation.output(user_id=request.caller, message_id=message_id,
                                            remote=False)
@@ -162,7 +174,9 @@ class Completions:
         keeper = UsageKeeper(record_usage, self._logger(request))
         producer = Producer(ctx, answer, upstream=source, close_upstream=close_upstream,
                             check=check, keeper=keeper, prompt_tokens=tokens,
-                            received_at=received_at)
+                            received_at=received_at,
+                            first_delta_deadline=None if request.stream
+                            else max(self.answer_deadline or 0.0, ctx.first_delta_deadline))
         self.answers.launch(answer, producer.run)
         return answer
 
@@ -205,6 +219,12 @@ class UsageKeeper:
         """Nothing was said: it costs nothing (a request log still records it)."""
         if self._log is not None:
             self._log(answer, "")
+
+
+def _unread(event: Event) -> bytes:
+    """A non-streamed answer's events: nobody reads them (its one body is made from the
+    ended answer, `completion_body`), so they are not encoded."""
+    return b""
 
 
 def _texts(messages: Sequence[Message]) -> list[str]:

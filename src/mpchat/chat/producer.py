@@ -110,8 +110,11 @@ class Producer:
         on_complete: Callable[[], None] | None = None,
         settle_quota: SettleQuota | None = None,
         timings: Timings | None = None,
+        first_delta_deadline: float | None = None,
     ) -> None:
         self.ctx = ctx
+        # The service's, unless this answer's first text is all of it (a non-streamed one).
+        self._first_delta_deadline = first_delta_deadline or ctx.first_delta_deadline
         self.timings = timings or Timings.begin()  # a few clock reads, none per delta
         self._settle_quota = settle_quota  # the user's quota reservation, if any
         self._on_complete = on_complete  # e.g. summarise the turns its context left out
@@ -171,7 +174,7 @@ class Producer:
 
     async def _stream(self) -> None:
         answer, ctx, check = self.answer, self.ctx, self._check
-        deadline = self._received_at + ctx.first_delta_deadline
+        deadline = self._received_at + self._first_delta_deadline
         upstream = self._upstream
         self.timings.reading = monotonic()
         while True:

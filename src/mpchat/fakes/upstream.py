@@ -45,9 +45,11 @@ Misbehaviour:
     {"endless": "content"}              after the deltas, content forever, as fast as the
                                         client reads ("reasoning", "keepalive" likewise)
     {"done_then_hang": true}            [DONE], then keep the connection open
-    {"raw": "data: ...\n\n"}            these bytes verbatim (UTF-8; a list: one write
-                                        each), status 200, "content_type" (default
-                                        text/event-stream); replays recorded transcripts
+    {"raw": "data: ...\n\n"}            these bytes verbatim (UTF-8; a string: one body
+                                        with its Content-Length; a list: one chunked
+                                        write each), status 200, "content_type" (default
+                                        text/event-stream), whatever the request asked
+                                        for; replays recorded transcripts
 
 Script and counters are reachable over HTTP so other processes can drive it:
 ``POST /_control/script`` (a JSON list of steps, replacing the queue),
@@ -213,13 +215,17 @@ class FakeUpstream:
         model = body.get("model", cfg.model)
         texts: list[str] = step.get("text") or [f"片段{i} " for i in range(cfg.chunks)]
         prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
-        if step.get("json_body") or not body.get("stream"):  # OpenAI's default: no stream
-            self.stats.completed += 1
+        if "raw" not in step and (step.get("json_body") or not body.get("stream")):
+            self.stats.completed += 1  # OpenAI's default: no stream
             return web.Response(body=completion_body(step, texts=texts, model=model,
                                                      prompt_chars=prompt),
                                 content_type="application/json")
-        if "raw" in step:
+        if "raw" in step:  # verbatim, whatever the request asked for
             raw = step["raw"]
+            if isinstance(raw, str) and raw:  # one body, with its Content-Length
+                self.stats.completed += 1
+                return web.Response(body=raw.encode(), headers={
+                    "Content-Type": str(step.get("content_type", "text/event-stream"))})
             actions: Plan = iter([p.encode() for p in ([raw] if isinstance(raw, str) else raw)])
             content_type = str(step.get("content_type", "text/event-stream"))
         else:

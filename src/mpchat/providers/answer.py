@@ -43,6 +43,16 @@ class StreamLimits:
             return self.max_reasoning_chars
         return 4 * self.max_answer_chars
 
+    @property
+    def body_bytes(self) -> int:
+        """The largest non-streamed (JSON) answer taken: room for the longest answer and
+        reasoning the limits above let through, each character escaped (``\\uXXXX``, six
+        bytes), and never less than one SSE line. Anything bigger is no answer but an
+        attack, and ends as `ProviderInvalid`; a long answer within it is cut at
+        ``max_answer_chars`` with "length", as a stream is."""
+        return max(self.max_line_bytes,
+                   6 * (self.max_answer_chars + self.reasoning_chars) + (64 << 10))
+
 
 class Answer:
     """The state of one answer: what was said, how it ended, whether to read on."""

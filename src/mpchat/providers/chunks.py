@@ -98,7 +98,8 @@ def decode_chunk(data: bytes) -> Piece:
 
 
 def decode_completion(body: bytes) -> Piece:
-    """A non-streaming ``chat.completion`` body (answered to a streaming request)."""
+    """A non-streaming ``chat.completion`` body (asked for, or from a server that ignores
+    ``stream``)."""
     piece = _read(_decode(body), streaming=False)
     if not (piece[0] or piece[1] or piece[2] or piece[4]):
         raise ProviderInvalid("provider answered a JSON body that is no chat completion")

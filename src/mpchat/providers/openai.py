@@ -2,8 +2,11 @@
 
 Works with OpenAI, DeepSeek, Qwen's compatible mode, Moonshot, Zhipu, Doubao, Ollama and
 vLLM: anything that speaks ``POST {base_url}/chat/completions`` with ``stream: true`` and
-SSE ``data:`` lines (or, from a server that ignores ``stream``, one JSON answer). Their
-dialects and the bounds on what one answer may cost are in docs/providers.md.
+SSE ``data:`` lines (or, from a server that ignores ``stream``, one JSON answer). Asked for
+``stream: false`` (`Options.stream`), it reads one JSON ``chat.completion`` instead, with the
+same decoder, bounds and errors, and yields the same events a stream would (the whole text
+as one `Delta`, then `Finish`). Their dialects and the bounds on what one answer may cost
+are in docs/providers.md.
 
 Every way a provider can answer ends in `Finish` or a `ProviderError`; nothing a provider
 sends reaches a plain Python exception.
@@ -82,6 +85,7 @@ class OpenAICompatible:
         self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
+        self._json_headers = {**self._headers, "Accept": "application/json"}
         self._timeouts = timeouts or Timeouts()
         self._limits = limits or StreamLimits()
         # Only the socket's connect is the provider's: aiohttp's ``connect`` would also count
@@ -113,8 +117,10 @@ class OpenAICompatible:
             body.update(options.params)
         body["model"] = options.model if options is not None and options.model else self.model
         body["messages"] = messages if isinstance(messages, list) else list(messages)
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
+        streaming = options is None or options.stream
+        body["stream"] = streaming
+        if streaming:  # a non-streamed request with stream_options is refused by OpenAI
+            body["stream_options"] = {"include_usage": True}
         if max_tokens:
             body["max_tokens"] = max_tokens
         loop = asyncio.get_running_loop()
@@ -122,14 +128,16 @@ class OpenAICompatible:
         deadline = loop.time() + t.total
         # Until the first text or reasoning the wait is bounded by first_token, then by
         # chunk_gap; never past total. Timers wrap each read only: a yield inside a timeout
-        # would let the timer cancel the consumer instead of this read.
-        next_deadline = min(deadline, loop.time() + t.first_token)
+        # would let the timer cancel the consumer instead of this read. Not streamed, the
+        # first text is the whole answer: its wait is the total one.
+        next_deadline = min(deadline, loop.time() + t.first_token) if streaming else deadline
         resp: aiohttp.ClientResponse | None = None
         answer = Answer(self._limits)
         try:
             async with asyncio.timeout_at(next_deadline):
                 resp = await self._session.post(
-                    self._url, data=orjson.dumps(body), headers=self._headers,
+                    self._url, data=orjson.dumps(body),
+                    headers=self._headers if streaming else self._json_headers,
                     timeout=self._http_timeout,
                 )
             if resp.status != 200:
@@ -187,10 +195,12 @@ class OpenAICompatible:
     async def _body(
         self, resp: aiohttp.ClientResponse, first_deadline: float, total_deadline: float
     ) -> bytes:
-        """A JSON body, bounded like one SSE line; its pieces are joined once."""
+        """A JSON body, bounded (`StreamLimits.body_bytes`); its pieces are joined once."""
         loop = asyncio.get_running_loop()
         parts: list[bytes] = []
-        size, limit, deadline = 0, self._limits.max_line_bytes, first_deadline
+        size, limit, deadline = 0, self._limits.body_bytes, first_deadline
+        if (resp.content_length or 0) > limit:  # known too long: not a byte of it is read
+            raise ProviderInvalid("provider sent a JSON body over the size limit")
         while True:
             if loop.time() >= deadline:
                 raise TimeoutError

@@ -80,10 +80,15 @@ class Options:
 
     ``model`` is one the provider serves (None: its default); ``params`` are passed through
     as they are (temperature, top_p, stop, user, tools, ...): the caller validated them.
+    ``stream=False`` asks for the answer whole, as one JSON body, where the provider's
+    dialect allows it (a caller that does not stream gains nothing from the pieces); the
+    events are the same either way, the whole text then arriving as one `Delta`. A provider
+    that cannot answer so streams anyway.
     """
 
     model: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    stream: bool = True
 
 
 StreamEvent = Delta | Reasoning | ToolCall | Finish

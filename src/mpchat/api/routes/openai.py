@@ -127,6 +127,7 @@ async def chat_completions(body: CompletionBody, key: Key, svc: Svc) -> Response
             max_tokens=body.max_completion_tokens or body.max_tokens,
             params=params,
             tools=bool(body.tools or body.functions),
+            stream=body.stream,
         ),
         allowed=key.allows, admit=admit, record_usage=record_usage,
     )

@@ -34,6 +34,9 @@ TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 7 ] && n=7;
 # suite is laid out and run: docs/architecture.md, "Dependencies and tests".
 test: $(DEV_STAMP)
 	$(BIN)/ruff check src tests bench
+	@# Bytecode for the tree, once: where PYTHONDONTWRITEBYTECODE is set (as on the CI machines),
+	@# every Python process the suite starts (workers, servers, fakes) would compile it again.
+	$(BIN)/python -m compileall -q src tests
 	@echo "mypy, pytest -n $(TEST_WORKERS), the clients' tests, the runtime-lock check and the image's"
 	@echo "test run side by side; each one's output appears when it ends."
 	@$(MAKE) --no-print-directory -j5 --output-sync=target \

@@ -7,7 +7,7 @@ import contextlib
 import inspect
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,3 +160,14 @@ async def running_app(
     finally:
         server.exit()
         await task
+
+
+def shown_text(events: Sequence[Mapping[str, Any]]) -> str:
+    """What a client that follows seq shows: deltas, a snapshot replacing what came before."""
+    text = ""
+    for event in events:
+        if event["type"] == "delta":
+            text += event["text"]
+        elif event["type"] == "snapshot":
+            text = event["text"]
+    return text

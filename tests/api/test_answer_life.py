@@ -13,7 +13,7 @@ import pytest
 
 from mpchat.fakes.upstream import FakeUpstream
 from tests.conftest import REDIS_URL, flushed_redis_db, worker_redis_db
-from tests.utils import Running, running_app
+from tests.utils import Running, running_app, shown_text
 
 FULL = "".join(f"片段{i} " for i in range(20))
 Events = list[dict[str, Any]]
@@ -47,17 +47,6 @@ async def _read(response: aiohttp.ClientResponse, stop: Callable[[Events], bool]
             if stop(seen):
                 break
     return seen
-
-
-def _text(events: Events) -> str:
-    """What a client that follows seq shows: deltas, a snapshot replacing what came before."""
-    text = ""
-    for event in events:
-        if event["type"] == "delta":
-            text += event["text"]
-        elif event["type"] == "snapshot":
-            text = event["text"]
-    return text
 
 
 async def _replay(app: Running, token: str, message_id: str, after: int = -1) -> Events:
@@ -143,14 +132,14 @@ async def test_closing_the_client_at_each_event_releases_everything(
         if policy == "finish" or completed_first:
             assert [(m["role"], m["status"]) for m in items] == [("user", "complete"),
                                                                  ("assistant", "complete")]
-            assert items[1]["content"] == FULL == _text(replayed)
+            assert items[1]["content"] == FULL == shown_text(replayed)
             assert replayed[-1]["type"] == "done" and replayed[-1]["finish_reason"] == "stop"
             assert _chats(app, "complete") == 1
             assert fake_upstream.stats.completed >= 1 and fake_upstream.stats.cancelled <= 1
             return
         # cancel: the provider call stopped; what was released, exactly, is stored.
         assert replayed[-1] == {**replayed[-1], "type": "done", "finish_reason": "cancelled"}
-        released = _text(replayed)
+        released = shown_text(replayed)
         assert FULL.startswith(released) and released.startswith(_delta_text(seen))
         if released:
             assert [(m["role"], m["status"]) for m in items] == [("user", "complete"),

@@ -14,7 +14,7 @@ import pytest
 
 from mpchat.fakes.upstream import FakeUpstream
 from mpchat.storage import messages
-from tests.utils import Running, running_app
+from tests.utils import Running, running_app, shown_text
 
 FULL = "".join(f"片段{i} " for i in range(20))
 
@@ -36,14 +36,6 @@ async def _post(app: Running, token: str, body: dict[str, Any],
     return r.status, orjson.loads(raw)
 
 
-def _text(events: Any) -> str:
-    text = ""
-    for event in events:
-        if event["type"] == "delta":
-            text += event["text"]
-        elif event["type"] == "snapshot":
-            text = event["text"]
-    return text
 
 
 async def _rows(app: Running, token: str, conversation_id: str) -> list[tuple[str, str]]:
@@ -58,12 +50,12 @@ async def test_a_retry_after_the_answer_ended_replays_it(settings_factory, fake_
                                      rate_limit="1/minute")) as app:
         token = await app.login()
         status, first = await _post(app, token, {"content": "你好"}, "req-1")
-        assert status == 200 and _text(first) == FULL
+        assert status == 200 and shown_text(first) == FULL
         await app.services.chat.wait_idle()
         status, again = await _post(app, token, {"content": "你好"}, "req-1")
         assert status == 200
         assert again[0]["type"] == "start" and again[0]["message_id"] == first[0]["message_id"]
-        assert _text(again) == FULL and again[-1]["type"] == "done"
+        assert shown_text(again) == FULL and again[-1]["type"] == "done"
         assert fake_upstream.stats.requests == 1
         assert await _rows(app, token, first[0]["conversation_id"]) == [
             ("user", "complete"), ("assistant", "complete")]
@@ -90,7 +82,7 @@ async def test_a_retry_during_the_answer_follows_it_from_start(settings_factory,
         status, again = await _post(app, token, {"content": "你好"}, "k1")
         assert status == 200 and again[0]["message_id"] == start["message_id"]
         assert [e["seq"] for e in again] == list(range(len(again)))
-        assert _text(again) == FULL
+        assert shown_text(again) == FULL
         assert fake_upstream.stats.requests == 1
 
 
@@ -99,7 +91,7 @@ async def test_keys_belong_to_their_user(settings_factory, fake_upstream):
         alice, bob = await app.login("alice"), await app.login("bob")
         _, a = await _post(app, alice, {"content": "你好"}, "same")
         _, b = await _post(app, bob, {"content": "你好"}, "same")
-        assert a[0]["message_id"] != b[0]["message_id"] and _text(b) == FULL
+        assert a[0]["message_id"] != b[0]["message_id"] and shown_text(b) == FULL
         assert fake_upstream.stats.requests == 2
 
 
@@ -179,7 +171,7 @@ async def test_the_copy_that_loses_the_race_gives_back_what_it_took(
         _, second = await _post(app, token, {"content": "你好"}, "twice")
         assert not misses  # the second copy did miss its first lookup
         assert second[0]["message_id"] == first[0]["message_id"]
-        assert _text(first) == _text(second) == FULL
+        assert shown_text(first) == shown_text(second) == FULL
         await app.services.chat.wait_idle()
         assert fake_upstream.stats.requests == 1
         assert int((await quotas.view(user_id)).credits) == 500 - 20  # one answer's cost

@@ -28,7 +28,7 @@ from mpchat.storage.tables import messages
 from tests.conftest import reset_postgres
 from tests.integration.support import Transcript, read_stream, stored_messages
 from tests.limits.limits_support import PrivateRedis
-from tests.utils import Running, running_app, wait_until
+from tests.utils import Running, running_app, shown_text, wait_until
 
 CHUNKS = 20
 FULL = "".join(f"片段{i} " for i in range(CHUNKS))  # the fake's default answer
@@ -295,3 +295,59 @@ async def test_resume_refuses_other_users_unknown_ids_and_bad_after(
                 assert r.status == 400, (after, await r.text())
                 line = (await r.read()).splitlines()[0]
                 assert orjson.loads(line)["error"]["code"] == "invalid_request", after
+
+
+# -- a request sent again (Idempotency-Key) on another instance ----------------------------
+
+
+async def _post_keyed(app: Running, http: aiohttp.ClientSession, token: str,
+                      key: str) -> list[dict[str, Any]]:
+    async with http.post(f"{app.base_url}/api/v1/chat", json={"content": "讲个长故事"},
+                         headers={"Authorization": f"Bearer {token}",
+                                  "Idempotency-Key": key}) as r:
+        assert r.status == 200, await r.text()
+        return [orjson.loads(line) for line in (await r.read()).splitlines() if line]
+
+
+async def test_a_retry_on_another_instance_follows_the_first_copys_answer(
+    tmp_path: Path, pg: str, redis: str, http: aiohttp.ClientSession,
+) -> None:
+    """The phone's first copy reached A, which answers it; its retry lands on B, which finds
+    the question stored under the key and follows A's answer through the relay."""
+    async with FakeUpstream(FakeUpstreamConfig(chunks=CHUNKS, gap=0.05)) as fake, \
+            _two_apps(tmp_path, fake, pg, redis) as (a, b):
+        token = await a.login("keyed")
+        async with http.post(f"{a.base_url}/api/v1/chat", json={"content": "讲个长故事"},
+                             headers={"Authorization": f"Bearer {token}",
+                                      "Idempotency-Key": "phone-1"}) as r:
+            start = orjson.loads(await r.content.readline())
+            r.close()  # lost before the phone saw anything of it
+        answer, _ = await _produced(a, start["message_id"])
+        assert not answer.ended
+        events = await _post_keyed(b, http, token, "phone-1")
+        await a.services.chat.wait_idle()
+        _, produced = await _produced(a, start["message_id"])
+        assert events == produced  # A's events, every one once, from its start
+        assert fake.stats.requests == 1
+        items = await stored_messages(http, b.base_url, token, start["conversation_id"])
+        assert [(m["role"], m["status"], m["content"]) for m in items] == [
+            ("user", "complete", "讲个长故事"), ("assistant", "complete", FULL)]
+
+
+async def test_two_copies_at_once_on_two_instances_make_one_answer(
+    tmp_path: Path, pg: str, redis: str, http: aiohttp.ClientSession,
+) -> None:
+    async with FakeUpstream(FakeUpstreamConfig(chunks=CHUNKS, gap=0.01)) as fake, \
+            _two_apps(tmp_path, fake, pg, redis) as (a, b):
+        token = await a.login("keyed-twice")
+        first, second = await asyncio.gather(_post_keyed(a, http, token, "phone-2"),
+                                             _post_keyed(b, http, token, "phone-2"))
+        assert first[0]["message_id"] == second[0]["message_id"]
+        assert [e["seq"] for e in first] == [e["seq"] for e in second]
+        assert shown_text(first) == shown_text(second) == FULL
+        await a.services.chat.wait_idle()
+        await b.services.chat.wait_idle()
+        assert fake.stats.requests == 1
+        items = await stored_messages(http, a.base_url, token, first[0]["conversation_id"])
+        assert [(m["role"], m["status"]) for m in items] == [
+            ("user", "complete"), ("assistant", "complete")]

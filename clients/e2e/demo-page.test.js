@@ -165,7 +165,7 @@ const CUT_FETCH = () => {
     const reader = res.body.getReader();
     let seen = 0;
     let lines = 0;
-    let cutAt = Infinity;
+    let cutAt = plan.lines === 0 ? plan.bytes : Infinity; // lines 0: before the first line
     const body = new ReadableStream({
       async pull(ctrl) {
         const { value, done } = await reader.read();
@@ -174,7 +174,7 @@ const CUT_FETCH = () => {
           if (value[i] === 10 && ++lines === plan.lines) cutAt = seen + i + 1 + plan.bytes;
         }
         if (seen + value.length > cutAt) {
-          ctrl.enqueue(value.slice(0, cutAt - seen));
+          if (cutAt > seen) ctrl.enqueue(value.slice(0, cutAt - seen));
           reader.cancel().catch(() => {});
           window.__cuts.push([kind, url, cutAt]);
           ctrl.error(new TypeError('network error (cut by the test)'));
@@ -298,6 +298,25 @@ test('demo page: resumes a cut stream from the last seq, reasoning folded apart,
   const bubbles = await page.getByTestId('message').evaluateAll((nodes) => nodes.map((n) => n.dataset.role));
   assert.deepEqual(bubbles, ['user', 'assistant', 'user', 'assistant', 'user']);
   stored = await waitStored(page, (items) => items.at(-1).role === 'user' && items.at(-1).status === 'unanswered', 'question unanswered');
+
+  // 4. Cut before `start`: the page cannot know whether its question arrived, so it sends it again
+  // under the same Idempotency-Key; the service follows the first copy's answer: asked once.
+  const keys = [];
+  page.on('request', (r) => {
+    if (r.method() === 'POST' && r.url().endsWith('/api/v1/chat')) keys.push(r.headers()['idempotency-key']);
+  });
+  await servers.stack.script([{ text: pieces, trickle: 0.03 }]);
+  await page.evaluate(() => window.__cutPlan.chat.push({ lines: 0, bytes: 0 }));
+  await page.getByTestId('chat-input').fill('开始之前断开');
+  await page.getByTestId('send-button').click();
+  const fourth = page.locator('[data-role="assistant"]').last();
+  await fourth.and(page.locator('[data-state="done"]')).waitFor({ timeout: 30000 });
+  assert.equal(await fourth.getByTestId('message-content').textContent(), pieces.join(''));
+  assert.equal(keys.length, 2, JSON.stringify(keys));
+  assert.ok(/^[A-Za-z0-9_.:-]{1,64}$/.test(keys[0]) && keys[0] === keys[1], JSON.stringify(keys));
+  stored = await waitStored(page, (items) => items.at(-1).status === 'complete', 'stored complete');
+  assert.deepEqual(stored.slice(-2).map((m) => [m.role, m.content]), [['user', '开始之前断开'], ['assistant', pieces.join('')]]);
+  assert.equal(stored.filter((m) => m.content === '开始之前断开').length, 1, 'asked once');
   assert.deepEqual(pageErrors, []);
 });
 

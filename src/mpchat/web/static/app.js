@@ -670,40 +670,59 @@
     state.run = run;
     setBusy(true);
 
+    // The request's name: cut before `start`, it is sent again under it, and the service follows
+    // the answer the first copy started if that one arrived (docs/chat.md, Idempotency-Key).
+    const key = voice ? null : 'web-' + Date.now().toString(36) + '-' + Math.random().toString(36).slice(2, 14);
     try {
-      const connection = connectionFor(run);
       let cut = false;
-      try {
-        const conv = state.conversationId ? '?conversation_id=' + encodeURIComponent(state.conversationId) : '';
-        const res = voice
-          ? await authed('/voice' + conv, { method: 'POST', headers: { 'Content-Type': 'audio/wav' }, body: voice, signal: connection.signal })
-          : await authed('/chat', {
-            method: 'POST',
-            headers: { 'Content-Type': 'application/json' },
-            body: JSON.stringify({ content, conversation_id: state.conversationId || undefined, stream: true }),
-            signal: connection.signal,
-          });
-        if (!res.ok) {
-          const err = errorOf(res, await readJson(res));
-          if (err.code === 'quota_exceeded' || res.status === 402) {
-            handleEvent(run, { type: 'error', message: '额度已用完' });
-            notice(''); // the banner says it, with 购买
-            quotaExceeded();
+      for (let attempt = 0; ; attempt += 1) {
+        const connection = connectionFor(run);
+        let lost = false; // cut before `start`: whether the question arrived is unknown
+        try {
+          const conv = state.conversationId ? '?conversation_id=' + encodeURIComponent(state.conversationId) : '';
+          const res = voice
+            ? await authed('/voice' + conv, { method: 'POST', headers: { 'Content-Type': 'audio/wav' }, body: voice, signal: connection.signal })
+            : await authed('/chat', {
+              method: 'POST',
+              headers: { 'Content-Type': 'application/json', 'Idempotency-Key': key },
+              body: JSON.stringify({ content, conversation_id: state.conversationId || undefined, stream: true }),
+              signal: connection.signal,
+            });
+          if (!res.ok) {
+            const err = errorOf(res, await readJson(res));
+            if (err.code === 'quota_exceeded' || res.status === 402) {
+              handleEvent(run, { type: 'error', message: '额度已用完' });
+              notice(''); // the banner says it, with 购买
+              quotaExceeded();
+              return;
+            }
+            const wait = err.retryAfter ? '，请 ' + err.retryAfter + ' 秒后再试' : '';
+            handleEvent(run, { type: 'error', message: err.message + wait });
             return;
           }
-          const wait = err.retryAfter ? '，请 ' + err.retryAfter + ' 秒后再试' : '';
-          handleEvent(run, { type: 'error', message: err.message + wait });
+          await readStream(run, res, connection);
+          cut = !run.ended;
+          lost = cut && !run.messageId;
+        } catch (err) {
+          if (run.stopped) return;
+          if (!run.messageId) {
+            if (!key || attempt + 1 >= RESUME_ATTEMPTS) {
+              handleEvent(run, { type: 'error', message: '网络错误：' + err.message });
+              return;
+            }
+            lost = true;
+          }
+          cut = true;
+        }
+        if (!lost || run.stopped) break;
+        if (!key || attempt + 1 >= RESUME_ATTEMPTS) {
+          handleEvent(run, { type: 'error', message: CUT_MESSAGE });
           return;
         }
-        await readStream(run, res, connection);
-        cut = !run.ended;
-      } catch (err) {
+        run.answer.dataset.state = 'reconnecting';
+        notice('连接中断，正在重新发送…');
+        await sleep(RESUME_DELAYS_MS[Math.min(attempt, RESUME_DELAYS_MS.length - 1)], run.controller.signal);
         if (run.stopped) return;
-        if (!run.messageId) {
-          handleEvent(run, { type: 'error', message: '网络错误：' + err.message });
-          return;
-        }
-        cut = true;
       }
       if (cut && !run.stopped) {
         if (run.resumable) await follow(run);

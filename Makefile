@@ -60,8 +60,9 @@ test-clients: $(DEV_STAMP)
 	@if [ -f clients/Makefile ]; then $(MAKE) -C clients test; fi
 
 # A fresh venv from requirements.lock alone (the deployment image's view): imports, serves.
+# Niced: `make test` runs it beside the Python suite, whose end is the whole run's.
 check-runtime: $(STAMP)
-	.ci/check-runtime-lock
+	nice -n 10 .ci/check-runtime-lock
 
 bench: $(DEV_STAMP)
 	$(BIN)/python bench/bench_chat.py

@@ -46,14 +46,19 @@ async function stop(child) {
   clearTimeout(timer);
 }
 
-/** Poll until `url` answers 200, the child dies, or the time runs out. */
-async function waitReady(url, child, seconds) {
+/**
+ * Poll until `url` answers 200, the child dies, or the time runs out. With `banner`, the answer
+ * counts only once the child's log has it (uvicorn's "Uvicorn running on <origin>"): the port
+ * was free when picked, but another process (a test's server) may have taken it meanwhile, and
+ * its 200 must not pass for this child's.
+ */
+async function waitReady(url, child, seconds, banner) {
   const until = Date.now() + seconds * 1000;
   while (Date.now() < until) {
     if (child.exitCode !== null) throw new Error(`${url}: the process exited (${child.exitCode}):\n${child.log}`);
     try {
       const res = await fetch(url);
-      if (res.ok) return;
+      if (res.ok && (!banner || child.log.includes(banner))) return;
     } catch (e) {
       // not listening yet
     }
@@ -190,12 +195,20 @@ async function startStack(options = {}) {
   };
   try {
     await waitReady(`http://127.0.0.1:${fakePort}/v1/models`, upstream, 30);
-    await waitReady(`${stack.base}/healthz`, server, 60);
+    await waitReady(`${stack.base}/healthz`, server, 60, 'Uvicorn running on ' + stack.base);
     if (options.sibling) {
-      const siblingPort = await freePort();
-      sibling = start(['serve'], { ...env, ...options.sibling, MPCHAT_PORT: String(siblingPort) });
-      stack.sibling = `http://127.0.0.1:${siblingPort}`;
-      await waitReady(`${stack.sibling}/healthz`, sibling, 60);
+      // A port taken between its pick and the bind: the sibling exits, and gets another one.
+      for (let attempt = 1; ; attempt++) {
+        const siblingPort = await freePort();
+        sibling = start(['serve'], { ...env, ...options.sibling, MPCHAT_PORT: String(siblingPort) });
+        stack.sibling = `http://127.0.0.1:${siblingPort}`;
+        try {
+          await waitReady(`${stack.sibling}/healthz`, sibling, 60, 'Uvicorn running on ' + stack.sibling);
+          break;
+        } catch (err) {
+          if (attempt >= 3 || !/address already in use/i.test(sibling.log)) throw err;
+        }
+      }
     }
   } catch (err) {
     await stack.stop();

@@ -14,12 +14,14 @@ WORKDIR /build
 RUN python -m venv /opt/mpchat
 # The lock first, so a change of the code alone reuses this layer.
 COPY requirements.lock ./
-RUN /opt/mpchat/bin/pip install --no-compile -r requirements.lock
+# The dependencies compiled here too: a change of the code alone recompiles only mpchat.
+RUN /opt/mpchat/bin/pip install --no-compile -r requirements.lock \
+    && /opt/mpchat/bin/python -m compileall -q -j 0 /opt/mpchat/lib
 COPY pyproject.toml README.md ./
 COPY src ./src
 # Installed, compiled, and the safety filter's folding table prebuilt (a cold start loads it).
 RUN /opt/mpchat/bin/pip install --no-compile --no-deps . \
-    && /opt/mpchat/bin/python -m compileall -q -j 0 /opt/mpchat/lib \
+    && /opt/mpchat/bin/python -m compileall -q -j 0 /opt/mpchat/lib/python3*/site-packages/mpchat \
     && /opt/mpchat/bin/python -m mpchat.safety.foldtable
 
 FROM ${PYTHON_IMAGE}

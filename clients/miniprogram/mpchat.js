@@ -1022,15 +1022,22 @@ function createClient(options) {
       scheduleResume(reason, retryAfter);
     }
 
+    /**
+     * Counts one more attempt in a row and returns its wait (seconds): the first is immediate (the
+     * ~60 s cut is routine), then the waits double from resumeDelay up to resumeMaxDelay.
+     */
+    function nextWait() {
+      failures += 1;
+      return failures === 1 ? 0 : Math.min(resumeDelay * Math.pow(2, failures - 2), resumeMaxDelay);
+    }
+
     /** @param {string} reason @param {number} [retryAfter] */
     function scheduleResume(reason, retryAfter) {
       if (failures >= resumeAttempts) {
         fail({ code: 'interrupted', message: INTERRUPTED_MESSAGE });
         return;
       }
-      failures += 1;
-      // The first reconnection is immediate (the ~60 s cut is routine), then the waits double.
-      var wait = failures === 1 ? 0 : Math.min(resumeDelay * Math.pow(2, failures - 2), resumeMaxDelay);
+      var wait = nextWait();
       if (retryAfter && retryAfter > wait) wait = Math.min(retryAfter, resumeMaxDelay);
       emit('onReconnect', { attempt: failures, delay: wait, reason: reason });
       timer = schedule(function () {
@@ -1087,8 +1094,7 @@ function createClient(options) {
         fail({ code: 'network_error', message: message || '网络错误' });
         return;
       }
-      failures += 1;
-      var wait = failures === 1 ? 0 : Math.min(resumeDelay * Math.pow(2, failures - 2), resumeMaxDelay);
+      var wait = nextWait();
       emit('onReconnect', { attempt: failures, delay: wait, reason: reason });
       timer = schedule(function () {
         timer = null;

@@ -15,7 +15,7 @@ from mpchat.api.models import ChatBody, ChatResponse
 from mpchat.api.streaming import FollowResponse, ai_headers
 from mpchat.blank import is_blank
 from mpchat.chat.answer import Answer
-from mpchat.chat.replay import fold
+from mpchat.chat.replay import Folded, fold
 from mpchat.chat.service import ChatRequest, Replay
 from mpchat.chat.timings import server_timing
 from mpchat.errors import InvalidRequest, MpchatError
@@ -110,16 +110,12 @@ async def _replayed(replay: Replay, stream: bool, svc: Svc) -> Response:
                          svc.settings.model_display_name or svc.chat.upstream.model)
     if stream:
         return FollowResponse(replay.lines, headers=headers)
-    folded = await fold(replay.lines)
-    body = {"conversation_id": folded.conversation_id, "message_id": folded.message_id,
-            "content": folded.content, "finish_reason": folded.finish_reason,
-            "usage": folded.usage, "ai_generated": True, "label": svc.settings.ai_label}
-    if folded.quota is not None:
-        body["quota"] = folded.quota
+    body = _body(await fold(replay.lines), svc.settings.ai_label)
     return Response(orjson.dumps(body), media_type="application/json", headers=headers)
 
 
-def _body(answer: Answer, label: str) -> dict[str, Any]:
+def _body(answer: Answer | Folded, label: str) -> dict[str, Any]:
+    """The ``stream: false`` body, of an answer followed here or of one folded from its lines."""
     return {
         "conversation_id": answer.conversation_id,
         "message_id": answer.message_id,

@@ -5,25 +5,14 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const fs = require('node:fs');
 const path = require('node:path');
 
-const { ROOT, MPCHAT, startStack } = require('../helpers/servers.js');
+const { ROOT, startStack } = require('../helpers/servers.js');
+const { CHROMIUM, CHROMIUM_ARGS, missing, screenshot } = require('../helpers/browser.js');
 
-const CHROMIUM = '/usr/bin/chromium';
 const SCREENSHOT = path.join(ROOT, 'docs', 'img', 'admin-console.png');
 const CI = process.env.CI === 'true';
 const TOKEN = 'e2e-admin-token-0123456789';
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
-
-function missing() {
-  if (!fs.existsSync(CHROMIUM)) return 'chromium is not installed at ' + CHROMIUM;
-  if (!fs.existsSync(MPCHAT)) return 'no .venv/bin/mpchat (run make in the project root first)';
-  return '';
-}
 
 const servers = { base: '', stack: null };
 
@@ -106,14 +95,7 @@ test('admin page: token login, plots after traffic, block a user', { timeout: 12
     assert.ok(points > 0, id + ' is empty');
   }
   assert.ok(await page.evaluate(() => sessionStorage.getItem('mpchat.admin.token')));
-  // The picture in the docs is rewritten only when asked (MPCHAT_UPDATE_SCREENSHOTS=1), so a test
-  // run leaves the checkout as it was; it is always taken, and must be a PNG.
-  const png = await page.screenshot({ fullPage: true });
-  assert.equal(png.subarray(1, 4).toString('latin1'), 'PNG');
-  if (process.env.MPCHAT_UPDATE_SCREENSHOTS === '1') {
-    fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
-    fs.writeFileSync(SCREENSHOT, png);
-  }
+  await screenshot(page, SCREENSHOT, { fullPage: true });
 
   // Block bob from his user page; his next chat is refused and reaches no provider.
   const bob = users[1];

@@ -4,16 +4,11 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const fs = require('node:fs');
 
-const { MPCHAT, startStack } = require('../helpers/servers.js');
+const { startStack } = require('../helpers/servers.js');
+const { CHROMIUM, CHROMIUM_ARGS, missing } = require('../helpers/browser.js');
 
-const CHROMIUM = '/usr/bin/chromium';
 const CI = process.env.CI === 'true';
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
 const CONFIG = `
 [quota]
 free_units = 1
@@ -25,12 +20,6 @@ title = "1000 点"
 price_fen = 1000
 credits = 1000
 `;
-
-function missing() {
-  if (!fs.existsSync(CHROMIUM)) return 'chromium is not installed at ' + CHROMIUM;
-  if (!fs.existsSync(MPCHAT)) return 'no .venv/bin/mpchat (run make in the project root first)';
-  return '';
-}
 
 const servers = { stack: null };
 

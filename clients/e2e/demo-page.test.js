@@ -3,24 +3,13 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const fs = require('node:fs');
 const path = require('node:path');
 
-const { ROOT, MPCHAT, startStack, resumeMissing } = require('../helpers/servers.js');
+const { ROOT, startStack, resumeMissing } = require('../helpers/servers.js');
+const { CHROMIUM, CHROMIUM_ARGS, missing, screenshot } = require('../helpers/browser.js');
 
-const CHROMIUM = '/usr/bin/chromium';
 const SCREENSHOT = path.join(ROOT, 'docs', 'img', 'demo-page.png');
 const CI = process.env.CI === 'true';
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
-
-function missing() {
-  if (!fs.existsSync(CHROMIUM)) return 'chromium is not installed at ' + CHROMIUM;
-  if (!fs.existsSync(MPCHAT)) return 'no .venv/bin/mpchat (run make in the project root first)';
-  return '';
-}
 
 const servers = { base: '', stack: null };
 
@@ -127,14 +116,7 @@ test('demo page: login, streamed answer with label, reload keeps history, delete
   );
   assert.deepEqual(history, [['user', '你好，请介绍一下你自己'], ['assistant', answerText]]);
 
-  // The picture in the docs is rewritten only when asked (MPCHAT_UPDATE_SCREENSHOTS=1), so a test
-  // run leaves the checkout as it was; it is always taken, and must be a PNG.
-  const png = await page.screenshot();
-  assert.equal(png.subarray(1, 4).toString('latin1'), 'PNG');
-  if (process.env.MPCHAT_UPDATE_SCREENSHOTS === '1') {
-    fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
-    fs.writeFileSync(SCREENSHOT, png);
-  }
+  await screenshot(page, SCREENSHOT);
 
   // Delete it: gone from the list, from the page, and from the server.
   page.once('dialog', (d) => d.accept());

@@ -5,24 +5,16 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const fs = require('node:fs');
 
-const { MPCHAT, startStack } = require('../helpers/servers.js');
+const { startStack } = require('../helpers/servers.js');
+const { CHROMIUM, CHROMIUM_ARGS: BROWSER_ARGS, missing } = require('../helpers/browser.js');
 
-const CHROMIUM = '/usr/bin/chromium';
 const CI = process.env.CI === 'true';
 const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  ...BROWSER_ARGS,
   '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
   '--autoplay-policy=no-user-gesture-required',
 ];
-
-function missing() {
-  if (!fs.existsSync(CHROMIUM)) return 'chromium is not installed at ' + CHROMIUM;
-  if (!fs.existsSync(MPCHAT)) return 'no .venv/bin/mpchat (run make in the project root first)';
-  return '';
-}
 
 test('demo page: hold to talk, transcript then answer, play it sentence by sentence', { timeout: 120000 }, async (t) => {
   const why = missing();

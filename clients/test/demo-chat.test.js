@@ -206,6 +206,33 @@ test('with quotas off no balance and no 购买 are shown', async () => {
   assert.equal(page.data.quotaExceeded, false);
 });
 
+/**
+ * The demo's app.js, loaded as the mini program runtime would (`App()`), with `config.js`'s exports
+ * replaced by `config` and `wx` as given; all of it undone after the test. Returns the app.
+ */
+function loadDemoApp(t, config, wx) {
+  const dir = path.join(__dirname, '..', 'miniprogram', 'example');
+  const configPath = require.resolve(path.join(dir, 'config.js'));
+  const appPath = require.resolve(path.join(dir, 'app.js'));
+  const saved = require.cache[configPath];
+  require(configPath);
+  require.cache[configPath].exports = config;
+  global.wx = wx;
+  let appConfig;
+  global.App = (c) => (appConfig = c);
+  global.getApp = () => appConfig;
+  t.after(() => {
+    delete require.cache[appPath];
+    if (saved) require.cache[configPath] = saved;
+    else delete require.cache[configPath];
+    delete global.wx;
+    delete global.App;
+  });
+  delete require.cache[appPath];
+  require(appPath);
+  return appConfig;
+}
+
 test('app.js with fakeWechatPay: 购买 confirms, then pays the order at the fake WeChat Pay', async (t) => {
   const controls = [];
   const fake = createFakeWx({
@@ -220,30 +247,12 @@ test('app.js with fakeWechatPay: 购买 confirms, then pays the order at the fak
       return { status: 404, body: { error: { code: 'not_found', message: 'x' } } };
     },
   });
-  const dir = path.join(__dirname, '..', 'miniprogram', 'example');
-  const configPath = require.resolve(path.join(dir, 'config.js'));
-  const appPath = require.resolve(path.join(dir, 'app.js'));
-  const saved = require.cache[configPath];
-  require(configPath);
-  require.cache[configPath].exports = { baseUrl: 'https://chat.example.com', devLoginCode: 'demo', fakeWechatPay: 'http://127.0.0.1:9300' };
   let answers = [true];
   const o = fake.options;
-  global.wx = {
+  const appConfig = loadDemoApp(t, { baseUrl: 'https://chat.example.com', devLoginCode: 'demo', fakeWechatPay: 'http://127.0.0.1:9300' }, {
     request: o.request, login: o.login, canIUse: o.canIUse, ...o.storage, onAppShow: o.onAppShow, onAppHide: o.onAppHide,
     showModal: (m) => setImmediate(() => m.success({ confirm: answers.shift(), cancel: false })),
-  };
-  let appConfig;
-  global.App = (c) => (appConfig = c);
-  global.getApp = () => appConfig;
-  t.after(() => {
-    delete require.cache[appPath];
-    if (saved) require.cache[configPath] = saved;
-    else delete require.cache[configPath];
-    delete global.wx;
-    delete global.App;
   });
-  delete require.cache[appPath];
-  require(appPath);
   const told = [];
   appConfig.quotaListener = (q) => told.push(q);
 
@@ -259,16 +268,10 @@ test('app.js with fakeWechatPay: 购买 confirms, then pays the order at the fak
 
 test('app.js with config.cloud: wx.cloud.init on launch, logins through wx.cloud.callContainer', async (t) => {
   const fake = createFakeWx({ chat: () => ({}), api: () => ({ status: 200, body: { user_id: 'u1', quota: null } }) });
-  const dir = path.join(__dirname, '..', 'miniprogram', 'example');
-  const configPath = require.resolve(path.join(dir, 'config.js'));
-  const appPath = require.resolve(path.join(dir, 'app.js'));
-  const saved = require.cache[configPath];
-  require(configPath);
-  require.cache[configPath].exports = { baseUrl: 'https://chat.example.com', devLoginCode: 'demo', fakeWechatPay: '', cloud: { env: 'prod-1a2b', service: 'mpchat-login' } };
   const inits = [];
   const containerCalls = [];
   const o = fake.options;
-  global.wx = {
+  const appConfig = loadDemoApp(t, { baseUrl: 'https://chat.example.com', devLoginCode: 'demo', fakeWechatPay: '', cloud: { env: 'prod-1a2b', service: 'mpchat-login' } }, {
     request: o.request, login: o.login, canIUse: o.canIUse, ...o.storage, onAppShow: o.onAppShow, onAppHide: o.onAppHide,
     cloud: {
       init: (...args) => inits.push(args),
@@ -277,19 +280,7 @@ test('app.js with config.cloud: wx.cloud.init on launch, logins through wx.cloud
         setImmediate(() => option.success({ statusCode: 200, header: {}, data: { token: 'ctok', expires_in: 3600 } }));
       },
     },
-  };
-  let appConfig;
-  global.App = (c) => (appConfig = c);
-  global.getApp = () => appConfig;
-  t.after(() => {
-    delete require.cache[appPath];
-    if (saved) require.cache[configPath] = saved;
-    else delete require.cache[configPath];
-    delete global.wx;
-    delete global.App;
   });
-  delete require.cache[appPath];
-  require(appPath);
   appConfig.onLaunch();
   assert.equal(inits.length, 1);
   await appConfig.client.me();
